@@ -1,0 +1,384 @@
+"""The controller: accepts nodes, keeps the directory, routes every call.
+
+The controller never decodes user payloads: it decodes each envelope to route it and forwards
+the frame bytes it received unchanged. It tracks the calls in flight so that when a node goes
+away, every caller waiting on that node is failed at once (``RemoteStoppedUnexpectedly``) and
+every call that node was waiting on is cancelled on its executor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.abc
+
+from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, encode_frame
+from daffi._protocol import (
+    PROTOCOL_VERSION,
+    Bye,
+    Call,
+    CallbackInfo,
+    Cancel,
+    Error,
+    Hello,
+    Message,
+    NodeDown,
+    NodeUp,
+    Ping,
+    Pong,
+    Register,
+    Reject,
+    Result,
+    Welcome,
+)
+from daffi.exceptions import ErrorInfo, ProtocolError
+from daffi.transports import Address, Listening, get_transport
+
+__all__ = ["Controller"]
+
+logger = logging.getLogger("daffi.controller")
+
+NodeEventHook = Callable[[str, bool], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class _Peer:
+    name: str
+    conn: Connection
+    callbacks: dict[str, CallbackInfo] = field(default_factory=dict)
+    said_bye: bool = False
+
+
+def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
+    return Error(
+        call_id,
+        dst,
+        ErrorInfo(
+            type_name=kind,
+            module="daffi.exceptions",
+            message=message,
+            process_name=process,
+            kind=kind,
+        ),
+    )
+
+
+class Controller:
+    """Routes calls between the nodes connected to it.
+
+    Args:
+        name: the controller's process name (used in error messages).
+        addresses: where to listen; port 0 picks a free TCP port (see :attr:`addresses`).
+        on_node_event: awaited as ``hook(node_name, joined)`` when a node joins or leaves.
+        handshake_timeout: seconds a new connection has to send its ``Hello``.
+        heartbeat_interval: nodes ping at this interval; a connection silent for three
+            intervals is closed as dead.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        addresses: list[Address],
+        *,
+        on_node_event: NodeEventHook | None = None,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        handshake_timeout: float = 10.0,
+        heartbeat_interval: float = 5.0,
+    ) -> None:
+        self.name = name
+        self.requested_addresses = addresses
+        self.addresses: list[Address] = []
+        self.on_node_event = on_node_event
+        self.max_frame_size = max_frame_size
+        self.handshake_timeout = handshake_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.peers: dict[str, _Peer] = {}
+        self._providers: dict[str, list[str]] = {}
+        self._round_robin: dict[str, itertools.count[int]] = {}
+        # (caller, call id) -> (executor, callback name)
+        self._in_flight: dict[tuple[str, int], tuple[str, str]] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[list[Address]]) -> None:
+        """Listen on every address and serve until cancelled; reports the bound addresses."""
+        listenings: list[Listening] = []
+        try:
+            for address in self.requested_addresses:
+                listenings.append(await get_transport(address.scheme).listen(address))
+            self.addresses = [item.address for item in listenings]
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                for item in listenings:
+                    tg.start_soon(item.listener.serve, self.handle_stream, tg)
+                    logger.info("controller %r listening on %s", self.name, item.address)
+                tg.start_soon(self._reap_silent_peers)
+                task_status.started(self.addresses)
+        finally:
+            self._task_group = None
+            with anyio.CancelScope(shield=True):
+                for item in listenings:
+                    await item.aclose()
+
+    async def goodbye(self) -> None:
+        """Tell every node the controller is leaving (best effort, bounded)."""
+        frame = encode_frame(Bye("controller stopping"))
+        with anyio.move_on_after(1, shield=True):
+            for peer in list(self.peers.values()):
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await peer.conn.send_frame(frame)
+
+    async def _reap_silent_peers(self) -> None:
+        limit = 3 * self.heartbeat_interval
+        while True:
+            await anyio.sleep(self.heartbeat_interval)
+            now = anyio.current_time()
+            for peer in list(self.peers.values()):
+                if now - peer.conn.last_received > limit:
+                    logger.warning(
+                        "node %r sent nothing for %.1f s; closing its connection",
+                        peer.name,
+                        now - peer.conn.last_received,
+                    )
+                    await peer.conn.aclose()
+
+    # ------------------------------------------------------------------ connections
+
+    async def handle_stream(self, stream: anyio.abc.ByteStream) -> None:
+        """Serve one node connection until it closes (also used for the in-process node)."""
+        conn = Connection(stream, max_frame_size=self.max_frame_size)
+        peer: _Peer | None = None
+        try:
+            peer = await self._handshake(conn)
+            if peer is None:
+                return
+            await self._serve_peer(peer)
+        except ProtocolError as exc:
+            logger.error("protocol error from %s: %s", conn.peer, exc)
+        except anyio.EndOfStream:
+            pass
+        finally:
+            if peer is not None and self.peers.get(peer.name) is peer:
+                await self._drop_peer(peer)
+            await conn.aclose()
+
+    async def _handshake(self, conn: Connection) -> _Peer | None:
+        with anyio.move_on_after(self.handshake_timeout) as scope:
+            msg, _ = await conn.receive()
+        if scope.cancelled_caught:
+            logger.warning(
+                "a connection sent no handshake within %s s; closed", self.handshake_timeout
+            )
+            return None
+        if not isinstance(msg, Hello):
+            raise ProtocolError(f"expected Hello as the first message, got {type(msg).__name__}")
+        conn.peer = repr(msg.name)
+        reject: Reject | None = None
+        if msg.version != PROTOCOL_VERSION:
+            reject = Reject(
+                f"protocol version {msg.version} is not supported by controller {self.name!r} "
+                f"(it speaks version {PROTOCOL_VERSION}); upgrade daffi on both ends",
+                "ProtocolError",
+            )
+        elif not msg.name:
+            reject = Reject("process_name must not be empty", "InitializationError")
+        elif msg.name in self.peers:
+            reject = Reject(
+                f"process name {msg.name!r} is already used by a connected node; "
+                "every process needs a unique process_name",
+                "InitializationError",
+            )
+        elif "msgpack" not in msg.codecs:
+            reject = Reject(
+                f"no common payload codec (node offers {list(msg.codecs)}, controller "
+                "speaks ['msgpack'])",
+                "ProtocolError",
+            )
+        if reject is not None:
+            logger.warning("refused node %r: %s", msg.name, reject.reason)
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await conn.send(reject)
+            return None
+        peer = _Peer(msg.name, conn)
+        directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
+        await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory))
+        self.peers[peer.name] = peer
+        await self._set_callbacks(peer, msg.callbacks)
+        logger.info("node %r connected", peer.name)
+        if self.on_node_event is not None:
+            await self.on_node_event(peer.name, True)
+        return peer
+
+    async def _serve_peer(self, peer: _Peer) -> None:
+        conn = peer.conn
+        while True:
+            msg, frame = await conn.receive()
+            if isinstance(msg, Call):
+                await self._route_call(peer, msg, frame)
+            elif isinstance(msg, Result | Error):
+                await self._route_reply(msg, frame)
+            elif isinstance(msg, Cancel):
+                await self._route_cancel(peer, msg, frame)
+            elif isinstance(msg, Ping):
+                await self._send(peer, Pong())
+            elif isinstance(msg, Pong):
+                pass
+            elif isinstance(msg, Register):
+                await self._set_callbacks(peer, msg.callbacks)
+            elif isinstance(msg, Bye):
+                peer.said_bye = True
+                return
+            else:
+                raise ProtocolError(f"unexpected {type(msg).__name__} from node {peer.name!r}")
+
+    async def _drop_peer(self, peer: _Peer) -> None:
+        del self.peers[peer.name]
+        for name in peer.callbacks:
+            providers = self._providers.get(name)
+            if providers is not None and peer.name in providers:
+                providers.remove(peer.name)
+                if not providers:
+                    del self._providers[name]
+                    self._round_robin.pop(name, None)
+        how = "left" if peer.said_bye else "disconnected"
+        logger.info("node %r %s", peer.name, how)
+        with anyio.CancelScope(shield=True):
+            for key, (executor, cb_name) in list(self._in_flight.items()):
+                caller, call_id = key
+                if executor == peer.name:
+                    del self._in_flight[key]
+                    await self._send_to(
+                        caller,
+                        _error(
+                            call_id,
+                            caller,
+                            "RemoteStoppedUnexpectedly",
+                            f"process {peer.name!r} {how} while running {cb_name!r}",
+                            peer.name,
+                        ),
+                    )
+                elif caller == peer.name:
+                    # Nobody waits for this result any more: stop the work on its executor.
+                    del self._in_flight[key]
+                    await self._send_to(executor, Cancel(call_id, caller))
+            await self._broadcast(NodeDown(peer.name, peer.said_bye), exclude=peer.name)
+            if self.on_node_event is not None:
+                await self.on_node_event(peer.name, False)
+
+    # ------------------------------------------------------------------ directory
+
+    async def _set_callbacks(self, peer: _Peer, callbacks: tuple[CallbackInfo, ...]) -> None:
+        for name in peer.callbacks:
+            providers = self._providers.get(name)
+            if providers is not None and peer.name in providers:
+                providers.remove(peer.name)
+        peer.callbacks = {info.name: info for info in callbacks}
+        for name in peer.callbacks:
+            self._providers.setdefault(name, []).append(peer.name)
+        await self._broadcast(NodeUp(peer.name, callbacks), exclude=peer.name)
+
+    async def _broadcast(self, msg: Message, *, exclude: str) -> None:
+        frame = encode_frame(msg)
+        for other in list(self.peers.values()):
+            if other.name != exclude:
+                # A broken peer is dropped by its own handler.
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await other.conn.send_frame(frame)
+
+    # ------------------------------------------------------------------ routing
+
+    def _pick(self, caller: str, name: str) -> str | None:
+        providers = self._providers.get(name)
+        if not providers:
+            return None
+        candidates = [p for p in providers if p != caller] if caller in providers else providers
+        if not candidates:
+            return None
+        counter = self._round_robin.setdefault(name, itertools.count())
+        return candidates[next(counter) % len(candidates)]
+
+    async def _route_call(self, peer: _Peer, msg: Call, frame: bytes) -> None:
+        if msg.src != peer.name:
+            raise ProtocolError(f"node {peer.name!r} sent a call claiming to be from {msg.src!r}")
+        if msg.timeout is not None and not (math.isfinite(msg.timeout) and msg.timeout >= 0):
+            raise ProtocolError(f"node {peer.name!r} sent a call with timeout {msg.timeout!r}")
+        if msg.receiver is not None:
+            target = self.peers.get(msg.receiver)
+            if target is None:
+                await self._fail(peer, msg, f"process {msg.receiver!r} is not connected")
+                return
+            if msg.name not in target.callbacks:
+                await self._fail(
+                    peer,
+                    msg,
+                    f"process {msg.receiver!r} has no callback {msg.name!r}; it offers "
+                    f"{sorted(target.callbacks)}",
+                )
+                return
+            target_name: str | None = target.name
+        else:
+            target_name = self._pick(peer.name, msg.name)
+            if target_name is None:
+                await self._fail(peer, msg, f"no other process offers callback {msg.name!r}")
+                return
+        assert target_name is not None
+        if msg.want_result:
+            self._in_flight[(peer.name, msg.id)] = (target_name, msg.name)
+        target_peer = self.peers[target_name]
+        try:
+            await target_peer.conn.send_frame(frame)
+        except anyio.BrokenResourceError:
+            self._in_flight.pop((peer.name, msg.id), None)
+            if msg.want_result:
+                await self._send(
+                    peer,
+                    _error(
+                        msg.id,
+                        peer.name,
+                        "RemoteStoppedUnexpectedly",
+                        f"process {target_name!r} disconnected before it received {msg.name!r}",
+                        target_name,
+                    ),
+                )
+
+    async def _fail(self, peer: _Peer, msg: Call, text: str) -> None:
+        if msg.want_result:
+            await self._send(
+                peer, _error(msg.id, peer.name, "UnableToFindCandidate", text, self.name)
+            )
+        else:
+            logger.warning("dropped call %r from %r: %s", msg.name, peer.name, text)
+
+    async def _route_reply(self, msg: Result | Error, frame: bytes) -> None:
+        if self._in_flight.pop((msg.dst, msg.id), None) is None:
+            return  # the caller cancelled or left; the reply has nowhere to go
+        caller = self.peers.get(msg.dst)
+        if caller is not None:
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await caller.conn.send_frame(frame)
+
+    async def _route_cancel(self, peer: _Peer, msg: Cancel, frame: bytes) -> None:
+        if msg.src != peer.name:
+            raise ProtocolError(f"node {peer.name!r} tried to cancel a call of {msg.src!r}")
+        entry = self._in_flight.pop((msg.src, msg.id), None)
+        if entry is not None:
+            target = self.peers.get(entry[0])
+            if target is not None:
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await target.conn.send_frame(frame)
+
+    async def _send(self, peer: _Peer, msg: Message) -> None:
+        with contextlib.suppress(anyio.BrokenResourceError):
+            await peer.conn.send(msg)
+
+    async def _send_to(self, name: str, msg: Message) -> None:
+        peer = self.peers.get(name)
+        if peer is not None:
+            await self._send(peer, msg)

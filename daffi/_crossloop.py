@@ -1,0 +1,53 @@
+"""Await work that runs on another thread's event loop, from any asyncio or trio loop."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio
+import sniffio
+from anyio.from_thread import BlockingPortal
+
+__all__ = ["run_in_portal", "wait_future"]
+
+T = TypeVar("T")
+
+
+async def wait_future(fut: concurrent.futures.Future[T]) -> T:
+    """Wait for ``fut`` without blocking the current loop; cancelling the wait cancels ``fut``."""
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        import asyncio
+
+        return await asyncio.wrap_future(fut)
+    if library == "trio":
+        import trio
+
+        token = trio.lowlevel.current_trio_token()
+        done = trio.Event()
+
+        def wake(_: object) -> None:
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(done.set)
+
+        fut.add_done_callback(wake)
+        try:
+            await done.wait()
+        except BaseException:
+            fut.cancel()
+            raise
+        return fut.result()
+    # Another anyio backend: park a worker thread on the future.
+    try:
+        return await anyio.to_thread.run_sync(fut.result, abandon_on_cancel=True)
+    except anyio.get_cancelled_exc_class():
+        fut.cancel()
+        raise
+
+
+async def run_in_portal(portal: BlockingPortal, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """Run ``func(*args)`` on ``portal``'s loop and await the result from the current loop."""
+    return await wait_future(portal.start_task_soon(func, *args))

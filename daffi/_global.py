@@ -1,0 +1,688 @@
+"""``Global``: starts the controller and/or node of this process and is the face users call.
+
+Three ways to run (see docs/design.md):
+
+* constructed outside an event loop: starts at once in a background daemon thread that runs
+  the async core; blocking methods call through a ``BlockingPortal``; stopped at exit.
+* ``async with Global(...) as g`` (asyncio or trio): runs in the caller's loop and task group.
+* constructed inside a running loop and never entered: starts in a background thread at
+  first use (daffi 2 style async apps).
+"""
+
+from __future__ import annotations
+
+import atexit
+import builtins
+import contextlib
+import inspect
+import logging
+import os
+import sys
+import threading
+import uuid
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+import sniffio
+from anyio.from_thread import BlockingPortal
+
+from daffi import _context
+from daffi._connection import DEFAULT_MAX_FRAME_SIZE
+from daffi._controller import Controller
+from daffi._crossloop import run_in_portal
+from daffi._node import Node
+from daffi._protocol import CallbackInfo
+from daffi.exceptions import (
+    GlobalContextError,
+    InitializationError,
+    TimeoutError,
+)
+from daffi.execution_modifiers import FG, ExecModifier
+from daffi.registry._store import CallbackRegistry, default_registry
+from daffi.transports import Address, default_unix_socket_dir, get_transport, memory_stream_pair
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = ["Global"]
+
+logger = logging.getLogger("daffi.global")
+
+T = TypeVar("T")
+Hook = Callable[..., Any]
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class _ThreadStarted:
+    """A task status that wakes the thread that started the background loop."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def started(self, value: object = None) -> None:
+        self.event.set()
+
+
+class Global:
+    """The daffi runtime of this process: a controller, a node, or both.
+
+    Args:
+        process_name: this process's unique name (default: a random short hex string).
+        init_controller: run the controller in this process.
+        init_node: run a node (offer callbacks, call fetchers) in this process.
+        host: TCP host to listen on (controller) or connect to (node).
+        port: TCP port; a controller without one picks a free port (see :attr:`port`).
+        unix_sock_path: directory of the Unix socket (default: a private per-user directory
+            under the temp dir); used when no ``host`` is given.
+        ssl_certificate, ssl_key: TLS files (not supported yet: raises).
+        on_init: ``hook(g, process_name)`` once when started (sync or async).
+        on_node_connect, on_node_disconnect: ``hook(g, process_name)`` for every node that
+            joins or leaves, this one included (sync or async).
+        address: ``"scheme://..."`` for any registered transport, instead of host/port/unix.
+        backend: event loop of the background thread, ``"asyncio"`` (default) or ``"trio"``.
+        connect_timeout: seconds a node waits for its controller before the constructor
+            raises ``InitializationError``; ``None`` waits forever.
+        registry: the callbacks this node offers (default: the process-wide registry).
+        workers: how many sync callbacks may run at once (worker threads).
+        max_frame_size: largest frame accepted from a peer, in bytes.
+        heartbeat_interval: seconds between pings; a peer silent for 3 intervals is dead.
+    """
+
+    def __init__(
+        self,
+        process_name: str | None = None,
+        init_controller: bool = False,
+        init_node: bool = True,
+        host: str | None = None,
+        port: int | str | None = None,
+        unix_sock_path: str | os.PathLike[str] | None = None,
+        ssl_certificate: str | os.PathLike[str] | None = None,
+        ssl_key: str | os.PathLike[str] | None = None,
+        on_init: Hook | None = None,
+        on_node_connect: Hook | None = None,
+        on_node_disconnect: Hook | None = None,
+        *,
+        address: str | None = None,
+        backend: str = "asyncio",
+        connect_timeout: float | None = 30.0,
+        registry: CallbackRegistry | None = None,
+        workers: int = 40,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        heartbeat_interval: float = 5.0,
+    ) -> None:
+        if not init_controller and not init_node:
+            raise InitializationError(
+                "No components were found in current process. Provide at least one required "
+                "argument `init_controller=True` or `init_node=True`."
+            )
+        if process_name is None:
+            process_name = hex(uuid.uuid4().int & 0xFFFFFFFF)
+        self.process_name = str(process_name)
+        if not self.process_name:
+            raise InitializationError("process_name must not be empty")
+        self.init_controller = bool(init_controller)
+        self.init_node = bool(init_node)
+        if ssl_certificate is not None or ssl_key is not None:
+            raise InitializationError(
+                "TLS (ssl_certificate/ssl_key) is not supported by this version of daffi yet; "
+                "refusing to fall back to plaintext"
+            )
+        if backend not in ("asyncio", "trio"):
+            raise InitializationError(f"backend must be 'asyncio' or 'trio', not {backend!r}")
+        if workers < 1:
+            raise InitializationError(f"workers must be at least 1, not {workers!r}")
+        for hook_name, hook in (
+            ("on_init", on_init),
+            ("on_node_connect", on_node_connect),
+            ("on_node_disconnect", on_node_disconnect),
+        ):
+            if hook is not None and not callable(hook):
+                raise InitializationError(f"{hook_name} must be callable, not {hook!r}")
+        self.address = self._resolve_address(address, host, port, unix_sock_path)
+        self.host = self.address.host
+        self.port: int | None = self.address.port
+        self.on_init = on_init
+        self.on_node_connect = on_node_connect
+        self.on_node_disconnect = on_node_disconnect
+        self.backend = backend
+        self.connect_timeout = connect_timeout
+        self.registry = registry if registry is not None else default_registry
+        self.workers = workers
+        self.max_frame_size = max_frame_size
+        self.heartbeat_interval = heartbeat_interval
+
+        self._controller: Controller | None = None
+        self._node: Node | None = None
+        self._portal: BlockingPortal | None = None
+        self._loop_thread: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stop_event: anyio.Event | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._done = threading.Event()
+        self._start_lock = threading.Lock()
+        self._started = False
+        self._stopped = False
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._context_token: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+        try:
+            sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            self._start_in_thread()
+
+    # ------------------------------------------------------------------ configuration
+
+    def _resolve_address(
+        self,
+        address: str | None,
+        host: str | None,
+        port: int | str | None,
+        unix_sock_path: str | os.PathLike[str] | None,
+    ) -> Address:
+        if address is not None:
+            if host is not None or port is not None or unix_sock_path is not None:
+                raise InitializationError(
+                    "Provide either 'address' or host/port/unix_sock_path, not both"
+                )
+            try:
+                return Address.parse(address)
+            except ValueError as exc:
+                raise InitializationError(str(exc)) from None
+        if host is not None and unix_sock_path is not None:
+            raise InitializationError(
+                "Provide either 'unix_sock_path' argument or combination of 'host' and 'port' "
+                "to connect via unix socket or via tcp respectively"
+            )
+        if host is not None:
+            return Address("tcp", host=str(host), port=self._validate_port(port))
+        if port is not None:
+            raise InitializationError("port was given without host; pass host='127.0.0.1' too")
+        if os.name == "nt":
+            raise InitializationError(
+                "Windows platform doesn't support unix sockets. Provide host and port to use TCP"
+            )
+        directory = os.fspath(unix_sock_path) if unix_sock_path is not None else None
+        if directory is None:
+            directory = default_unix_socket_dir()
+        return Address("unix", path=os.path.join(directory, "daffi.sock"))
+
+    def _validate_port(self, port: int | str | None) -> int:
+        if port is None:
+            if self.init_controller:
+                return 0
+            raise InitializationError(
+                "a node needs the controller's port: pass port=... (only a controller may omit "
+                "it to pick a free one)"
+            )
+        try:
+            value = int(port)
+        except (TypeError, ValueError):
+            raise InitializationError(f"port must be an integer, not {port!r}") from None
+        if not 0 <= value <= 65535 or (value == 0 and not self.init_controller):
+            raise InitializationError(f"port {port!r} is out of range (1..65535)")
+        return value
+
+    # ------------------------------------------------------------------ the async core
+
+    async def _run_core(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        self._stop_event = anyio.Event()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                await self._start_components(tg)
+                self._unsubscribe = self.registry.subscribe(self._registry_changed)
+                _context.remember(self)
+                self._started = True
+                task_status.started()
+                if self.on_init is not None:
+                    tg.start_soon(self._run_hook, self.on_init, self.process_name)
+                await self._stop_event.wait()
+                with anyio.CancelScope(shield=True):
+                    if self._node is not None:
+                        await self._node.goodbye()
+                    if self._controller is not None:
+                        await self._controller.goodbye()
+                tg.cancel_scope.cancel()
+        finally:
+            self._stopped = True
+            _context.forget(self)
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+            self._task_group = None
+
+    async def _start_components(self, tg: anyio.abc.TaskGroup) -> None:
+        if self.init_controller:
+            self._controller = Controller(
+                self.process_name,
+                [self.address],
+                on_node_event=None if self.init_node else self._node_event,
+                max_frame_size=self.max_frame_size,
+                heartbeat_interval=self.heartbeat_interval,
+            )
+            try:
+                bound = await tg.start(self._controller.serve)
+            except OSError as exc:
+                raise InitializationError(
+                    f"controller {self.process_name!r} cannot listen on {self.address}: {exc}"
+                ) from exc
+            self.address = bound[0]
+            self.port = self.address.port
+        if not self.init_node:
+            return
+        self._node = Node(
+            self.process_name,
+            self.registry,
+            self._local_connector(tg) if self._controller else self._remote_connector(),
+            controller_label=str(self.address),
+            on_node_event=self._node_event,
+            workers=self.workers,
+            max_frame_size=self.max_frame_size,
+            heartbeat_interval=self.heartbeat_interval,
+        )
+        await tg.start(self._node.run)
+        try:
+            with anyio.fail_after(self.connect_timeout):
+                await self._node.wait_connected()
+        except builtins.TimeoutError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise InitializationError(
+                f"node {self.process_name!r} could not reach a controller at {self.address} "
+                f"within {self.connect_timeout} s (connect_timeout); is the controller running?"
+            ) from None
+
+    def _local_connector(self, tg: anyio.abc.TaskGroup) -> Callable[[], Awaitable[Any]]:
+        controller = self._controller
+        assert controller is not None
+
+        async def connect() -> anyio.abc.ByteStream:
+            ours, theirs = memory_stream_pair()
+            tg.start_soon(controller.handle_stream, theirs)
+            return ours
+
+        return connect
+
+    def _remote_connector(self) -> Callable[[], Awaitable[anyio.abc.ByteStream]]:
+        transport = get_transport(self.address.scheme)
+        address = self.address
+
+        async def connect() -> anyio.abc.ByteStream:
+            return await transport.connect(address)
+
+        return connect
+
+    def _registry_changed(self) -> None:
+        node, portal = self._node, self._portal
+        if node is None or portal is None or self._stopped:
+            return
+        if threading.get_ident() == self._loop_thread:
+            if self._task_group is not None:
+                self._task_group.start_soon(node.advertise)
+        else:
+            with contextlib.suppress(RuntimeError):
+                portal.start_task_soon(node.advertise)
+
+    async def _node_event(self, name: str, joined: bool) -> None:
+        hook = self.on_node_connect if joined else self.on_node_disconnect
+        if hook is not None and self._task_group is not None:
+            self._task_group.start_soon(self._run_hook, hook, name)
+
+    async def _run_hook(self, hook: Hook, name: str) -> None:
+        try:
+            if inspect.iscoroutinefunction(hook):
+                await hook(self, name)
+            else:
+                # In a worker thread, so the hook may call blocking Global methods.
+                result = await anyio.to_thread.run_sync(hook, self, name, abandon_on_cancel=True)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception:
+            logger.exception("hook %r failed for process %r", hook, name)
+
+    # ------------------------------------------------------------------ starting
+
+    def _start_in_thread(self) -> None:
+        with self._start_lock:
+            if self._started or self._thread is not None:
+                return
+            if self._stopped:
+                raise GlobalContextError("this Global was stopped; create a new one")
+            ready = threading.Event()
+            failure: list[BaseException] = []
+
+            async def main() -> None:
+                async with BlockingPortal() as portal:
+                    self._portal = portal
+                    self._loop_thread = threading.get_ident()
+                    try:
+                        await self._run_core(task_status=_ThreadStarted(ready))
+                    finally:
+                        await portal.stop(cancel_remaining=True)
+
+            def target() -> None:
+                try:
+                    anyio.run(main, backend=self.backend)
+                except BaseException as exc:
+                    failure.append(_unwrap(exc))
+                finally:
+                    self._stopped = True
+                    self._done.set()
+                    ready.set()
+
+            self._thread = threading.Thread(
+                target=target, name=f"daffi-{self.process_name}", daemon=True
+            )
+            self._thread.start()
+            ready.wait()
+            if failure:
+                self._thread.join()
+                raise failure[0]
+            atexit.register(self._stop_at_exit)
+
+    async def _ensure_started(self) -> None:
+        if not self._started and not self._stopped:
+            await anyio.to_thread.run_sync(self._start_in_thread)
+        if self._stopped:
+            raise GlobalContextError(
+                "Global can no longer accept remote calls because it was stopped"
+            )
+
+    async def __aenter__(self) -> Global:
+        if self._started or self._thread is not None:
+            return self  # already running in its background thread
+        stack = contextlib.AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._portal = portal = await stack.enter_async_context(BlockingPortal())
+            # The portal's task group encloses the core's: stop the portal (cancelling calls
+            # still in flight from other threads) only after the core has said goodbye.
+            stack.push_async_callback(portal.stop, True)
+            self._loop_thread = threading.get_ident()
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            await tg.start(self._run_core)
+        except BaseException as exc:
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise _unwrap(exc) from None
+        self._exit_stack = stack
+        self._context_token = _context.current_var.set(self)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._exit_stack = self._exit_stack, None
+        if stack is None:
+            await self.stop_async()
+            return
+        if self._context_token is not None:
+            _context.current_var.reset(self._context_token)
+            self._context_token = None
+        if self._stop_event is not None:
+            self._stop_event.set()
+        try:
+            await stack.__aexit__(exc_type, exc, tb)
+        finally:
+            self._stopped = True
+            self._done.set()
+
+    def __enter__(self) -> Global:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ stopping
+
+    def stop(self) -> None:
+        """Stop this Global: say goodbye to peers, cancel everything it runs, close sockets.
+
+        From the thread of daffi's own event loop (``async with`` apps) this only requests
+        the stop; leaving the ``async with`` block (or :meth:`stop_async`) completes it.
+        """
+        if self._stopped or self._stop_event is None:
+            self._stopped = True
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._stop_event.set()
+            return
+        portal = self._portal
+        if portal is not None:
+            with contextlib.suppress(RuntimeError):
+                portal.call(self._stop_event.set)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            atexit.unregister(self._stop_at_exit)
+        else:
+            self._done.wait(timeout=5)
+
+    async def stop_async(self) -> None:
+        """Stop this Global and wait until it has stopped (any loop, any thread)."""
+        if self._stopped or self._stop_event is None:
+            self._stopped = True
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._stop_event.set()
+            if self._exit_stack is not None:
+                return  # leaving `async with` completes the stop
+            return
+        await anyio.to_thread.run_sync(self.stop)
+
+    def _stop_at_exit(self) -> None:
+        try:
+            self.stop()
+        except Exception:  # at exit nothing is left to report to
+            logger.debug("error while stopping at exit", exc_info=True)
+
+    def join(self) -> None:
+        """Block until this Global is stopped (by :meth:`stop` in another thread, or a hook)."""
+        self._check_blocking("join", "join_async")
+        self._done.wait()
+
+    async def join_async(self) -> None:
+        """Wait until this Global is stopped."""
+        if not self._started and not self._stopped:
+            await self._ensure_started()
+        if threading.get_ident() == self._loop_thread and self._stop_event is not None:
+            await self._stop_event.wait()
+            return
+        await anyio.to_thread.run_sync(self._done.wait, abandon_on_cancel=True)
+
+    # ------------------------------------------------------------------ sync/async bridge
+
+    def _check_blocking(self, method: str, twin: str) -> None:
+        if self._loop_thread is not None and threading.get_ident() == self._loop_thread:
+            raise GlobalContextError(
+                f"{method}() blocks, and it was called from the thread that runs daffi's event "
+                f"loop, where it would deadlock; use `await g.{twin}(...)` instead"
+            )
+
+    def _blocking(self, method: str, twin: str, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        self._check_blocking(method, twin)
+        if not self._started and not self._stopped:
+            self._start_in_thread()
+        portal = self._portal
+        if self._stopped or portal is None:
+            raise GlobalContextError(
+                "Global can no longer accept remote calls because it was stopped"
+            )
+        try:
+            return portal.call(func, *args)
+        except RuntimeError as exc:
+            if "portal is not running" in str(exc) or "event loop" in str(exc):
+                raise GlobalContextError(
+                    "Global can no longer accept remote calls because it was stopped"
+                ) from None
+            raise
+
+    async def _await(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        await self._ensure_started()
+        if threading.get_ident() == self._loop_thread:
+            return await func(*args)
+        portal = self._portal
+        assert portal is not None
+        return await run_in_portal(portal, func, *args)
+
+    def _require_node(self) -> Node:
+        if self._node is None:
+            raise GlobalContextError(
+                "Support for invoking remote calls is not enabled in this process: it runs only "
+                "the controller (init_node=False)"
+            )
+        return self._node
+
+    # ------------------------------------------------------------------ calls
+
+    async def _run_modifier(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        modifier: ExecModifier,
+        structure: Callable[[Any], Any] | None,
+    ) -> Any:
+        node = self._require_node()
+        if isinstance(modifier, FG):
+            return await node.call(
+                name,
+                args,
+                kwargs,
+                receiver=modifier.receiver,
+                timeout=modifier.timeout,
+                structure=structure,
+            )
+        raise GlobalContextError(
+            f"{type(modifier).__name__} is not supported by this version of daffi yet; use FG"
+        )
+
+    def _execute(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        modifier: ExecModifier,
+        structure: Callable[[Any], Any] | None,
+    ) -> Any:
+        if self._loop_thread is not None and threading.get_ident() == self._loop_thread:
+            raise GlobalContextError(
+                f"fetcher {name!r} is a `def` fetcher and blocks, but it was called from the "
+                "thread that runs daffi's event loop; declare it `async def` and await it, or "
+                "call it from a worker thread (anyio.to_thread.run_sync)"
+            )
+        return self._blocking(
+            "fetcher", "fetcher", self._run_modifier, name, args, kwargs, modifier, structure
+        )
+
+    async def _execute_async(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        modifier: ExecModifier,
+        structure: Callable[[Any], Any] | None,
+    ) -> Any:
+        return await self._await(self._run_modifier, name, args, kwargs, modifier, structure)
+
+    # ------------------------------------------------------------------ waiting
+
+    def wait_process(self, process_name: str, timeout: float | None = None) -> None:
+        """Block until ``process_name`` is connected (this process counts).
+
+        Raises:
+            TimeoutError: not connected within ``timeout`` seconds.
+        """
+        self._blocking(
+            "wait_process", "wait_process_async", self._wait_process, process_name, timeout
+        )
+
+    async def wait_process_async(self, process_name: str, timeout: float | None = None) -> None:
+        """Wait until ``process_name`` is connected (this process counts)."""
+        await self._await(self._wait_process, process_name, timeout)
+
+    def wait_function(self, func_name: str, timeout: float | None = None) -> None:
+        """Block until another process offers callback ``func_name``.
+
+        Raises:
+            TimeoutError: nobody offers it within ``timeout`` seconds.
+        """
+        self._blocking(
+            "wait_function", "wait_function_async", self._wait_function, func_name, timeout
+        )
+
+    async def wait_function_async(self, func_name: str, timeout: float | None = None) -> None:
+        """Wait until another process offers callback ``func_name``."""
+        await self._await(self._wait_function, func_name, timeout)
+
+    async def _wait_process(self, process_name: str, timeout: float | None) -> None:
+        node = self._require_node()
+        logger.info("Waiting node: %r", process_name)
+
+        def present() -> bool:
+            return process_name in node.peers or (process_name == node.name and node.is_connected)
+
+        await self._wait(node, present, timeout, f"process {process_name!r} to connect")
+        logger.info("Node found: %r", process_name)
+
+    async def _wait_function(self, func_name: str, timeout: float | None) -> None:
+        node = self._require_node()
+        logger.info("Waiting remote callback: %r", func_name)
+        await self._wait(
+            node, lambda: node.offers(func_name), timeout, f"a process offering {func_name!r}"
+        )
+        logger.info("Function found: %r", func_name)
+
+    async def _wait(
+        self, node: Node, condition: Callable[[], bool], timeout: float | None, what: str
+    ) -> None:
+        try:
+            with anyio.fail_after(timeout):
+                await node.wait_until(condition)
+        except builtins.TimeoutError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise TimeoutError(f"gave up waiting for {what} after {timeout} s") from None
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def is_controller(self) -> bool:
+        return self.init_controller
+
+    @property
+    def registered_callbacks(self) -> dict[str, dict[str, CallbackInfo]]:
+        """``{process_name: {callback_name: info}}`` for every other connected process."""
+        node = self._node
+        if node is None:
+            if self._controller is None:
+                return {}
+            return {name: dict(peer.callbacks) for name, peer in self._controller.peers.items()}
+        return {name: dict(callbacks) for name, callbacks in node.peers.items()}
+
+    @contextlib.contextmanager
+    def as_current(self) -> Any:
+        """Make fetchers called in this ``with`` block (this thread/task) use this Global."""
+        token = _context.current_var.set(self)
+        try:
+            yield self
+        finally:
+            _context.current_var.reset(token)
+
+    def __repr__(self) -> str:
+        parts = [repr(self.process_name), str(self.address)]
+        if self.init_controller:
+            parts.append("controller")
+        if self.init_node:
+            parts.append("node")
+        state = "stopped" if self._stopped else "running" if self._started else "not started"
+        return f"<Global {' '.join(parts)} {state}>"

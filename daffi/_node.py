@@ -1,0 +1,566 @@
+"""One node: its link to the controller, its call table, and the callbacks it runs.
+
+Task structure (all inside :meth:`Node.run`)::
+
+    supervisor (reconnects with backoff)
+     └─ session task group (one per connection to the controller)
+         ├─ heartbeat
+         ├─ receive loop
+         └─ one task per incoming call, each in its own CancelScope
+
+When the connection is lost the session group is cancelled: callbacks still running for
+callers that the controller has already failed are interrupted, and every call this node was
+waiting on fails with ``RemoteStoppedUnexpectedly``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import functools
+import inspect
+import itertools
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from daffi._codec import default_codec
+from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection
+from daffi._protocol import (
+    PROTOCOL_VERSION,
+    Bye,
+    Call,
+    CallbackInfo,
+    Cancel,
+    Error,
+    Hello,
+    Message,
+    NodeDown,
+    NodeUp,
+    Ping,
+    Pong,
+    Register,
+    Reject,
+    Result,
+    Welcome,
+)
+from daffi.exceptions import (
+    DaffiError,
+    ErrorInfo,
+    GlobalContextError,
+    ProtocolError,
+    RemoteStoppedUnexpectedly,
+    TimeoutError,
+    UnableToFindCandidate,
+    error_info_from_exception,
+    exception_from_error_info,
+)
+from daffi.registry._inspect import check_arguments, signature_from_info
+from daffi.registry._store import CallbackEntry, CallbackRegistry
+
+__all__ = ["Node"]
+
+logger = logging.getLogger("daffi.node")
+
+NodeEventHook = Callable[[str, bool], Awaitable[None]]
+Connector = Callable[[], Awaitable[anyio.abc.ByteStream]]
+
+
+class _Rejected(Exception):
+    def __init__(self, error: DaffiError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Pending:
+    __slots__ = ("error", "event", "payload")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.payload: msgspec.Raw | None = None
+        self.error: ErrorInfo | None = None
+
+
+class Node:
+    """A daffi node: offers the callbacks of ``registry`` and calls other nodes' callbacks.
+
+    Args:
+        name: this process's unique name.
+        registry: the callbacks to offer (changes are advertised via :meth:`advertise`).
+        connect: opens a byte stream to the controller (called again on every reconnect).
+        controller_label: how log lines and errors name the controller's address.
+        on_node_event: awaited as ``hook(node_name, joined)`` for every node that joins or
+            leaves, this one included; must not block (spawn work elsewhere).
+        workers: how many sync callbacks may run at once in worker threads.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        registry: CallbackRegistry,
+        connect: Connector,
+        *,
+        controller_label: str = "controller",
+        on_node_event: NodeEventHook | None = None,
+        workers: int = 40,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        heartbeat_interval: float = 5.0,
+        handshake_timeout: float = 10.0,
+        max_backoff: float = 2.0,
+    ) -> None:
+        self.name = name
+        self.registry = registry
+        self._connect = connect
+        self.controller_label = controller_label
+        self.on_node_event = on_node_event
+        self.workers = workers
+        self.max_frame_size = max_frame_size
+        self.heartbeat_interval = heartbeat_interval
+        self.handshake_timeout = handshake_timeout
+        self.max_backoff = max_backoff
+        self.codec = default_codec
+        self.conn: Connection | None = None
+        #: the other nodes and what they offer
+        self.peers: dict[str, dict[str, CallbackInfo]] = {}
+        self._offers: dict[str, dict[str, CallbackInfo]] = {}  # callback -> node -> info
+        self._signatures: dict[CallbackInfo, inspect.Signature] = {}
+        self._pending: dict[int, _Pending] = {}
+        self._running: dict[tuple[str, int], anyio.CancelScope] = {}
+        self._ids = itertools.count(1)
+        self._changed = anyio.Event()
+        self._connected = anyio.Event()
+        self.fatal_error: DaffiError | None = None
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def is_connected(self) -> bool:
+        return self.conn is not None
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Connect (and reconnect) to the controller until cancelled."""
+        self._limiter = anyio.CapacityLimiter(self.workers)
+        task_status.started()
+        delay = initial = 0.05
+        failures = 0
+        while True:
+            try:
+                stream = await self._connect()
+            except OSError as exc:
+                failures += 1
+                log = logger.warning if failures == 1 else logger.debug
+                log(
+                    "node %r: controller at %s is not reachable (%s); retrying with backoff",
+                    self.name,
+                    self.controller_label,
+                    exc,
+                )
+                await anyio.sleep(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.max_backoff)
+                continue
+            if failures:
+                logger.info(
+                    "node %r: controller at %s is reachable again", self.name, self.controller_label
+                )
+            failures = 0
+            delay = initial
+            try:
+                await self._session(stream)
+            except _Rejected as exc:
+                if not self._connected_once:
+                    self.fatal_error = exc.error
+                    self._notify()
+                    self._connected.set()  # wake whoever waits for the first connection
+                    return
+                logger.error("node %r: controller refused the reconnection: %s", self.name, exc)
+            except ProtocolError as exc:
+                logger.error("node %r: protocol error on the controller link: %s", self.name, exc)
+            except anyio.EndOfStream:
+                pass
+            await anyio.sleep(delay * random.uniform(0.5, 1.0))
+
+    _connected_once = False
+    _stopping = False
+
+    async def wait_connected(self) -> None:
+        """Wait for the first successful handshake; raise if the controller refused it."""
+        await self._connected.wait()
+        if self.fatal_error is not None:
+            raise self.fatal_error
+
+    async def goodbye(self) -> None:
+        """Tell the controller this node is leaving (best effort, bounded)."""
+        self._stopping = True
+        conn = self.conn
+        if conn is None:
+            return
+        with anyio.move_on_after(1, shield=True):
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await conn.send(Bye("node stopping"))
+
+    async def advertise(self) -> None:
+        """Send the registry's current callbacks to the controller (after a change)."""
+        conn = self.conn
+        if conn is not None:
+            # If the link is broken, the next handshake carries the callbacks.
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await conn.send(Register(self.registry.infos()))
+
+    # ------------------------------------------------------------------ session
+
+    async def _session(self, stream: anyio.abc.ByteStream) -> None:
+        conn = Connection(stream, max_frame_size=self.max_frame_size, peer="the controller")
+        try:
+            offered = self.registry.infos()
+            await conn.send(Hello(PROTOCOL_VERSION, self.name, ("msgpack",), offered))
+            with anyio.fail_after(self.handshake_timeout):
+                first, _ = await conn.receive()
+            if isinstance(first, Reject):
+                raise _Rejected(
+                    exception_from_error_info(
+                        ErrorInfo(
+                            type_name=first.kind,
+                            module="daffi.exceptions",
+                            message=first.reason,
+                            kind=first.kind,
+                        )
+                    )
+                )
+            if not isinstance(first, Welcome):
+                raise ProtocolError(f"expected Welcome from the controller, got {first!r}")
+            self._set_directory({k: {i.name: i for i in v} for k, v in first.directory.items()})
+            self.conn = conn
+            self._connected_once = True
+            self._connected.set()
+            logger.info(
+                "node %r connected to controller %r at %s",
+                self.name,
+                first.controller,
+                self.controller_label,
+            )
+            if self.registry.infos() != offered:
+                await self.advertise()  # registered while the handshake was in flight
+            await self._event(self.name, True)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._heartbeat, conn)
+                try:
+                    while True:
+                        msg, _ = await conn.receive()
+                        if not await self._handle(msg, tg):
+                            break
+                finally:
+                    tg.cancel_scope.cancel()
+        except builtins.TimeoutError as exc:
+            if isinstance(exc, DaffiError):
+                raise
+            raise ProtocolError("the controller did not answer the handshake") from exc
+        finally:
+            was_connected = self.conn is conn
+            self.conn = None
+            if self._connected.is_set():
+                self._connected = anyio.Event()
+            await conn.aclose()
+            if was_connected:
+                self._lost_connection()
+                with anyio.CancelScope(shield=True):
+                    await self._event(self.name, False)
+
+    def _lost_connection(self) -> None:
+        if self._stopping:
+            why = f"node {self.name!r} stopped before the call finished"
+            logger.info("node %r disconnected from the controller", self.name)
+        else:
+            why = (
+                f"the connection to the controller at {self.controller_label} was lost "
+                "before the call finished"
+            )
+            logger.warning(
+                "node %r lost the connection to the controller at %s; reconnecting",
+                self.name,
+                self.controller_label,
+            )
+        pending, self._pending = self._pending, {}
+        for item in pending.values():
+            item.error = ErrorInfo(
+                type_name="RemoteStoppedUnexpectedly",
+                module="daffi.exceptions",
+                message=why,
+                process_name=self.name,
+                kind="RemoteStoppedUnexpectedly",
+            )
+            item.event.set()
+        self._set_directory({})
+
+    async def _handle(self, msg: Message, tg: anyio.abc.TaskGroup) -> bool:
+        if isinstance(msg, Call):
+            tg.start_soon(self._run_call, msg)
+        elif isinstance(msg, Result):
+            pending = self._pending.get(msg.id)
+            if pending is not None:
+                pending.payload = msg.payload
+                pending.event.set()
+        elif isinstance(msg, Error):
+            pending = self._pending.get(msg.id)
+            if pending is not None:
+                pending.error = msg.error
+                pending.event.set()
+        elif isinstance(msg, Cancel):
+            scope = self._running.get((msg.src, msg.id))
+            if scope is not None:
+                scope.cancel()
+        elif isinstance(msg, NodeUp):
+            joined = msg.name not in self.peers
+            directory = dict(self.peers)
+            directory[msg.name] = {info.name: info for info in msg.callbacks}
+            self._set_directory(directory)
+            if joined:
+                await self._event(msg.name, True)
+        elif isinstance(msg, NodeDown):
+            if msg.name in self.peers:
+                directory = dict(self.peers)
+                del directory[msg.name]
+                self._set_directory(directory)
+                await self._event(msg.name, False)
+        elif isinstance(msg, Ping):
+            await self._send(Pong())
+        elif isinstance(msg, Pong):
+            pass
+        elif isinstance(msg, Bye):
+            logger.info("node %r: the controller is stopping (%s)", self.name, msg.reason)
+            return False
+        else:
+            raise ProtocolError(f"unexpected {type(msg).__name__} from the controller")
+        return True
+
+    async def _heartbeat(self, conn: Connection) -> None:
+        limit = 3 * self.heartbeat_interval
+        while True:
+            await anyio.sleep(self.heartbeat_interval)
+            silent = anyio.current_time() - conn.last_received
+            if silent > limit:
+                logger.warning(
+                    "node %r: the controller sent nothing for %.1f s; reconnecting",
+                    self.name,
+                    silent,
+                )
+                await conn.aclose()
+                return
+            try:
+                await conn.send(Ping())
+            except anyio.BrokenResourceError:
+                return
+
+    async def _send(self, msg: Message) -> None:
+        conn = self.conn
+        if conn is not None:
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await conn.send(msg)
+
+    async def _event(self, name: str, joined: bool) -> None:
+        if self.on_node_event is not None:
+            try:
+                await self.on_node_event(name, joined)
+            except Exception:
+                logger.exception("node event hook failed for %r", name)
+
+    # ------------------------------------------------------------------ directory
+
+    def _set_directory(self, peers: dict[str, dict[str, CallbackInfo]]) -> None:
+        self.peers = peers
+        offers: dict[str, dict[str, CallbackInfo]] = {}
+        for node, callbacks in peers.items():
+            for cb_name, info in callbacks.items():
+                offers.setdefault(cb_name, {})[node] = info
+        self._offers = offers
+        self._notify()
+
+    def _notify(self) -> None:
+        event, self._changed = self._changed, anyio.Event()
+        event.set()
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Wait, without polling, until ``condition()`` holds after a directory change."""
+        while True:
+            event = self._changed
+            if condition():
+                return
+            if self.fatal_error is not None:
+                raise self.fatal_error
+            await event.wait()
+
+    def offers(self, name: str) -> bool:
+        return name in self._offers
+
+    def _target_info(self, name: str, receiver: str | None) -> CallbackInfo:
+        if receiver is not None:
+            if receiver == self.name:
+                entry = self.registry.get(name)
+                info = entry.info if entry is not None else None
+            else:
+                info = self.peers.get(receiver, {}).get(name)
+            if info is None:
+                where = (
+                    f"process {receiver!r} is not connected"
+                    if receiver != self.name and receiver not in self.peers
+                    else f"process {receiver!r} has no callback {name!r}"
+                )
+                raise UnableToFindCandidate(f"cannot call {name!r}: {where}")
+            return info
+        providers = self._offers.get(name)
+        if not providers:
+            raise UnableToFindCandidate(
+                f"no other process offers callback {name!r} (known callbacks: "
+                f"{sorted(self._offers) or 'none'}); use wait_function({name!r}) to wait for it"
+            )
+        return next(iter(providers.values()))
+
+    def _signature(self, info: CallbackInfo) -> inspect.Signature:
+        sig = self._signatures.get(info)
+        if sig is None:
+            sig = self._signatures[info] = signature_from_info(info)
+        return sig
+
+    # ------------------------------------------------------------------ calling out
+
+    async def call(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        receiver: str | None = None,
+        timeout: float | None = None,
+        structure: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Run callback ``name`` on another node and return its result.
+
+        The caller's remaining time (``timeout`` and any enclosing cancel scope deadline)
+        travels with the call; the callee runs under it. If this task is cancelled or the
+        timeout expires, a cancel is sent so the remote execution stops too.
+
+        Raises:
+            UnableToFindCandidate: no node offers ``name`` (or ``receiver`` does not).
+            ArgumentsError: the arguments do not fit the callback's signature.
+            TimeoutError: ``timeout`` expired (the remote execution is cancelled).
+            RemoteStoppedUnexpectedly: the executing node or the controller went away.
+            RemoteCallError: the callback raised.
+        """
+        conn = await self._connection(timeout)
+        info = self._target_info(name, receiver)
+        check_arguments(self._signature(info), name, args, kwargs)
+        payload = msgspec.Raw(self.codec.encode_args(args, kwargs))
+        call_id = next(self._ids)
+        now = anyio.current_time()
+        deadline = min(
+            anyio.current_effective_deadline(), now + timeout if timeout is not None else math.inf
+        )
+        remaining = None if math.isinf(deadline) else max(deadline - now, 0.0)
+        pending = self._pending[call_id] = _Pending()
+        sent = False
+        try:
+            with anyio.CancelScope(
+                deadline=now + timeout if timeout is not None else math.inf
+            ) as scope:
+                try:
+                    await conn.send(Call(call_id, name, payload, self.name, receiver, remaining))
+                except anyio.BrokenResourceError:
+                    raise RemoteStoppedUnexpectedly(
+                        f"the connection to the controller was lost while calling {name!r}"
+                    ) from None
+                sent = True
+                await pending.event.wait()
+        finally:
+            self._pending.pop(call_id, None)
+            if sent and not pending.event.is_set():
+                await self._cancel_remote(conn, call_id)
+        if scope.cancelled_caught:
+            raise TimeoutError(
+                f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
+            )
+        if pending.error is not None:
+            raise exception_from_error_info(pending.error)
+        assert pending.payload is not None
+        value = self.codec.decode_value(pending.payload)
+        return structure(value) if structure is not None else value
+
+    async def _connection(self, timeout: float | None) -> Connection:
+        conn = self.conn
+        if conn is not None:
+            return conn
+        if self.fatal_error is not None:
+            raise self.fatal_error
+        with anyio.move_on_after(min(timeout, 5.0) if timeout is not None else 5.0):
+            await self._connected.wait()
+        if self.conn is None:
+            raise RemoteStoppedUnexpectedly(
+                f"node {self.name!r} is not connected to the controller at "
+                f"{self.controller_label} (reconnecting in the background)"
+            )
+        return self.conn
+
+    async def _cancel_remote(self, conn: Connection, call_id: int) -> None:
+        with anyio.move_on_after(1, shield=True):
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await conn.send(Cancel(call_id, self.name))
+
+    # ------------------------------------------------------------------ running calls
+
+    async def _run_call(self, msg: Call) -> None:
+        key = (msg.src, msg.id)
+        reply: Result | Error | None = None
+        with anyio.CancelScope() as scope:
+            if msg.timeout is not None:
+                scope.deadline = anyio.current_time() + msg.timeout
+            self._running[key] = scope
+            try:
+                value = await self._execute(msg)
+                reply = Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
+            except Exception as exc:
+                if not isinstance(exc, DaffiError):
+                    logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
+                reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
+            finally:
+                del self._running[key]
+        if scope.cancelled_caught:
+            logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
+            return  # the caller is gone or timed out; nobody reads a reply
+        if msg.want_result and reply is not None:
+            await self._send(reply)
+
+    async def _execute(self, msg: Call) -> Any:
+        entry = self.registry.get(msg.name)
+        if entry is None:
+            raise UnableToFindCandidate(
+                f"process {self.name!r} has no callback {msg.name!r} (it offers "
+                f"{sorted(self.registry.names())})"
+            )
+        args, kwargs = self.codec.decode_args(msg.payload)
+        if entry.structure_args is not None:
+            args, kwargs = entry.structure_args(args, kwargs)
+        return await self.run_entry(entry, args, kwargs)
+
+    async def run_entry(self, entry: CallbackEntry, args: Any, kwargs: dict[str, Any]) -> Any:
+        """Run a callback here: async ones on the loop, sync ones in a worker thread."""
+        if entry.is_generator or entry.is_async_generator:
+            raise GlobalContextError(
+                f"callback {entry.name!r} is a generator: streaming results are not supported "
+                "by this version of daffi yet"
+            )
+        if entry.is_async:
+            return await entry.fn(*args, **kwargs)
+        func = functools.partial(entry.fn, *args, **kwargs) if kwargs else entry.fn
+        call_args = () if kwargs else tuple(args)
+        # A sync callback cannot be interrupted: on cancel its thread finishes on its own and
+        # the result is dropped.
+        return await anyio.to_thread.run_sync(
+            func, *call_args, abandon_on_cancel=True, limiter=self._limiter
+        )

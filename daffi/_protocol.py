@@ -1,0 +1,177 @@
+"""Wire protocol: the message types every daffi connection speaks.
+
+Every frame is a 4-byte big-endian length followed by one msgpack-encoded envelope. Envelopes
+are small frozen ``msgspec.Struct``s in a tagged union (integer tags, array-like, so a frame
+costs a few bytes of overhead). User payloads travel as ``msgspec.Raw``: the sender's codec
+encoded them once and the controller routes without decoding them.
+
+Schema evolution: only add fields at the end, always with defaults; bump
+``PROTOCOL_VERSION`` for anything else. Unknown tags are a protocol error.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+import msgspec
+
+from daffi.exceptions import ErrorInfo
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Bye",
+    "Call",
+    "CallbackInfo",
+    "Cancel",
+    "Error",
+    "Hello",
+    "Message",
+    "NodeDown",
+    "NodeUp",
+    "ParamInfo",
+    "Ping",
+    "Pong",
+    "Register",
+    "Reject",
+    "Result",
+    "Welcome",
+]
+
+PROTOCOL_VERSION = 1
+
+
+class ParamInfo(msgspec.Struct, frozen=True, array_like=True):
+    """One parameter of a callback's portable signature."""
+
+    name: str
+    kind: int  # inspect.Parameter kind as an int (0 = positional-only ... 4 = var-keyword)
+    has_default: bool = False
+
+
+class CallbackInfo(msgspec.Struct, frozen=True, array_like=True):
+    """What other nodes learn about a callback: enough to check arguments before sending."""
+
+    name: str
+    params: tuple[ParamInfo, ...] = ()
+    is_async: bool = False
+    is_generator: bool = False
+
+
+class _Msg(msgspec.Struct, frozen=True, array_like=True, tag=True, omit_defaults=True):
+    pass
+
+
+class Hello(_Msg, tag=1, frozen=True):
+    """Node -> controller, first frame of a connection."""
+
+    version: int
+    name: str
+    codecs: tuple[str, ...] = ("msgpack",)
+    callbacks: tuple[CallbackInfo, ...] = ()
+    auth: bytes | None = None
+
+
+class Welcome(_Msg, tag=2, frozen=True):
+    """Controller -> node: handshake accepted, with the directory of the other nodes."""
+
+    version: int
+    controller: str
+    codec: str
+    directory: dict[str, tuple[CallbackInfo, ...]] = {}
+
+
+class Reject(_Msg, tag=3, frozen=True):
+    """Controller -> node: handshake refused; ``kind`` names the daffi exception to raise."""
+
+    reason: str
+    kind: str = "InitializationError"
+
+
+class NodeUp(_Msg, tag=4, frozen=True):
+    """A node joined, or changed the callbacks it offers (full list)."""
+
+    name: str
+    callbacks: tuple[CallbackInfo, ...] = ()
+
+
+class NodeDown(_Msg, tag=5, frozen=True):
+    """A node left; ``clean`` tells a goodbye from a lost connection."""
+
+    name: str
+    clean: bool = False
+
+
+class Register(_Msg, tag=6, frozen=True):
+    """Node -> controller: the full list of callbacks this node now offers."""
+
+    callbacks: tuple[CallbackInfo, ...] = ()
+
+
+class Call(_Msg, tag=10, frozen=True):
+    """Run callback ``name`` with ``payload`` (encoded ``[args, kwargs]``).
+
+    ``src`` is the calling node (checked by the controller), ``receiver`` pins a target, and
+    ``timeout`` is the caller's remaining time in seconds: the callee runs under it.
+    """
+
+    id: int
+    name: str
+    payload: msgspec.Raw
+    src: str
+    receiver: str | None = None
+    timeout: float | None = None
+    want_result: bool = True
+
+
+class Result(_Msg, tag=11, frozen=True):
+    """The encoded return value of call ``id`` for node ``dst``."""
+
+    id: int
+    dst: str
+    payload: msgspec.Raw
+
+
+class Error(_Msg, tag=12, frozen=True):
+    """Call ``id`` of node ``dst`` failed."""
+
+    id: int
+    dst: str
+    error: ErrorInfo
+
+
+class Cancel(_Msg, tag=13, frozen=True):
+    """Caller -> callee (through the controller): stop running call ``id`` of ``src``."""
+
+    id: int
+    src: str
+
+
+class Ping(_Msg, tag=20, frozen=True):
+    pass
+
+
+class Pong(_Msg, tag=21, frozen=True):
+    pass
+
+
+class Bye(_Msg, tag=22, frozen=True):
+    """A clean goodbye, sent before closing the connection."""
+
+    reason: str = ""
+
+
+Message = Union[  # noqa: UP007 - msgspec needs a runtime Union object here
+    Hello,
+    Welcome,
+    Reject,
+    NodeUp,
+    NodeDown,
+    Register,
+    Call,
+    Result,
+    Error,
+    Cancel,
+    Ping,
+    Pong,
+    Bye,
+]

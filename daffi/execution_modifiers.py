@@ -1,0 +1,338 @@
+"""Execution modifiers: how a remote call runs (`FG`, `BG`, `BROADCAST`, `PERIOD`).
+
+Modifiers are small immutable values, validated when they are built: invalid arguments raise
+`daffi.exceptions.InitializationError` (a `ValueError`). Durations accept seconds as int or
+float, a `datetime.timedelta`, or strings such as ``"5s"``, ``"1m 24s"`` or ``"1.2 minutes"``
+(see `daffi.scheduling.parse_duration`) and are stored as float seconds.
+
+A modifier class may stand for its default instance (``g.call.f(1) & FG`` is
+``g.call.f(1) & FG()``), except `PERIOD`, which needs ``at_time`` or ``interval``;
+`normalize_modifier` does that conversion.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Final, Literal, TypeAlias
+
+from daffi.exceptions import InitializationError
+from daffi.scheduling import parse_duration
+
+__all__ = [
+    "ALL_EXEC_MODIFIERS",
+    "AT_TIME_PAST_TOLERANCE",
+    "BG",
+    "BROADCAST",
+    "FG",
+    "MAX_AT_TIMES",
+    "PERIOD",
+    "AtTime",
+    "Duration",
+    "ExecModifier",
+    "is_exec_modifier",
+    "is_exec_modifier_type",
+    "normalize_modifier",
+]
+
+#: A duration as users give it: seconds, a timedelta, or a string such as ``"1m 24s"``.
+Duration: TypeAlias = int | float | timedelta | str
+#: One `PERIOD` firing time: a UTC epoch timestamp or a datetime (naive means UTC).
+AtTime: TypeAlias = int | float | datetime
+
+#: Most timestamps one `PERIOD(at_time=...)` may hold.
+MAX_AT_TIMES: Final = 1000
+#: How many seconds in the past an ``at_time`` timestamp may be and still be accepted.
+#: A timestamp computed as "now" (``time.time()``, or a datetime truncated to whole seconds)
+#: is already slightly in the past when `PERIOD` reads the clock again; such a timestamp is
+#: due at once rather than an error. Anything older is a mistake (often a local time read as
+#: UTC) and is rejected.
+AT_TIME_PAST_TOLERANCE: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class FG:
+    """Run the call in the foreground: the caller waits for the result.
+
+    Attributes:
+        timeout: Seconds to wait for the result, or None to wait as long as it takes. When it
+            expires the caller gets `daffi.exceptions.TimeoutError`.
+        receiver: Name of the process that must run the call, or None to let the controller
+            choose among the nodes offering the callback.
+    """
+
+    timeout: float | None
+    receiver: str | None
+
+    def __init__(self, timeout: Duration | None = None, receiver: str | None = None) -> None:
+        """Validate and normalise the arguments.
+
+        Raises:
+            InitializationError: ``timeout`` is not a positive duration, or ``receiver`` is
+                not a non-empty string.
+        """
+        object.__setattr__(self, "timeout", _optional_duration(timeout, "FG timeout"))
+        object.__setattr__(self, "receiver", _receiver(receiver, "FG"))
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class BG:
+    """Run the call in the background: the caller gets an `AsyncResult` at once.
+
+    Attributes:
+        timeout: Seconds to wait for the result once it is asked for, or None for no limit.
+        eta: Seconds to wait before sending the call (0 or None: send at once).
+        return_result: False for fire-and-forget: the caller gets None and no reply is sent.
+        receiver: Name of the process that must run the call, or None to let the controller
+            choose.
+    """
+
+    timeout: float | None
+    eta: float | None
+    return_result: bool
+    receiver: str | None
+
+    def __init__(
+        self,
+        timeout: Duration | None = None,
+        eta: Duration | None = None,
+        return_result: bool = True,
+        receiver: str | None = None,
+    ) -> None:
+        """Validate and normalise the arguments.
+
+        Raises:
+            InitializationError: ``timeout`` is not a positive duration, ``eta`` is negative
+                or not a duration, ``return_result`` is not a bool, or ``receiver`` is not a
+                non-empty string.
+        """
+        object.__setattr__(self, "timeout", _optional_duration(timeout, "BG timeout"))
+        object.__setattr__(self, "eta", _optional_duration(eta, "BG eta", allow_zero=True))
+        object.__setattr__(self, "return_result", _flag(return_result, "BG return_result"))
+        object.__setattr__(self, "receiver", _receiver(receiver, "BG"))
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class BROADCAST:
+    """Run the call on every node that offers the callback, except the caller.
+
+    Attributes:
+        eta: Seconds to wait before sending the call (0 or None: send at once).
+        timeout: Seconds to wait for all results, or None for no limit.
+        return_result: False for fire-and-forget; otherwise the caller gets
+            ``{process_name: result}``.
+    """
+
+    eta: float | None
+    timeout: float | None
+    return_result: bool
+
+    def __init__(
+        self,
+        eta: Duration | None = None,
+        timeout: Duration | None = None,
+        return_result: bool = True,
+    ) -> None:
+        """Validate and normalise the arguments.
+
+        Raises:
+            InitializationError: ``eta`` is negative or not a duration, ``timeout`` is not a
+                positive duration, or ``return_result`` is not a bool.
+        """
+        object.__setattr__(self, "eta", _optional_duration(eta, "BROADCAST eta", allow_zero=True))
+        object.__setattr__(self, "timeout", _optional_duration(timeout, "BROADCAST timeout"))
+        object.__setattr__(self, "return_result", _flag(return_result, "BROADCAST return_result"))
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class PERIOD:
+    """Schedule the call on the executing node, at fixed times or at a fixed interval.
+
+    Exactly one of ``at_time`` and ``interval`` is set.
+
+    Attributes:
+        at_time: UTC epoch timestamps, sorted ascending, without duplicates; each fires once.
+        interval: Seconds between runs (> 0).
+        receiver: Name of the process that must run the schedule, or None to let the
+            controller choose.
+    """
+
+    at_time: tuple[float, ...] | None
+    interval: float | None
+    receiver: str | None
+
+    def __init__(
+        self,
+        at_time: AtTime | Sequence[AtTime] | AbstractSet[AtTime] | None = None,
+        interval: Duration | None = None,
+        receiver: str | None = None,
+    ) -> None:
+        """Validate and normalise the arguments.
+
+        Args:
+            at_time: One timestamp or a collection of them (at most `MAX_AT_TIMES`): UTC epoch
+                seconds (e.g. ``time.time() + 60``) or datetimes. Aware datetimes are converted
+                to UTC; naive datetimes are read as UTC. Each must be in the future (up to
+                `AT_TIME_PAST_TOLERANCE` seconds in the past is accepted).
+            interval: The time between runs, e.g. ``10``, ``"1m 30s"`` or a timedelta.
+            receiver: Name of the process that must run the schedule.
+
+        Raises:
+            InitializationError: Neither or both of ``at_time`` and ``interval`` are given,
+                or one of them is invalid, or ``receiver`` is not a non-empty string.
+        """
+        if at_time is None and interval is None:
+            raise InitializationError(
+                "PERIOD needs one of 'at_time' or 'interval', e.g. PERIOD(interval='10s') or "
+                "PERIOD(at_time=time.time() + 60)."
+            )
+        if at_time is not None and interval is not None:
+            raise InitializationError(
+                "PERIOD takes either 'at_time' or 'interval', not both; use two PERIOD calls "
+                "for two schedules."
+            )
+        object.__setattr__(self, "at_time", None if at_time is None else _at_times(at_time))
+        object.__setattr__(self, "interval", _optional_duration(interval, "PERIOD interval"))
+        object.__setattr__(self, "receiver", _receiver(receiver, "PERIOD"))
+
+    @property
+    def kind(self) -> Literal["interval", "at_time"]:
+        """``"interval"`` or ``"at_time"``: which kind of schedule this is."""
+        return "interval" if self.interval is not None else "at_time"
+
+
+#: An execution modifier instance.
+ExecModifier: TypeAlias = FG | BG | BROADCAST | PERIOD
+
+#: Every execution modifier class.
+ALL_EXEC_MODIFIERS: Final = (FG, BG, BROADCAST, PERIOD)
+
+
+def is_exec_modifier(value: object) -> bool:
+    """Return whether ``value`` is an execution modifier class or instance."""
+    if isinstance(value, type):
+        return issubclass(value, ALL_EXEC_MODIFIERS)
+    return isinstance(value, ALL_EXEC_MODIFIERS)
+
+
+def is_exec_modifier_type(value: object, modifier_type: type) -> bool:
+    """Return whether ``value`` is the modifier class ``modifier_type`` or an instance of it.
+
+    For example ``is_exec_modifier_type(BG, BG)`` and ``is_exec_modifier_type(BG(eta=1), BG)``
+    are true, ``is_exec_modifier_type(FG(), BG)`` is false.
+    """
+    if isinstance(value, type):
+        return issubclass(value, modifier_type)
+    return isinstance(value, modifier_type)
+
+
+def normalize_modifier(value: object) -> ExecModifier:
+    """Return the modifier instance that ``value`` stands for.
+
+    Args:
+        value: A modifier instance (returned as is) or one of the classes `FG`, `BG` and
+            `BROADCAST` (which stand for their default instance).
+
+    Returns:
+        The modifier instance.
+
+    Raises:
+        InitializationError: ``value`` is the bare `PERIOD` class (it has no default), or not
+            an execution modifier at all.
+    """
+    if isinstance(value, (FG, BG, BROADCAST, PERIOD)):
+        return value
+    if isinstance(value, type) and issubclass(value, PERIOD):
+        raise InitializationError(
+            "PERIOD cannot be used without arguments: give it 'at_time' or 'interval', "
+            "e.g. PERIOD(interval='10s') or PERIOD(at_time=time.time() + 60)."
+        )
+    if isinstance(value, type) and issubclass(value, (FG, BG, BROADCAST)):
+        return value()
+    raise InitializationError(
+        f"Invalid execution modifier {value!r} (of type {type(value).__name__}), expected one "
+        "of FG, BG, BROADCAST, PERIOD, as a class (FG) or an instance (BG(timeout=5))."
+    )
+
+
+def _optional_duration(
+    value: Duration | None, what: str, *, allow_zero: bool = False
+) -> float | None:
+    if value is None:
+        return None
+    return parse_duration(value, what=what, allow_zero=allow_zero)
+
+
+def _receiver(value: object, owner: str) -> str | None:
+    if value is None or (isinstance(value, str) and value.strip()):
+        return value
+    raise InitializationError(
+        f"Invalid {owner} receiver {value!r}: expected the name of a process (a non-empty str) "
+        "or None."
+    )
+
+
+def _flag(value: object, what: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise InitializationError(f"Invalid {what} {value!r}: expected True or False.")
+
+
+def _at_times(value: object) -> tuple[float, ...]:
+    if isinstance(value, (Sequence, AbstractSet)) and not isinstance(
+        value, (str, bytes, bytearray)
+    ):
+        items = list(value)
+    else:
+        items = [value]
+    if not items:
+        raise InitializationError(
+            "PERIOD at_time is empty: give at least one timestamp, e.g. time.time() + 60."
+        )
+    if len(items) > MAX_AT_TIMES:
+        raise InitializationError(
+            f"PERIOD at_time has {len(items)} timestamps; at most {MAX_AT_TIMES} are allowed."
+        )
+    stamps = tuple(sorted({_timestamp(item) for item in items}))
+    now = time.time()
+    if stamps[0] <= now - AT_TIME_PAST_TOLERANCE:
+        raise InitializationError(
+            f"PERIOD at_time {stamps[0]!r} ({_utc_text(stamps[0])}) is in the past (now is "
+            f"{now!r}, {_utc_text(now)}): every timestamp must be in the future. Give UTC epoch "
+            "seconds such as time.time() + 60, or a timezone-aware datetime."
+        )
+    return stamps
+
+
+def _timestamp(value: object) -> float:
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.timestamp()
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        stamp = float(value)
+        if math.isfinite(stamp):
+            return stamp
+    hint = ""
+    if isinstance(value, timedelta):
+        hint = " A timedelta is a delay, not a time: use time.time() + delay.total_seconds()."
+    elif isinstance(value, date):
+        hint = " A date has no time of day: use a datetime."
+    elif isinstance(value, str):
+        hint = " Strings are not accepted: give epoch seconds or a datetime."
+    raise InitializationError(
+        f"Invalid PERIOD at_time entry {value!r}: expected UTC epoch seconds (a finite int or "
+        f"float, e.g. time.time() + 60) or a datetime.{hint}"
+    )
+
+
+def _utc_text(stamp: float) -> str:
+    try:
+        return datetime.fromtimestamp(stamp, timezone.utc).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return "out of the datetime range"

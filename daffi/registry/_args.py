@@ -1,0 +1,57 @@
+"""``Args`` and ``__body_unknown__``: what fetcher bodies use to say what is sent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Args", "__body_unknown__", "arguments_from_body"]
+
+
+class Args:
+    """Exact positional and keyword arguments for the remote callback.
+
+    A fetcher body that returns (or a generator fetcher that yields) ``Args(1, 2, c=3)`` sends
+    ``(1, 2)`` and ``{"c": 3}``.
+    """
+
+    __slots__ = ("args", "kwargs")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+        self.kwargs = kwargs
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"Args({', '.join(parts)})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Args):
+            return NotImplemented
+        return self.args == other.args and self.kwargs == other.kwargs
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class __body_unknown__:
+    """Placeholder body for proxy fetchers: ``__body_unknown__(a, b)`` does nothing."""
+
+    __slots__ = ()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __reduce__(self) -> tuple[type[__body_unknown__], tuple[()]]:
+        return (type(self), ())
+
+
+def arguments_from_body(result: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Map what a fetcher body returned to ``(args, kwargs)``.
+
+    ``Args`` is taken as is, a tuple is the positional arguments, anything else is the one
+    positional argument.
+    """
+    if isinstance(result, Args):
+        return result.args, result.kwargs
+    if isinstance(result, tuple):
+        return result, {}
+    return (result,), {}

@@ -1,0 +1,231 @@
+"""Fetchers: local stand-ins that run the remote callback of the same name.
+
+A fetcher whose body has no ``return`` with a value (``pass``, ``...``, a docstring,
+``__body_unknown__(...)``) is a *proxy*: its arguments are sent as given. Otherwise the body
+runs locally first and what it returns is sent (see :func:`arguments_from_body`).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from daffi._codec import default_codec, make_return_structurer
+from daffi.exceptions import InitializationError
+from daffi.execution_modifiers import FG, ExecModifier, is_exec_modifier, normalize_modifier
+from daffi.registry._args import arguments_from_body
+from daffi.registry._inspect import function_kind, has_body
+from daffi.registry._markers import alias_of, is_local
+
+__all__ = ["Fetcher", "fetcher"]
+
+
+def _current_global() -> Any:
+    from daffi._context import current_global
+
+    return current_global()
+
+
+class _FetcherCore:
+    """What a fetcher function is, decided once: name, proxy or body, sync or async."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, *, proxy: bool | None = None) -> None:
+        if inspect.isclass(fn):
+            raise InitializationError(
+                f"Classes are not supported by @fetcher ({fn.__name__}). Use the Fetcher base "
+                "class instead"
+            )
+        if not callable(fn):
+            raise InitializationError(f"@fetcher needs a function, got {fn!r}")
+        self.fn = fn
+        self.name = name
+        self.is_async, self.is_generator, self.is_async_generator = function_kind(fn)
+        self.proxy = (not has_body(fn)) if proxy is None else proxy
+        self.structure_result = make_return_structurer(fn, default_codec)
+
+    def arguments(
+        self, bound: object, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if self.proxy:
+            return args, kwargs
+        result = self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
+        return arguments_from_body(result)
+
+    def invoke(
+        self, bound: object, modifier: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        mod = normalize_modifier(modifier)
+        if self.is_generator or self.is_async_generator:
+            raise NotImplementedError(
+                f"fetcher {self.name!r} is a generator: streaming fetchers are not supported by "
+                "this version of daffi yet"
+            )
+        if self.is_async:
+            return self._invoke_async(bound, mod, args, kwargs)
+        call_args, call_kwargs = self.arguments(bound, args, kwargs)
+        return _current_global()._execute(
+            self.name, call_args, call_kwargs, mod, self.structure_result
+        )
+
+    async def _invoke_async(
+        self, bound: object, mod: ExecModifier, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if self.proxy:
+            call_args, call_kwargs = args, kwargs
+        else:
+            coro = (
+                self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
+            )
+            call_args, call_kwargs = arguments_from_body(await coro)
+        return await _current_global()._execute_async(
+            self.name, call_args, call_kwargs, mod, self.structure_result
+        )
+
+
+class fetcher:
+    """Declare a fetcher: ``@fetcher``, ``@fetcher()``, ``@fetcher(FG)``, ``@fetcher(exec_modifier=..)``.
+
+    Calling the fetcher runs the remote callback named like the function (or its ``@alias``)
+    with the fetcher's execution modifier; ``.call(*args, exec_modifier=..., **kwargs)``
+    overrides the modifier for one call. ``def`` fetchers block and return the result;
+    ``async def`` fetchers return an awaitable usable from any asyncio or trio loop.
+    """
+
+    def __new__(cls, fn: Any = None, *, exec_modifier: Any = None) -> Any:
+        if fn is None or is_exec_modifier(fn):
+            modifier = exec_modifier if fn is None else fn
+            if modifier is not None:
+                normalize_modifier(modifier)  # validate now, not at the first call
+
+            def decorate(func: Callable[..., Any]) -> fetcher:
+                return cls(func, exec_modifier=modifier)
+
+            return decorate
+        return super().__new__(cls)
+
+    def __init__(self, fn: Any = None, *, exec_modifier: Any = None) -> None:
+        from daffi.registry._callback import callback as callback_cls
+
+        proxy: bool | None = None
+        if isinstance(fn, callback_cls):
+            fn, proxy = fn.wrapped, True  # @fetcher over @callback: same function, remote call
+        self.wrapped: Callable[..., Any] = fn
+        self._core = _FetcherCore(fn, alias_of(fn) or fn.__name__, proxy=proxy)
+        self._exec_modifier: Any = FG
+        self.exec_modifier = FG if exec_modifier is None else exec_modifier
+        functools.update_wrapper(self, fn)
+
+    @property
+    def exec_modifier(self) -> Any:
+        return self._exec_modifier
+
+    @exec_modifier.setter
+    def exec_modifier(self, value: Any) -> None:
+        normalize_modifier(value)
+        self._exec_modifier = value
+
+    @property
+    def alias(self) -> str:
+        return self._core.name
+
+    @alias.setter
+    def alias(self, value: str) -> None:
+        self._core.name = value
+
+    @property
+    def proxy(self) -> bool:
+        return self._core.proxy
+
+    @proxy.setter
+    def proxy(self, value: bool) -> None:
+        self._core.proxy = bool(value)
+
+    @property
+    def g(self) -> Any:
+        """The Global this fetcher calls through right now (None if none is running)."""
+        from daffi._context import current_global_or_none
+
+        return current_global_or_none()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._core.invoke(None, self._exec_modifier, args, kwargs)
+
+    def call(self, *args: Any, exec_modifier: Any = None, **kwargs: Any) -> Any:
+        """Run the remote callback once with ``exec_modifier`` (default: the fetcher's)."""
+        modifier = self._exec_modifier if exec_modifier is None else exec_modifier
+        return self._core.invoke(None, modifier, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<fetcher {self._core.name!r} {self._exec_modifier!r}>"
+
+
+class _FetcherMethod:
+    """A public method of a ``Fetcher`` subclass (a descriptor)."""
+
+    def __init__(self, fn: Callable[..., Any], name: str) -> None:
+        self._core = _FetcherCore(fn, name)
+        self.wrapped = fn
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        return _BoundFetcherMethod(self._core, instance)
+
+
+class _BoundFetcherMethod:
+    __slots__ = ("_core", "_instance")
+
+    def __init__(self, core: _FetcherCore, instance: Any) -> None:
+        self._core = core
+        self._instance = instance
+
+    @property
+    def alias(self) -> str:
+        return self._core.name
+
+    @property
+    def proxy(self) -> bool:
+        return self._core.proxy
+
+    @property
+    def exec_modifier(self) -> Any:
+        return self._instance.exec_modifier
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._core.invoke(self._instance, self._instance.exec_modifier, args, kwargs)
+
+    def call(self, *args: Any, exec_modifier: Any = None, **kwargs: Any) -> Any:
+        modifier = self._instance.exec_modifier if exec_modifier is None else exec_modifier
+        return self._core.invoke(self._instance, modifier, args, kwargs)
+
+    def __repr__(self) -> str:
+        return f"<fetcher method {self._core.name!r} of {self._instance!r}>"
+
+
+class Fetcher:
+    """Base class: every public method of a subclass is a fetcher of the same-named callback.
+
+    The class attribute ``exec_modifier`` (default ``FG``) is how its methods run; a method's
+    ``.call(..., exec_modifier=...)`` overrides it for one call. Methods starting with ``_`` and
+    methods marked ``@local`` stay ordinary methods.
+    """
+
+    exec_modifier: ClassVar[Any] = FG
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        from daffi.registry._callback import Callback
+
+        if issubclass(cls, Callback):
+            raise InitializationError(
+                f"Multiple inheritance is prohibited: {cls.__name__} inherits both Fetcher and "
+                "Callback; split it into two classes"
+            )
+        normalize_modifier(cls.exec_modifier)
+        for name, attr in list(vars(cls).items()):
+            if name.startswith("_") or is_local(attr) or not inspect.isfunction(attr):
+                continue
+            setattr(cls, name, _FetcherMethod(attr, alias_of(attr) or name))

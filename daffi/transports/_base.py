@@ -1,0 +1,128 @@
+"""The transport interface: connect to an :class:`Address`, or listen on one."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from types import TracebackType
+from typing import ClassVar
+
+import anyio.abc
+
+from ._address import Address
+
+__all__ = ["Listening", "Transport"]
+
+
+class Transport(abc.ABC):
+    """A way to carry bytes between daffi processes, registered under a URL scheme.
+
+    Implementations must be constructible without arguments and keep no per-instance
+    state that matters: the registry hands out one shared instance per scheme.
+    Third-party transports register with :func:`daffi.transports.register_transport`
+    or the ``daffi.transports`` entry-point group.
+    """
+
+    scheme: ClassVar[str]
+
+    @abc.abstractmethod
+    async def connect(self, address: Address) -> anyio.abc.ByteStream:
+        """Open a connection to a listener.
+
+        Args:
+            address: Where to connect; its scheme must be this transport's.
+
+        Returns:
+            A connected byte stream; the caller closes it.
+
+        Raises:
+            OSError: If nothing is listening there or the connection fails
+                (``ConnectionRefusedError``, ``FileNotFoundError``...).
+            ValueError: If the address lacks what this transport needs.
+        """
+
+    @abc.abstractmethod
+    async def listen(self, address: Address) -> Listening:
+        """Start listening for connections.
+
+        Args:
+            address: Where to listen; its scheme must be this transport's.
+
+        Returns:
+            The listener with the address actually bound; the caller closes it.
+
+        Raises:
+            OSError: If the address is in use or cannot be bound.
+            ValueError: If the address lacks what this transport needs.
+        """
+
+    def _check_scheme(self, address: Address) -> None:
+        """Reject an address meant for another transport, which is always a caller bug."""
+        if address.scheme != self.scheme:
+            raise ValueError(
+                f"{type(self).__name__} handles {self.scheme}:// addresses, got {address}; "
+                f"use get_transport({address.scheme!r}) for this address"
+            )
+
+
+@dataclass
+class Listening:
+    """A listener together with the address it is bound to.
+
+    Use it as an async context manager, or call :meth:`aclose` when done.
+
+    Attributes:
+        listener: Accepts connections; ``serve(handler, task_group=None)`` starts a
+            task running ``handler(stream)`` for each one.
+        address: The address actually bound, e.g. with the real port when port 0 was
+            asked. ``str(address)`` is what clients connect to.
+    """
+
+    listener: anyio.abc.Listener[anyio.abc.ByteStream]
+    address: Address
+
+    async def aclose(self) -> None:
+        """Stop accepting connections and release the address (unix: the socket file).
+
+        Connections already accepted stay open. Calling it twice is harmless.
+        """
+        await self.listener.aclose()
+
+    async def __aenter__(self) -> Listening:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _with_address(exc: OSError, action: str, address: Address) -> OSError:
+    """Rebuild ``exc`` with a message naming the address, keeping its type and errno.
+
+    The type is kept so callers can still catch ``ConnectionRefusedError`` and friends.
+    anyio's happy-eyeballs ``connect_tcp`` raises a bare ``OSError`` whose cause holds the
+    real per-address errors, so those are unpacked to recover a common type and errno.
+    """
+    causes: list[OSError] = [exc]
+    cause = exc.__cause__
+    if isinstance(cause, OSError):
+        causes = [cause]
+    else:
+        # ExceptionGroup is not a builtin on Python 3.10, hence the duck typing.
+        grouped = getattr(cause, "exceptions", None)
+        if isinstance(grouped, (list, tuple)):
+            causes = [e for e in grouped if isinstance(e, OSError)] or causes
+    kinds = {type(c) for c in causes}
+    errnos = {c.errno for c in causes}
+    kind = kinds.pop() if len(kinds) == 1 else OSError
+    errno_ = errnos.pop() if len(errnos) == 1 else None
+    detail = "; ".join(dict.fromkeys(c.strerror or str(c) for c in causes))
+    message = f"cannot {action} {address}: {detail}"
+    try:
+        return kind(errno_, message) if errno_ is not None else kind(message)
+    except TypeError:  # an OSError subclass with an unusual constructor
+        return OSError(errno_, message) if errno_ is not None else OSError(message)

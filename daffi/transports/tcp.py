@@ -1,0 +1,188 @@
+"""The ``tcp://host:port`` transport."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+from typing import ClassVar
+
+import anyio
+import anyio.abc
+from anyio.streams.stapled import MultiListener
+
+from ._address import Address
+from ._base import Listening, Transport, _with_address
+
+__all__ = ["TcpTransport"]
+
+logger = logging.getLogger("daffi.transports")
+
+# Errors that mean "this machine cannot use this address at all" (e.g. ::1 when IPv6 is
+# disabled): such an address is skipped as long as another address of the host binds.
+_UNUSABLE_ADDRESS_ERRNOS = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+# With port 0 the first socket picks a free port and the others must get the same one;
+# if another process holds it on one of them, start over with a new port.
+_EPHEMERAL_PORT_ATTEMPTS = 10
+
+_SockAddr = tuple[str, int] | tuple[str, int, int, int]
+
+
+class TcpTransport(Transport):
+    """The ``tcp://`` transport, on anyio sockets with ``TCP_NODELAY``.
+
+    ``listen`` binds exactly the given host, never all interfaces unless asked for
+    (``0.0.0.0`` / ``::``). A host name that resolves to several addresses (e.g.
+    ``localhost`` to ``127.0.0.1`` and ``::1``) is bound on all of them with one port.
+
+    Attributes:
+        backlog: Listen queue length (the kernel may cap it).
+    """
+
+    scheme: ClassVar[str] = "tcp"
+    backlog: ClassVar[int] = 4096
+
+    async def connect(self, address: Address) -> anyio.abc.ByteStream:
+        """Connect to ``address.host:address.port``.
+
+        Raises:
+            ConnectionRefusedError: If nothing listens there (other ``OSError`` subclasses
+                for unreachable hosts or unresolvable names); the message names the address.
+            ValueError: If host or port is missing, or the port is 0.
+        """
+        host, port = self._host_and_port(address)
+        if port == 0:
+            raise ValueError(f"cannot connect to {address}: port 0 only makes sense to listen")
+        try:
+            stream = await anyio.connect_tcp(host, port)
+        except OSError as exc:
+            raise _with_address(exc, "connect to", address) from exc
+        # anyio already sets it on both backends; being explicit keeps small RPC frames
+        # from waiting on Nagle's algorithm if that ever changes.
+        try:
+            stream.extra(anyio.abc.SocketAttribute.raw_socket).setsockopt(
+                socket.IPPROTO_TCP, socket.TCP_NODELAY, 1
+            )
+        except OSError:  # pragma: no cover - option unsupported; a latency issue only
+            logger.debug("could not set TCP_NODELAY on a connection to %s", address)
+        return stream
+
+    async def listen(self, address: Address) -> Listening:
+        """Listen on ``address.host:address.port`` (port 0 picks a free port).
+
+        Returns:
+            The listener and the bound address: same host as given, real port.
+
+        Raises:
+            OSError: ``EADDRINUSE`` if the port is in use, or why the host cannot be bound.
+            ValueError: If host or port is missing.
+        """
+        host, port = self._host_and_port(address)
+        try:
+            sockaddrs = await _resolve(host, port)
+            sockets = _bind_all(sockaddrs, port, self.backlog)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OSError(
+                    errno.EADDRINUSE,
+                    f"cannot listen on {address}: the address is already in use; stop the "
+                    f"process using it or choose another port (port 0 picks a free one)",
+                ) from exc
+            raise _with_address(exc, "listen on", address) from exc
+
+        listeners: list[anyio.abc.SocketListener] = []
+        try:
+            for sock in sockets:
+                listeners.append(await anyio.abc.SocketListener.from_socket(sock))
+        except BaseException:
+            for listener in listeners:
+                await anyio.aclose_forcefully(listener)
+            for sock in sockets[len(listeners) :]:
+                sock.close()
+            raise
+        bound = Address(scheme="tcp", host=host, port=sockets[0].getsockname()[1])
+        logger.debug("listening on %s (%d socket(s))", bound, len(listeners))
+        return Listening(listener=MultiListener(listeners), address=bound)
+
+    def _host_and_port(self, address: Address) -> tuple[str, int]:
+        self._check_scheme(address)
+        if not address.host or address.port is None:
+            raise ValueError(
+                f"tcp address {address!r} needs a host and a port, e.g. "
+                f"Address(scheme='tcp', host='127.0.0.1', port=8888); "
+                f"use host '0.0.0.0' to listen on all interfaces"
+            )
+        return address.host, address.port
+
+
+async def _resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, _SockAddr]]:
+    """Resolve ``host`` to the socket addresses to bind, in resolver order, no duplicates."""
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    result: list[tuple[socket.AddressFamily, _SockAddr]] = []
+    for family, _type, _proto, _canonname, sockaddr in infos:
+        # glibc can repeat results (sourceware bug 14969); AF_UNIX etc. cannot occur here.
+        if family in (socket.AF_INET, socket.AF_INET6) and (family, sockaddr) not in result:
+            result.append((family, sockaddr))
+    return result
+
+
+def _bind_all(
+    sockaddrs: list[tuple[socket.AddressFamily, _SockAddr]], port: int, backlog: int
+) -> list[socket.socket]:
+    """Bind and listen on every address, all on the same port; the first is the primary."""
+    for _attempt in range(_EPHEMERAL_PORT_ATTEMPTS):
+        sockets: list[socket.socket] = []
+        first_error: OSError | None = None
+        bound_port = port
+        try:
+            for family, sockaddr in sockaddrs:
+                target: _SockAddr = (sockaddr[0], bound_port, *sockaddr[2:])
+                try:
+                    sock = _bind_one(family, target, backlog)
+                except OSError as exc:
+                    if exc.errno not in _UNUSABLE_ADDRESS_ERRNOS:
+                        raise
+                    logger.debug("skipping unusable address %s: %s", sockaddr[0], exc)
+                    first_error = first_error or exc
+                    continue
+                sockets.append(sock)
+                bound_port = sock.getsockname()[1]
+        except OSError as exc:
+            for sock in sockets:
+                sock.close()
+            if exc.errno == errno.EADDRINUSE and port == 0 and sockets:
+                continue
+            raise
+        if not sockets:
+            raise first_error or OSError(
+                errno.EADDRNOTAVAIL, "the host resolved to no IPv4 or IPv6 address"
+            )
+        return sockets
+    raise OSError(
+        errno.EADDRINUSE,
+        f"no free port is available on all {len(sockaddrs)} addresses after "
+        f"{_EPHEMERAL_PORT_ATTEMPTS} attempts",
+    )
+
+
+def _bind_one(family: socket.AddressFamily, sockaddr: _SockAddr, backlog: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if family == socket.AF_INET6:
+            # Without this, binding "::" would also take IPv4, and "exactly the host given"
+            # is the promise.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if sys.platform == "win32":
+            # Windows' SO_REUSEADDR lets another process steal a listening port.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined,unused-ignore]
+        else:
+            # Lets a restarted controller rebind while old connections sit in TIME_WAIT.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,47 @@
+"""Project tasks: `nox` runs lint, typecheck and tests; `nox -s demo` runs the main demo."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (in-process, transports and process-level), asyncio and trio."""
+    session.install("-e", ".[test]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(RUFF)
+    session.run("ruff", "check", "daffi", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "format", "--check", "daffi", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the package."""
+    session.install(MYPY, "-e", ".")
+    session.run("mypy", "--strict", "daffi")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The main demo: controller, callback node and client as three processes."""
+    session.install("-e", ".")
+    session.run("python", "-m", "daffi", "demo", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks: figures beside a floor measured in the same run."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/run.py", *session.posargs)
