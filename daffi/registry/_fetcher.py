@@ -85,7 +85,7 @@ class _FetcherCore:
 
 
 class fetcher:
-    """Declare a fetcher: ``@fetcher``, ``@fetcher()``, ``@fetcher(FG)``, ``@fetcher(exec_modifier=..)``.
+    """Declare a fetcher: ``@fetcher``, ``@fetcher(FG)``, ``@fetcher(exec_modifier=X)``.
 
     Calling the fetcher runs the remote callback named like the function (or its ``@alias``)
     with the fetcher's execution modifier; ``.call(*args, exec_modifier=..., **kwargs)``

@@ -105,11 +105,13 @@ async def test_peer_close_ends_the_stream(address: Address) -> None:
 
     transport = get_transport(address.scheme)
     with anyio.fail_after(10):
-        async with serving(address, close_after_greeting) as listening:
-            async with await transport.connect(listening.address) as stream:
-                assert await receive_exactly(stream, 3) == b"bye"
-                with pytest.raises(anyio.EndOfStream):
-                    await stream.receive()
+        async with (
+            serving(address, close_after_greeting) as listening,
+            await transport.connect(listening.address) as stream,
+        ):
+            assert await receive_exactly(stream, 3) == b"bye"
+            with pytest.raises(anyio.EndOfStream):
+                await stream.receive()
         async with serving(address, wait_for_eof) as listening:
             stream = await transport.connect(listening.address)
             await stream.aclose()
@@ -124,7 +126,7 @@ async def test_closed_listener_stops_accepting(address: Address) -> None:
         await listening.aclose()  # closing twice is harmless
         if address.scheme == "unix":
             assert listening.address.path is not None
-            assert not os.path.exists(listening.address.path)
+            assert not await anyio.Path(listening.address.path).exists()
         with pytest.raises(OSError):  # noqa: PT011 - the subclass differs per transport
             await transport.connect(listening.address)
 

@@ -139,10 +139,10 @@ async def test_duplicate_name_is_in_use_until_closed(memory_name: str) -> None:
             await transport.listen(address)
         assert info.value.errno == errno.EADDRINUSE
         await listening.aclose()
-        async with serving(address, echo):  # the name is free again
-            async with await transport.connect(address) as stream:
-                await stream.send(b"hi")
-                assert await receive_exactly(stream, 2) == b"hi"
+        # The name is free again.
+        async with serving(address, echo), await transport.connect(address) as stream:
+            await stream.send(b"hi")
+            assert await receive_exactly(stream, 2) == b"hi"
 
 
 async def test_unknown_name_is_refused(memory_name: str) -> None:

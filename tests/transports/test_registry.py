@@ -141,5 +141,5 @@ def test_broken_plugins_say_which_entry_point(monkeypatch: pytest.MonkeyPatch) -
     )
     with pytest.raises(ImportError, match="daffi_no_such_module"):
         get_transport("missing")
-    with pytest.raises(TypeError, match="not a daffi.transports.Transport subclass"):
+    with pytest.raises(TypeError, match=r"not a daffi\.transports\.Transport subclass"):
         get_transport("wrong")

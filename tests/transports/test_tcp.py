@@ -19,7 +19,7 @@ pytestmark = pytest.mark.anyio
 LOOPBACK = Address(scheme="tcp", host="127.0.0.1", port=0)
 
 
-def _bound_addresses(listener: anyio.abc.Listener[anyio.abc.ByteStream]) -> list[tuple[str, int]]:
+def _bound_addresses(listener: anyio.abc.Listener[anyio.abc.ByteStream]) -> list[object]:
     assert isinstance(listener, MultiListener)
     return [inner.extra(anyio.abc.SocketAttribute.local_address) for inner in listener.listeners]
 
@@ -56,7 +56,7 @@ async def test_host_with_several_addresses_gets_one_port(monkeypatch: pytest.Mon
         host: str, port: int
     ) -> list[tuple[socket.AddressFamily, tcp._SockAddr]]:
         assert host == "localhost"
-        return [(family, (sockaddr[0], port, *sockaddr[2:])) for family, sockaddr in addresses]  # type: ignore[misc]
+        return [(family, (sockaddr[0], port, *sockaddr[2:])) for family, sockaddr in addresses]
 
     monkeypatch.setattr(tcp, "_resolve", fake_resolve)
     with anyio.fail_after(10):
@@ -81,12 +81,14 @@ async def test_connections_use_tcp_nodelay() -> None:
 
     transport = TcpTransport()
     with anyio.fail_after(10):
-        async with serving(LOOPBACK, record_nodelay) as listening:
-            async with await transport.connect(listening.address) as stream:
-                sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-                assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-                await stream.send(b"x")
-                assert await receive_exactly(stream, 1) == b"x"
+        async with (
+            serving(LOOPBACK, record_nodelay) as listening,
+            await transport.connect(listening.address) as stream,
+        ):
+            sock = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            await stream.send(b"x")
+            assert await receive_exactly(stream, 1) == b"x"
     assert server_nodelay
     assert server_nodelay[0] != 0
 
