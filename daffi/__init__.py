@@ -6,6 +6,7 @@ if they were local; one process runs the controller that routes everything.
 
 from daffi.__about__ import __version__
 from daffi._global import Global
+from daffi._results import AsyncResult, ScheduledTask, SchedulerTask
 from daffi.exceptions import (
     AuthenticationError,
     DaffiError,
@@ -26,6 +27,7 @@ __all__ = [
     "FG",
     "PERIOD",
     "Args",
+    "AsyncResult",
     "AuthenticationError",
     "Callback",
     "DaffiError",
@@ -36,6 +38,8 @@ __all__ = [
     "ProtocolError",
     "RemoteCallError",
     "RemoteStoppedUnexpectedly",
+    "ScheduledTask",
+    "SchedulerTask",
     "TimeoutError",
     "UnableToFindCandidate",
     "__version__",

@@ -21,6 +21,7 @@ import anyio.abc
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, encode_frame
 from daffi._protocol import (
     PROTOCOL_VERSION,
+    SYSTEM_PREFIX,
     Bye,
     Call,
     CallbackInfo,
@@ -314,7 +315,7 @@ class Controller:
             if target is None:
                 await self._fail(peer, msg, f"process {msg.receiver!r} is not connected")
                 return
-            if msg.name not in target.callbacks:
+            if msg.name not in target.callbacks and not msg.name.startswith(SYSTEM_PREFIX):
                 await self._fail(
                     peer,
                     msg,

@@ -16,13 +16,20 @@ __all__ = ["run_in_portal", "wait_future"]
 T = TypeVar("T")
 
 
-async def wait_future(fut: concurrent.futures.Future[T]) -> T:
-    """Wait for ``fut`` without blocking the current loop; cancelling the wait cancels ``fut``."""
+async def wait_future(fut: concurrent.futures.Future[T], *, cancel_on_abort: bool = True) -> T:
+    """Wait for ``fut`` without blocking the current loop.
+
+    Args:
+        fut: the future, completed by another thread (or this one).
+        cancel_on_abort: cancelling the wait cancels ``fut`` too.
+    """
     library = sniffio.current_async_library()
     if library == "asyncio":
         import asyncio
 
-        return await asyncio.wrap_future(fut)
+        if cancel_on_abort:
+            return await asyncio.wrap_future(fut)
+        return await asyncio.shield(asyncio.wrap_future(fut))
     if library == "trio":
         import trio
 
@@ -37,14 +44,16 @@ async def wait_future(fut: concurrent.futures.Future[T]) -> T:
         try:
             await done.wait()
         except BaseException:
-            fut.cancel()
+            if cancel_on_abort:
+                fut.cancel()
             raise
         return fut.result()
     # Another anyio backend: park a worker thread on the future.
     try:
         return await anyio.to_thread.run_sync(fut.result, abandon_on_cancel=True)
     except anyio.get_cancelled_exc_class():
-        fut.cancel()
+        if cancel_on_abort:
+            fut.cancel()
         raise
 
 

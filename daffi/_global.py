@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import builtins
+import concurrent.futures
 import contextlib
 import inspect
 import logging
@@ -20,12 +21,14 @@ import os
 import sys
 import threading
 import uuid
+import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+import msgspec
 import sniffio
 from anyio.from_thread import BlockingPortal
 
@@ -33,14 +36,17 @@ from daffi import _context
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._controller import Controller
 from daffi._crossloop import run_in_portal
-from daffi._node import Node
-from daffi._protocol import CallbackInfo
+from daffi._node import SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES, Node
+from daffi._protocol import CallbackInfo, ScheduleSpec
+from daffi._results import AsyncResult, ScheduledTask
 from daffi.exceptions import (
+    DaffiError,
     GlobalContextError,
     InitializationError,
     TimeoutError,
+    UnableToFindCandidate,
 )
-from daffi.execution_modifiers import FG, ExecModifier
+from daffi.execution_modifiers import BG, BROADCAST, FG, PERIOD, ExecModifier
 from daffi.registry._store import CallbackRegistry, default_registry
 from daffi.transports import Address, default_unix_socket_dir, get_transport, memory_stream_pair
 
@@ -173,6 +179,9 @@ class Global:
         self._exit_stack: contextlib.AsyncExitStack | None = None
         self._context_token: Any = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._scheduled: weakref.WeakValueDictionary[str, ScheduledTask] = (
+            weakref.WeakValueDictionary()
+        )
 
         try:
             sniffio.current_async_library()
@@ -288,6 +297,7 @@ class Global:
             max_frame_size=self.max_frame_size,
             heartbeat_interval=self.heartbeat_interval,
         )
+        self._node.on_schedule_error = self._schedule_failed
         await tg.start(self._node.run)
         try:
             with anyio.fail_after(self.connect_timeout):
@@ -544,6 +554,38 @@ class Global:
 
     # ------------------------------------------------------------------ calls
 
+    def _on_loop_thread(self) -> bool:
+        return self._loop_thread is not None and threading.get_ident() == self._loop_thread
+
+    def _spawn(self, func: Callable[..., Awaitable[T]], *args: Any) -> concurrent.futures.Future[T]:
+        """Run ``func(*args)`` on daffi's loop in the background; its future, from any thread."""
+        if not self._on_loop_thread():
+            portal = self._portal
+            if portal is None or self._stopped:
+                raise GlobalContextError(
+                    "Global can no longer accept remote calls because it was stopped"
+                )
+            return portal.start_task_soon(func, *args)
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        tg = self._task_group
+        if tg is None:
+            raise GlobalContextError(
+                "Global can no longer accept remote calls because it was stopped"
+            )
+
+        async def fill() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(await func(*args))
+            except BaseException as exc:
+                fut.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+
+        tg.start_soon(fill)
+        return fut
+
     async def _run_modifier(
         self,
         name: str,
@@ -562,9 +604,102 @@ class Global:
                 timeout=modifier.timeout,
                 structure=structure,
             )
-        raise GlobalContextError(
-            f"{type(modifier).__name__} is not supported by this version of daffi yet; use FG"
+        if isinstance(modifier, BROADCAST):
+            targets = node.broadcast_targets(name)
+            payload = node.prepare(name, args, kwargs, targets[0])
+            if modifier.eta:
+                await anyio.sleep(modifier.eta)
+            return await node.broadcast(
+                name, payload, targets, timeout=modifier.timeout, structure=structure
+            )
+        if isinstance(modifier, PERIOD):
+            return await self._schedule(node, name, args, kwargs, modifier)
+        raise GlobalContextError(f"unexpected execution modifier {modifier!r}")
+
+    def _start_background(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        modifier: BG | BROADCAST,
+        structure: Callable[[Any], Any] | None,
+    ) -> AsyncResult | None:
+        node = self._require_node()
+        if isinstance(modifier, BG):
+            targets = [modifier.receiver] if modifier.receiver is not None else [None]
+            payload = node.prepare(name, args, kwargs, modifier.receiver)
+        else:
+            targets = list(node.broadcast_targets(name))
+            payload = node.prepare(name, args, kwargs, targets[0])
+        if not modifier.return_result:
+            self._spawn(self._send_later, node, name, payload, targets, modifier.eta)
+            return None
+        assert isinstance(modifier, BG)
+        fut = self._spawn(self._call_later, node, name, payload, modifier, structure)
+        return AsyncResult(fut, self, name)
+
+    async def _send_later(
+        self, node: Node, name: str, payload: Any, targets: list[str | None], eta: float | None
+    ) -> None:
+        if eta:
+            await anyio.sleep(eta)
+        for target in targets:
+            try:
+                await node.send_nowait(name, payload, target)
+            except Exception as exc:  # fire-and-forget: nobody to tell but the log
+                logger.warning("fire-and-forget call %r to %s failed: %s", name, target, exc)
+
+    async def _call_later(
+        self,
+        node: Node,
+        name: str,
+        payload: Any,
+        modifier: BG,
+        structure: Callable[[Any], Any] | None,
+    ) -> Any:
+        if modifier.eta:
+            await anyio.sleep(modifier.eta)
+        return await node.roundtrip(
+            name,
+            payload,
+            receiver=modifier.receiver,
+            timeout=modifier.timeout,
+            structure=structure,
         )
+
+    async def _schedule(
+        self,
+        node: Node,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        modifier: PERIOD,
+    ) -> ScheduledTask:
+        payload = node.prepare(name, args, kwargs, modifier.receiver)
+        spec = ScheduleSpec(
+            uuid.uuid4().hex, modifier.kind, modifier.interval, modifier.at_time or ()
+        )
+        ack = await node.roundtrip(name, payload, receiver=modifier.receiver, schedule=spec)
+        task = ScheduledTask(str(ack["uuid"]), str(ack["func_name"]), str(ack["receiver"]), self)
+        self._scheduled[task.uuid] = task
+        return task
+
+    def _schedule_failed(self, schedule_uuid: str, error: DaffiError) -> None:
+        task = self._scheduled.get(schedule_uuid)
+        if task is not None:
+            task.last_error = error
+
+    async def _system_call(self, receiver: str, name: str, *args: Any) -> Any:
+        node = self._require_node()
+        if receiver == node.name:
+            return await node.local_system_call(name, args)
+        if receiver not in node.peers:
+            raise UnableToFindCandidate(f"process {receiver!r} is not connected")
+        payload = msgspec.Raw(node.codec.encode_args(args, {}))
+        return await node.roundtrip(name, payload, receiver=receiver)
+
+    async def _cancel_schedule(self, receiver: str, schedule_uuid: str) -> bool:
+        return bool(await self._system_call(receiver, SYSTEM_CANCEL_SCHEDULE, schedule_uuid))
 
     def _execute(
         self,
@@ -574,7 +709,13 @@ class Global:
         modifier: ExecModifier,
         structure: Callable[[Any], Any] | None,
     ) -> Any:
-        if self._loop_thread is not None and threading.get_ident() == self._loop_thread:
+        if isinstance(modifier, BG) or (
+            isinstance(modifier, BROADCAST) and not modifier.return_result
+        ):
+            if not self._started and not self._stopped:
+                self._start_in_thread()
+            return self._start_background(name, args, kwargs, modifier, structure)
+        if self._on_loop_thread():
             raise GlobalContextError(
                 f"fetcher {name!r} is a `def` fetcher and blocks, but it was called from the "
                 "thread that runs daffi's event loop; declare it `async def` and await it, or "
@@ -592,7 +733,49 @@ class Global:
         modifier: ExecModifier,
         structure: Callable[[Any], Any] | None,
     ) -> Any:
+        if isinstance(modifier, BG) or (
+            isinstance(modifier, BROADCAST) and not modifier.return_result
+        ):
+            await self._ensure_started()
+            return self._start_background(name, args, kwargs, modifier, structure)
         return await self._await(self._run_modifier, name, args, kwargs, modifier, structure)
+
+    # ------------------------------------------------------------------ schedules
+
+    def get_scheduled_tasks(self, remote_process: str) -> list[dict[str, Any]]:
+        """The schedules running on ``remote_process``: uuid, func_name, kind, next_run
+        (UTC epoch), runs, requester, and the interval or at_time list."""
+        result: list[dict[str, Any]] = self._blocking(
+            "get_scheduled_tasks",
+            "get_scheduled_tasks_async",
+            self._system_call,
+            remote_process,
+            SYSTEM_LIST_SCHEDULES,
+        )
+        return result
+
+    async def get_scheduled_tasks_async(self, remote_process: str) -> list[dict[str, Any]]:
+        """Async twin of :meth:`get_scheduled_tasks`."""
+        result: list[dict[str, Any]] = await self._await(
+            self._system_call, remote_process, SYSTEM_LIST_SCHEDULES
+        )
+        return result
+
+    def cancel_scheduled_task_by_uuid(self, remote_process: str, uuid: str) -> bool:
+        """Cancel schedule ``uuid`` on ``remote_process``; returns whether it was active."""
+        cancelled: bool = self._blocking(
+            "cancel_scheduled_task_by_uuid",
+            "cancel_scheduled_task_by_uuid_async",
+            self._cancel_schedule,
+            remote_process,
+            uuid,
+        )
+        return cancelled
+
+    async def cancel_scheduled_task_by_uuid_async(self, remote_process: str, uuid: str) -> bool:
+        """Async twin of :meth:`cancel_scheduled_task_by_uuid`."""
+        cancelled: bool = await self._await(self._cancel_schedule, remote_process, uuid)
+        return cancelled
 
     # ------------------------------------------------------------------ waiting
 

@@ -34,6 +34,7 @@ from daffi._codec import default_codec
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection
 from daffi._protocol import (
     PROTOCOL_VERSION,
+    SYSTEM_PREFIX,
     Bye,
     Call,
     CallbackInfo,
@@ -48,13 +49,16 @@ from daffi._protocol import (
     Register,
     Reject,
     Result,
+    ScheduleSpec,
     Welcome,
 )
 from daffi.exceptions import (
+    ArgumentsError,
     DaffiError,
     ErrorInfo,
     GlobalContextError,
     ProtocolError,
+    RemoteCallError,
     RemoteStoppedUnexpectedly,
     TimeoutError,
     UnableToFindCandidate,
@@ -63,6 +67,11 @@ from daffi.exceptions import (
 )
 from daffi.registry._inspect import check_arguments, signature_from_info
 from daffi.registry._store import CallbackEntry, CallbackRegistry
+from daffi.scheduling import AtTimes, Interval, ScheduleEntry, Scheduler, Trigger
+
+SYSTEM_CANCEL_SCHEDULE = SYSTEM_PREFIX + "cancel_schedule"
+SYSTEM_LIST_SCHEDULES = SYSTEM_PREFIX + "list_schedules"
+SYSTEM_SCHEDULE_ERROR = SYSTEM_PREFIX + "schedule_error"
 
 __all__ = ["Node"]
 
@@ -137,6 +146,9 @@ class Node:
         self._connected = anyio.Event()
         self.fatal_error: DaffiError | None = None
         self._limiter: anyio.CapacityLimiter | None = None
+        self.scheduler = Scheduler(on_error=self._report_schedule_error)
+        #: called with (uuid, error) when a schedule this node requested fails elsewhere
+        self.on_schedule_error: Callable[[str, DaffiError], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -147,9 +159,20 @@ class Node:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Connect (and reconnect) to the controller until cancelled."""
+        """Connect (and reconnect) to the controller until cancelled.
+
+        Hosts the scheduler too: schedules live as long as the node, across reconnections.
+        """
         self._limiter = anyio.CapacityLimiter(self.workers)
-        task_status.started()
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.scheduler.run)
+            task_status.started()
+            try:
+                await self._supervise()
+            finally:
+                tg.cancel_scope.cancel()
+
+    async def _supervise(self) -> None:
         delay = initial = 0.05
         failures = 0
         while True:
@@ -431,6 +454,24 @@ class Node:
 
     # ------------------------------------------------------------------ calling out
 
+    def prepare(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], receiver: str | None
+    ) -> msgspec.Raw:
+        """Check that someone offers ``name`` and that the arguments bind; encode them.
+
+        Safe to call from any thread (it only reads the directory mirror).
+
+        Raises:
+            UnableToFindCandidate: no node offers ``name`` (or ``receiver`` does not).
+            ArgumentsError: the arguments do not fit the callback's signature.
+            TypeError: an argument cannot be encoded.
+        """
+        if self.fatal_error is not None:
+            raise self.fatal_error
+        info = self._target_info(name, receiver)
+        check_arguments(self._signature(info), name, args, kwargs)
+        return msgspec.Raw(self.codec.encode_args(args, kwargs))
+
     async def call(
         self,
         name: str,
@@ -454,24 +495,35 @@ class Node:
             RemoteStoppedUnexpectedly: the executing node or the controller went away.
             RemoteCallError: the callback raised.
         """
+        payload = self.prepare(name, args, kwargs, receiver)
+        return await self.roundtrip(
+            name, payload, receiver=receiver, timeout=timeout, structure=structure
+        )
+
+    async def roundtrip(
+        self,
+        name: str,
+        payload: msgspec.Raw,
+        *,
+        receiver: str | None = None,
+        timeout: float | None = None,
+        structure: Callable[[Any], Any] | None = None,
+        schedule: ScheduleSpec | None = None,
+    ) -> Any:
+        """Send one prepared call and wait for its reply (see :meth:`call`)."""
         conn = await self._connection(timeout)
-        info = self._target_info(name, receiver)
-        check_arguments(self._signature(info), name, args, kwargs)
-        payload = msgspec.Raw(self.codec.encode_args(args, kwargs))
         call_id = next(self._ids)
         now = anyio.current_time()
-        deadline = min(
-            anyio.current_effective_deadline(), now + timeout if timeout is not None else math.inf
-        )
+        own_deadline = now + timeout if timeout is not None else math.inf
+        deadline = min(anyio.current_effective_deadline(), own_deadline)
         remaining = None if math.isinf(deadline) else max(deadline - now, 0.0)
         pending = self._pending[call_id] = _Pending()
+        msg = Call(call_id, name, payload, self.name, receiver, remaining, True, schedule)
         sent = False
         try:
-            with anyio.CancelScope(
-                deadline=now + timeout if timeout is not None else math.inf
-            ) as scope:
+            with anyio.CancelScope(deadline=own_deadline) as scope:
                 try:
-                    await conn.send(Call(call_id, name, payload, self.name, receiver, remaining))
+                    await conn.send(msg)
                 except anyio.BrokenResourceError:
                     raise RemoteStoppedUnexpectedly(
                         f"the connection to the controller was lost while calling {name!r}"
@@ -491,6 +543,70 @@ class Node:
         assert pending.payload is not None
         value = self.codec.decode_value(pending.payload)
         return structure(value) if structure is not None else value
+
+    async def send_nowait(self, name: str, payload: msgspec.Raw, receiver: str | None) -> None:
+        """Fire and forget: send a prepared call; no reply travels back."""
+        conn = await self._connection(None)
+        msg = Call(next(self._ids), name, payload, self.name, receiver, None, False)
+        try:
+            await conn.send(msg)
+        except anyio.BrokenResourceError:
+            raise RemoteStoppedUnexpectedly(
+                f"the connection to the controller was lost while sending {name!r}"
+            ) from None
+
+    def broadcast_targets(self, name: str) -> list[str]:
+        """The other nodes offering ``name``, sorted by name.
+
+        Raises:
+            UnableToFindCandidate: none does.
+        """
+        targets = sorted(node for node in self._offers.get(name, {}) if node != self.name)
+        if not targets:
+            self._target_info(name, None)  # raises the usual error
+        return targets
+
+    async def broadcast(
+        self,
+        name: str,
+        payload: msgspec.Raw,
+        targets: list[str],
+        *,
+        timeout: float | None = None,
+        structure: Callable[[Any], Any] | None = None,
+    ) -> dict[str, Any]:
+        """Run ``name`` on every node of ``targets`` at once; results by node name.
+
+        Raises:
+            RemoteCallError: some nodes failed; ``.results`` holds the successes and
+                ``.errors`` the failures, by node (independent of reply order).
+        """
+        results: dict[str, Any] = {}
+        errors: dict[str, Exception] = {}
+
+        async def one(target: str) -> None:
+            try:
+                results[target] = await self.roundtrip(
+                    name, payload, receiver=target, timeout=timeout, structure=structure
+                )
+            except UnableToFindCandidate:
+                pass  # it left before the call reached it: it no longer has the callback
+            except Exception as exc:
+                errors[target] = exc
+
+        async with anyio.create_task_group() as tg:
+            for target in targets:
+                tg.start_soon(one, target)
+        ordered = {target: results[target] for target in sorted(results)}
+        if errors:
+            failed = sorted(errors)
+            raise RemoteCallError(
+                f"broadcast of {name!r} failed on {len(failed)} of {len(targets)} processes: "
+                + "; ".join(f"{node}: {errors[node]}" for node in failed),
+                results=ordered,
+                errors={node: errors[node] for node in failed},
+            )
+        return ordered
 
     async def _connection(self, timeout: float | None) -> Connection:
         conn = self.conn
@@ -537,6 +653,8 @@ class Node:
             await self._send(reply)
 
     async def _execute(self, msg: Call) -> Any:
+        if msg.name.startswith(SYSTEM_PREFIX):
+            return await self._system_call(msg)
         entry = self.registry.get(msg.name)
         if entry is None:
             raise UnableToFindCandidate(
@@ -546,7 +664,85 @@ class Node:
         args, kwargs = self.codec.decode_args(msg.payload)
         if entry.structure_args is not None:
             args, kwargs = entry.structure_args(args, kwargs)
+        if msg.schedule is not None:
+            return self._accept_schedule(msg, msg.schedule, entry, args, kwargs)
         return await self.run_entry(entry, args, kwargs)
+
+    # ------------------------------------------------------------------ schedules
+
+    def _accept_schedule(
+        self,
+        msg: Call,
+        spec: ScheduleSpec,
+        entry: CallbackEntry,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> dict[str, str]:
+        try:
+            inspect.signature(entry.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentsError(
+                f"cannot schedule {entry.name!r}: it expects {entry.name}"
+                f"{inspect.signature(entry.fn)}: {exc}"
+            ) from None
+        trigger: Trigger
+        if spec.kind == "interval" and spec.interval is not None and spec.interval > 0:
+            trigger = Interval(spec.interval, start=self.scheduler.clock.wall())
+        elif spec.kind == "at_time" and spec.at_time:
+            trigger = AtTimes(tuple(sorted(spec.at_time)))
+        else:
+            raise ProtocolError(f"invalid schedule from {msg.src!r}: {spec!r}")
+
+        async def run() -> None:
+            current = self.registry.get(entry.name)
+            if current is None:
+                raise UnableToFindCandidate(f"callback {entry.name!r} is no longer registered")
+            await self.run_entry(current, args, kwargs)
+
+        self.scheduler.add(ScheduleEntry(spec.uuid, entry.name, trigger, run, requester=msg.src))
+        logger.info(
+            "node %r: scheduled %r for %r (%s, uuid %s)",
+            self.name,
+            entry.name,
+            msg.src,
+            trigger.describe(),
+            spec.uuid,
+        )
+        return {"uuid": spec.uuid, "receiver": self.name, "func_name": entry.name}
+
+    async def _report_schedule_error(self, entry: ScheduleEntry, exc: BaseException) -> None:
+        if not entry.requester or entry.requester == self.name or self.conn is None:
+            return
+        if entry.requester not in self.peers:
+            return  # the requester is gone: the error was logged here
+        info = error_info_from_exception(exc, self.name)
+        payload = msgspec.Raw(self.codec.encode_args((entry.uuid, msgspec.to_builtins(info)), {}))
+        await self.send_nowait(SYSTEM_SCHEDULE_ERROR, payload, entry.requester)
+
+    async def _system_call(self, msg: Call) -> Any:
+        args, _ = self.codec.decode_args(msg.payload)
+        return await self.local_system_call(msg.name, args, src=msg.src)
+
+    async def local_system_call(self, name: str, args: Any, *, src: str = "") -> Any:
+        """Answer one of the system calls every node serves (schedules and their errors)."""
+        if name == SYSTEM_CANCEL_SCHEDULE:
+            return self.scheduler.cancel(str(args[0]))
+        if name == SYSTEM_LIST_SCHEDULES:
+            return self.scheduler.describe()
+        if name == SYSTEM_SCHEDULE_ERROR:
+            info = msgspec.convert(args[1], ErrorInfo)
+            error = exception_from_error_info(info)
+            logger.warning(
+                "node %r: a scheduled run of uuid %s failed on %r: %s",
+                self.name,
+                args[0],
+                src,
+                error,
+            )
+            if self.on_schedule_error is not None:
+                self.on_schedule_error(str(args[0]), error)
+            return None
+        raise UnableToFindCandidate(f"process {self.name!r} has no system call {name!r}")
 
     async def run_entry(self, entry: CallbackEntry, args: Any, kwargs: dict[str, Any]) -> Any:
         """Run a callback here: async ones on the loop, sync ones in a worker thread."""

@@ -19,6 +19,7 @@ from daffi.exceptions import ErrorInfo
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "SYSTEM_PREFIX",
     "Bye",
     "Call",
     "CallbackInfo",
@@ -34,6 +35,7 @@ __all__ = [
     "Register",
     "Reject",
     "Result",
+    "ScheduleSpec",
     "Welcome",
 ]
 
@@ -55,6 +57,19 @@ class CallbackInfo(msgspec.Struct, frozen=True, array_like=True):
     params: tuple[ParamInfo, ...] = ()
     is_async: bool = False
     is_generator: bool = False
+
+
+class ScheduleSpec(msgspec.Struct, frozen=True, array_like=True):
+    """A ``PERIOD`` request carried by a ``Call``: register a schedule instead of running."""
+
+    uuid: str
+    kind: str  # "interval" | "at_time"
+    interval: float | None = None
+    at_time: tuple[float, ...] = ()
+
+
+#: Names of the callbacks every node answers without advertising them.
+SYSTEM_PREFIX = "__daffi."
 
 
 class _Msg(msgspec.Struct, frozen=True, array_like=True, tag=True, omit_defaults=True):
@@ -121,6 +136,7 @@ class Call(_Msg, tag=10, frozen=True):
     receiver: str | None = None
     timeout: float | None = None
     want_result: bool = True
+    schedule: ScheduleSpec | None = None
 
 
 class Result(_Msg, tag=11, frozen=True):

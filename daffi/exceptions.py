@@ -142,7 +142,7 @@ class RemoteCallError(DaffiError):
     remote_traceback: str
     process_name: str
     results: dict[str, Any]
-    errors: dict[str, RemoteCallError]
+    errors: dict[str, Exception]
 
     def __init__(
         self,
@@ -153,7 +153,7 @@ class RemoteCallError(DaffiError):
         remote_traceback: str = "",
         process_name: str = "",
         results: Mapping[str, Any] | None = None,
-        errors: Mapping[str, RemoteCallError] | None = None,
+        errors: Mapping[str, Exception] | None = None,
     ) -> None:
         super().__init__(message)
         self.remote_type = remote_type

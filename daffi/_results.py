@@ -1,0 +1,156 @@
+"""What non-blocking calls return: ``AsyncResult`` (BG) and ``ScheduledTask`` (PERIOD)."""
+
+from __future__ import annotations
+
+import builtins
+import concurrent.futures
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from daffi._crossloop import wait_future
+from daffi.exceptions import DaffiError, GlobalContextError, TimeoutError
+
+if TYPE_CHECKING:
+    from daffi._global import Global
+
+__all__ = ["AsyncResult", "ScheduledTask", "SchedulerTask"]
+
+
+class AsyncResult:
+    """The future result of a ``BG`` call.
+
+    Read it with :meth:`get` (blocking, any thread) or ``await`` :meth:`get_async` (any
+    asyncio or trio loop), as often as you like: every read returns the same value or raises
+    the same error. ``await result`` works too.
+    """
+
+    def __init__(self, future: concurrent.futures.Future[Any], owner: Global, func_name: str):
+        self._future = future
+        self._owner = owner
+        self.func_name = func_name
+
+    @property
+    def ready(self) -> bool:
+        """Whether the call has finished (successfully or not)."""
+        return self._future.done()
+
+    @property
+    def error(self) -> BaseException | None:
+        """The call's exception once it failed, else ``None`` (also while it runs)."""
+        if not self._future.done() or self._future.cancelled():
+            return None
+        return self._future.exception()
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Block until the result is there and return it (or raise the call's error).
+
+        Raises:
+            TimeoutError: not finished within ``timeout`` seconds (the call keeps running).
+            GlobalContextError: called from the thread of daffi's own event loop.
+        """
+        self._owner._check_blocking("AsyncResult.get", "get_async")
+        try:
+            return self._future.result(timeout)
+        except concurrent.futures.CancelledError:
+            raise GlobalContextError(f"the call to {self.func_name!r} was cancelled") from None
+        except builtins.TimeoutError:
+            if self._future.done():
+                raise  # the call's own timeout
+            raise TimeoutError(
+                f"the result of {self.func_name!r} was not ready after {timeout} s"
+            ) from None
+
+    async def get_async(self, timeout: float | None = None) -> Any:
+        """Wait for the result without blocking the loop (asyncio or trio).
+
+        Cancelling the wait does not cancel the call.
+
+        Raises:
+            TimeoutError: not finished within ``timeout`` seconds (the call keeps running).
+        """
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                return await wait_future(self._future, cancel_on_abort=False)
+            except concurrent.futures.CancelledError:
+                raise GlobalContextError(f"the call to {self.func_name!r} was cancelled") from None
+        assert scope.cancelled_caught
+        raise TimeoutError(f"the result of {self.func_name!r} was not ready after {timeout} s")
+
+    def cancel(self) -> bool:
+        """Cancel the call if it is still running (the remote execution is cancelled too)."""
+        return self._future.cancel()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.get_async().__await__()
+
+    def __repr__(self) -> str:
+        state = "ready" if self.ready else "pending"
+        return f"<AsyncResult {self.func_name!r} {state}>"
+
+
+class ScheduledTask:
+    """A schedule running on a remote node (what a ``PERIOD`` call returns).
+
+    Attributes:
+        uuid: identifies the schedule on its executor.
+        func_name: the scheduled callback.
+        receiver: the executor's process name.
+        last_error: the last error a scheduled run reported back while this process was
+            connected (``None`` if none).
+    """
+
+    def __init__(self, uuid: str, func_name: str, receiver: str, owner: Global) -> None:
+        self.uuid = uuid
+        self.func_name = func_name
+        self.receiver = receiver
+        self.last_error: DaffiError | None = None
+        self._owner = owner
+        self._cancel_requested = False
+
+    def cancel(self) -> bool:
+        """Cancel the schedule: no further runs; an async run in progress is interrupted.
+
+        Callable from any thread and never deadlocks. Returns whether a schedule was
+        cancelled. From the thread of daffi's own event loop (``async with`` apps) the request
+        is sent without waiting and the return value says whether this handle still believed
+        the schedule active; ``await cancel_async()`` gives the executor's answer.
+        """
+        owner = self._owner
+        if owner._on_loop_thread():
+            was_active = not self._cancel_requested
+            self._cancel_requested = True
+            owner._spawn(owner._cancel_schedule, self.receiver, self.uuid)
+            return was_active
+        cancelled: bool = owner._blocking(
+            "ScheduledTask.cancel",
+            "cancel_async",
+            owner._cancel_schedule,
+            self.receiver,
+            self.uuid,
+        )
+        self._cancel_requested = True
+        return cancelled
+
+    async def cancel_async(self) -> bool:
+        """Cancel the schedule and return whether the executor had it active."""
+        cancelled: bool = await self._owner._await(
+            self._owner._cancel_schedule, self.receiver, self.uuid
+        )
+        self._cancel_requested = True
+        return cancelled
+
+    # daffi 2 compatibility: get() returned the task itself.
+    def get(self, timeout: float | None = None) -> ScheduledTask:
+        return self
+
+    async def get_async(self, timeout: float | None = None) -> ScheduledTask:
+        return self
+
+    def __repr__(self) -> str:
+        return f"<ScheduledTask {self.func_name!r} uuid={self.uuid} receiver={self.receiver!r}>"
+
+
+#: The daffi 2 name of :class:`ScheduledTask`.
+SchedulerTask = ScheduledTask

@@ -1,0 +1,204 @@
+"""The per-node scheduler: one task, in its own cancel scope, per scheduled task.
+
+Task structure::
+
+    Scheduler.run  (task group owned by the node)
+     └─ one driver task per schedule, inside the schedule's CancelScope
+         └─ (at_time only) one task per fire, so fires never wait for each other
+
+Cancelling a schedule exits its cancel scope: no further runs, and an async run in progress is
+interrupted (a sync run in a worker thread finishes on its own; its result is dropped).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import anyio
+import anyio.abc
+
+from daffi.scheduling._triggers import Interval, Trigger
+
+__all__ = ["Clock", "LoopClock", "ScheduleEntry", "Scheduler", "SystemClock"]
+
+logger = logging.getLogger("daffi.scheduling")
+
+
+class Clock(Protocol):
+    """Wall-clock time as UTC epoch seconds."""
+
+    def wall(self) -> float: ...
+
+
+class SystemClock:
+    """The real wall clock (``time.time``)."""
+
+    def wall(self) -> float:
+        return time.time()
+
+
+class LoopClock:
+    """Wall time derived from the event loop's clock, for fake-clock tests.
+
+    With ``trio.testing.MockClock(autojump_threshold=0)`` a day of schedules runs in
+    milliseconds, and fire times stay consistent with the loop's sleeps.
+    """
+
+    def __init__(self, epoch_at_zero: float = 1_700_000_000.0) -> None:
+        self.offset = epoch_at_zero
+
+    def wall(self) -> float:
+        return self.offset + anyio.current_time()
+
+
+@dataclass(eq=False)
+class ScheduleEntry:
+    """A schedule held by the executing node."""
+
+    uuid: str
+    func_name: str
+    trigger: Trigger
+    run: Callable[[], Awaitable[Any]]
+    requester: str = ""
+    runs: int = 0
+    skipped: int = 0
+    next_run: float | None = None
+    last_error: str | None = None
+    created: float = field(default_factory=time.time)
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "uuid": self.uuid,
+            "func_name": self.func_name,
+            "kind": self.trigger.kind,
+            "next_run": self.next_run,
+            "runs": self.runs,
+            "skipped": self.skipped,
+            "requester": self.requester,
+            "last_error": self.last_error,
+        }
+        info.update(self.trigger.describe())
+        return info
+
+
+ErrorReporter = Callable[[ScheduleEntry, BaseException], Awaitable[None]]
+
+
+class Scheduler:
+    """Runs schedules until they end, are cancelled, or the scheduler stops.
+
+    Args:
+        clock: where wall time comes from (default :class:`SystemClock`).
+        on_error: awaited with ``(entry, exc)`` when a run raises; the schedule continues.
+    """
+
+    def __init__(
+        self, *, clock: Clock | None = None, on_error: ErrorReporter | None = None
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.on_error = on_error
+        self.entries: dict[str, ScheduleEntry] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Host the schedules until cancelled (which cancels every schedule)."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._task_group = tg
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._task_group = None
+            self.entries.clear()
+
+    def add(self, entry: ScheduleEntry) -> None:
+        """Start driving ``entry``.
+
+        Raises:
+            RuntimeError: the scheduler is not running.
+            ValueError: a schedule with the same uuid exists.
+        """
+        if self._task_group is None:
+            raise RuntimeError("the scheduler is not running")
+        if entry.uuid in self.entries:
+            raise ValueError(f"a schedule with uuid {entry.uuid!r} already exists")
+        self.entries[entry.uuid] = entry
+        entry.next_run = entry.trigger.next_fire(self.clock.wall(), None)
+        self._task_group.start_soon(self._drive, entry, name=f"schedule {entry.uuid}")
+
+    def cancel(self, uuid: str) -> bool:
+        """Cancel a schedule; returns whether it was active."""
+        entry = self.entries.pop(uuid, None)
+        if entry is None:
+            return False
+        entry.scope.cancel()
+        logger.info("schedule %s (%s) cancelled after %d runs", uuid, entry.func_name, entry.runs)
+        return True
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [entry.describe() for entry in self.entries.values()]
+
+    async def _drive(self, entry: ScheduleEntry) -> None:
+        trigger = entry.trigger
+        try:
+            with entry.scope:
+                async with anyio.create_task_group() as fires:
+                    previous: float | None = None
+                    while True:
+                        fire = trigger.next_fire(self.clock.wall(), previous)
+                        if fire is None:
+                            break
+                        if previous is not None and isinstance(trigger, Interval):
+                            missed = trigger.skipped(previous, fire)
+                            if missed:
+                                entry.skipped += missed
+                                logger.warning(
+                                    "schedule %s (%s): skipped %d run(s) because the previous "
+                                    "run was still going",
+                                    entry.uuid,
+                                    entry.func_name,
+                                    missed,
+                                )
+                        entry.next_run = fire
+                        await anyio.sleep(max(fire - self.clock.wall(), 0.0))
+                        previous = fire
+                        entry.runs += 1
+                        if isinstance(trigger, Interval):
+                            await self._run_once(entry)
+                        else:
+                            fires.start_soon(self._run_once, entry)
+                    entry.next_run = None
+        finally:
+            if self.entries.get(entry.uuid) is entry:
+                del self.entries[entry.uuid]
+                logger.info(
+                    "schedule %s (%s) finished after %d runs",
+                    entry.uuid,
+                    entry.func_name,
+                    entry.runs,
+                )
+
+    async def _run_once(self, entry: ScheduleEntry) -> None:
+        try:
+            await entry.run()
+        except Exception as exc:
+            entry.last_error = f"{type(exc).__name__}: {exc}"
+            logger.error(
+                "scheduled run of %r (%s) failed: %s",
+                entry.func_name,
+                entry.uuid,
+                entry.last_error,
+                exc_info=exc,
+            )
+            if self.on_error is not None:
+                try:
+                    await self.on_error(entry, exc)
+                except Exception:
+                    logger.debug("could not report a schedule error", exc_info=True)
