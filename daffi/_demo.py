@@ -85,7 +85,7 @@ def run_role(role: str, sock_dir: str, t0: float) -> None:
 
     g = Global(process_name="client", unix_sock_path=sock_dir)
     g.wait_function("long_running_task2", timeout=10)
-    client = SchedulerClient()
+    client: Any = SchedulerClient()  # fetcher methods return what the modifier gives
     task = client.long_running_task1()
     _say(t0, role, f"scheduled long_running_task1 every {INTERVAL:g} s on {task.receiver!r}")
     listing: list[dict[str, Any]] = g.get_scheduled_tasks(task.receiver)

@@ -19,9 +19,15 @@ pytestmark = pytest.mark.anyio
 LOOPBACK = Address(scheme="tcp", host="127.0.0.1", port=0)
 
 
-def _bound_addresses(listener: anyio.abc.Listener[anyio.abc.ByteStream]) -> list[object]:
+def _bound_addresses(listener: anyio.abc.Listener[anyio.abc.ByteStream]) -> list[tuple[str, int]]:
+    """(host, port) of every socket behind a TCP listener."""
     assert isinstance(listener, MultiListener)
-    return [inner.extra(anyio.abc.SocketAttribute.local_address) for inner in listener.listeners]
+    addresses: list[tuple[str, int]] = []
+    for inner in listener.listeners:
+        local = inner.extra(anyio.abc.SocketAttribute.local_address)
+        assert isinstance(local, tuple)
+        addresses.append((local[0], local[1]))
+    return addresses
 
 
 async def test_binds_only_the_given_host_and_reports_the_real_port() -> None:
