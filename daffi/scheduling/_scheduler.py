@@ -29,9 +29,11 @@ logger = logging.getLogger("daffi.scheduling")
 
 
 class Clock(Protocol):
-    """Wall-clock time as UTC epoch seconds."""
+    """Wall-clock time as UTC epoch seconds, and a way to sleep until a wall time."""
 
     def wall(self) -> float: ...
+
+    async def sleep_until(self, wall: float) -> None: ...
 
 
 class SystemClock:
@@ -40,9 +42,12 @@ class SystemClock:
     def wall(self) -> float:
         return time.time()
 
+    async def sleep_until(self, wall: float) -> None:
+        await anyio.sleep(max(wall - time.time(), 0.0))
+
 
 class LoopClock:
-    """Wall time derived from the event loop's clock, for fake-clock tests.
+    """Wall time derived from the event loop's clock.
 
     With ``trio.testing.MockClock(autojump_threshold=0)`` a day of schedules runs in
     milliseconds, and fire times stay consistent with the loop's sleeps.
@@ -53,6 +58,9 @@ class LoopClock:
 
     def wall(self) -> float:
         return self.offset + anyio.current_time()
+
+    async def sleep_until(self, wall: float) -> None:
+        await anyio.sleep_until(wall - self.offset)
 
 
 @dataclass(eq=False)
@@ -167,7 +175,7 @@ class Scheduler:
                                     missed,
                                 )
                         entry.next_run = fire
-                        await anyio.sleep(max(fire - self.clock.wall(), 0.0))
+                        await self.clock.sleep_until(fire)
                         previous = fire
                         entry.runs += 1
                         if isinstance(trigger, Interval):
