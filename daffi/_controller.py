@@ -26,6 +26,7 @@ from daffi._protocol import (
     Call,
     CallbackInfo,
     Cancel,
+    Credit,
     Error,
     Hello,
     Message,
@@ -36,7 +37,10 @@ from daffi._protocol import (
     Register,
     Reject,
     Result,
+    StreamEnd,
+    StreamItem,
     Welcome,
+    YieldItem,
 )
 from daffi.exceptions import ErrorInfo, ProtocolError
 from daffi.transports import Address, Listening, get_transport
@@ -227,6 +231,15 @@ class Controller:
                 await self._route_reply(msg, frame)
             elif isinstance(msg, Cancel):
                 await self._route_cancel(peer, msg, frame)
+            elif isinstance(msg, StreamItem | StreamEnd):
+                await self._route_to_callee(peer, msg.src, msg.id, frame)
+            elif isinstance(msg, YieldItem):
+                await self._route_to_caller(msg.dst, msg.id, frame)
+            elif isinstance(msg, Credit):
+                if msg.to_callee:
+                    await self._route_to_callee(peer, msg.peer, msg.id, frame)
+                else:
+                    await self._route_to_caller(msg.peer, msg.id, frame)
             elif isinstance(msg, Ping):
                 await self._send(peer, Pong())
             elif isinstance(msg, Pong):
@@ -374,6 +387,25 @@ class Controller:
             if target is not None:
                 with contextlib.suppress(anyio.BrokenResourceError):
                     await target.conn.send_frame(frame)
+
+    async def _route_to_callee(self, peer: _Peer, src: str, call_id: int, frame: bytes) -> None:
+        if src != peer.name:
+            raise ProtocolError(f"node {peer.name!r} sent stream data for a call of {src!r}")
+        entry = self._in_flight.get((src, call_id))
+        if entry is not None:
+            await self._forward(entry[0], frame)
+
+    async def _route_to_caller(self, caller: str, call_id: int, frame: bytes) -> None:
+        if (caller, call_id) in self._in_flight:
+            await self._forward(caller, frame)
+
+    async def _forward(self, name: str, frame: bytes) -> None:
+        # Waiting here when the receiver is slow is the backpressure: the sender's stream
+        # window bounds what can pile up.
+        target = self.peers.get(name)
+        if target is not None:
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await target.conn.send_frame(frame)
 
     async def _send(self, peer: _Peer, msg: Message) -> None:
         with contextlib.suppress(anyio.BrokenResourceError):

@@ -22,7 +22,7 @@ import sys
 import threading
 import uuid
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -36,9 +36,10 @@ from daffi import _context
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._controller import Controller
 from daffi._crossloop import run_in_portal
-from daffi._node import SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES, Node
+from daffi._node import SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES, Node, UploadGroup
 from daffi._protocol import CallbackInfo, ScheduleSpec
 from daffi._results import AsyncResult, ScheduledTask
+from daffi._streams import CREDIT_BATCH, AsyncDownloadProxy, Download, SyncDownload, take_batch
 from daffi.exceptions import (
     DaffiError,
     GlobalContextError,
@@ -59,6 +60,7 @@ logger = logging.getLogger("daffi.global")
 
 T = TypeVar("T")
 Hook = Callable[..., Any]
+Arguments = tuple[tuple[Any, ...], dict[str, Any]]
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -442,7 +444,9 @@ class Global:
         if self._stop_event is not None:
             self._stop_event.set()
         try:
-            await stack.__aexit__(exc_type, exc, tb)
+            # The body's exception is not fed to daffi's task groups: they would wrap it in
+            # exception groups; it propagates unchanged once daffi has stopped.
+            await stack.__aexit__(None, None, None)
         finally:
             self._stopped = True
             self._done.set()
@@ -596,21 +600,34 @@ class Global:
     ) -> Any:
         node = self._require_node()
         if isinstance(modifier, FG):
-            return await node.call(
+            payload, info = node.prepare_info(name, args, kwargs, modifier.receiver)
+            if info.is_generator:
+                return await node.open_download(
+                    name,
+                    payload,
+                    receiver=modifier.receiver,
+                    timeout=modifier.timeout,
+                    structure=structure,
+                )
+            return await node.roundtrip(
                 name,
-                args,
-                kwargs,
+                payload,
                 receiver=modifier.receiver,
                 timeout=modifier.timeout,
                 structure=structure,
             )
         if isinstance(modifier, BROADCAST):
             targets = node.broadcast_targets(name)
-            payload = node.prepare(name, args, kwargs, targets[0])
+            payload, info = node.prepare_info(name, args, kwargs, targets[0])
             if modifier.eta:
                 await anyio.sleep(modifier.eta)
             return await node.broadcast(
-                name, payload, targets, timeout=modifier.timeout, structure=structure
+                name,
+                payload,
+                targets,
+                timeout=modifier.timeout,
+                structure=structure,
+                stream=info.is_generator,
             )
         if isinstance(modifier, PERIOD):
             return await self._schedule(node, name, args, kwargs, modifier)
@@ -627,15 +644,17 @@ class Global:
         node = self._require_node()
         if isinstance(modifier, BG):
             targets = [modifier.receiver] if modifier.receiver is not None else [None]
-            payload = node.prepare(name, args, kwargs, modifier.receiver)
+            payload, info = node.prepare_info(name, args, kwargs, modifier.receiver)
         else:
             targets = list(node.broadcast_targets(name))
-            payload = node.prepare(name, args, kwargs, targets[0])
+            payload, info = node.prepare_info(name, args, kwargs, targets[0])
         if not modifier.return_result:
             self._spawn(self._send_later, node, name, payload, targets, modifier.eta)
             return None
         assert isinstance(modifier, BG)
-        fut = self._spawn(self._call_later, node, name, payload, modifier, structure)
+        fut = self._spawn(
+            self._call_later, node, name, payload, modifier, structure, info.is_generator
+        )
         return AsyncResult(fut, self, name)
 
     async def _send_later(
@@ -656,9 +675,19 @@ class Global:
         payload: Any,
         modifier: BG,
         structure: Callable[[Any], Any] | None,
+        stream: bool,
     ) -> Any:
         if modifier.eta:
             await anyio.sleep(modifier.eta)
+        if stream:  # a generator callback: the result is the list of its values
+            download = await node.open_download(
+                name,
+                payload,
+                receiver=modifier.receiver,
+                timeout=modifier.timeout,
+                structure=structure,
+            )
+            return await download.collect()
         return await node.roundtrip(
             name,
             payload,
@@ -721,9 +750,13 @@ class Global:
                 "thread that runs daffi's event loop; declare it `async def` and await it, or "
                 "call it from a worker thread (anyio.to_thread.run_sync)"
             )
-        return self._blocking(
+        result = self._blocking(
             "fetcher", "fetcher", self._run_modifier, name, args, kwargs, modifier, structure
         )
+        if isinstance(result, Download):
+            assert self._portal is not None
+            return SyncDownload(result, self._portal)
+        return result
 
     async def _execute_async(
         self,
@@ -738,7 +771,115 @@ class Global:
         ):
             await self._ensure_started()
             return self._start_background(name, args, kwargs, modifier, structure)
-        return await self._await(self._run_modifier, name, args, kwargs, modifier, structure)
+        result = await self._await(self._run_modifier, name, args, kwargs, modifier, structure)
+        if isinstance(result, Download) and not self._on_loop_thread():
+            assert self._portal is not None
+            return AsyncDownloadProxy(result, self._portal)
+        return result
+
+    # ------------------------------------------------------------------ streaming fetchers
+
+    async def _open_uploads(self, name: str, modifier: ExecModifier) -> UploadGroup:
+        node = self._require_node()
+        if isinstance(modifier, BROADCAST):
+            receivers: list[str | None] = list(node.broadcast_targets(name))
+        elif isinstance(modifier, FG | BG):
+            receivers = [modifier.receiver]
+        else:
+            raise GlobalContextError(
+                f"a generator fetcher streams its items; {type(modifier).__name__} cannot "
+                "stream (use FG, BG or BROADCAST)"
+            )
+        return await node.open_uploads(
+            name, receivers, timeout=modifier.timeout, broadcast=isinstance(modifier, BROADCAST)
+        )
+
+    def _stream_in(self, name: str, items: Iterator[Arguments], modifier: ExecModifier) -> Any:
+        """Send a sync generator fetcher's items (driven in the calling thread)."""
+        if isinstance(modifier, BG):
+            if not self._started and not self._stopped:
+                self._start_in_thread()
+            fut = self._spawn(self._stream_in_background, name, items, modifier)
+            return AsyncResult(fut, self, name)
+        if self._on_loop_thread():
+            raise GlobalContextError(
+                f"fetcher {name!r} is a `def` generator and blocks, but it was called from the "
+                "thread that runs daffi's event loop; make it `async def` or use BG"
+            )
+        group: UploadGroup = self._blocking(
+            "fetcher", "fetcher", self._open_uploads, name, modifier
+        )
+        portal = self._portal
+        assert portal is not None
+        try:
+            while True:
+                batch, exhausted = take_batch(items, CREDIT_BATCH)
+                if batch:
+                    portal.call(group.push, batch)
+                if exhausted:
+                    break
+            return portal.call(group.finish)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                portal.call(group.abort)
+            raise
+
+    async def _stream_in_background(
+        self, name: str, items: Iterator[Arguments], modifier: ExecModifier
+    ) -> Any:
+        group = await self._open_uploads(name, modifier)
+        try:
+            while True:
+                batch, exhausted = await anyio.to_thread.run_sync(
+                    take_batch, items, CREDIT_BATCH, abandon_on_cancel=True
+                )
+                if batch:
+                    await group.push(batch)
+                if exhausted:
+                    return await group.finish()
+        except BaseException:
+            await group.abort()
+            raise
+
+    async def _stream_in_async(
+        self, name: str, items: AsyncIterator[Arguments], modifier: ExecModifier
+    ) -> Any:
+        """Send an async generator fetcher's items (driven in the caller's loop)."""
+        await self._ensure_started()
+        on_loop = self._on_loop_thread()
+        if isinstance(modifier, BG):
+            if not on_loop:
+                raise GlobalContextError(
+                    "BG with an `async def` generator fetcher needs the fetcher to run in "
+                    "daffi's own loop: use `async with Global(...)`, FG, or a `def` generator"
+                )
+            fut = self._spawn(self._drive_async, name, items, modifier)
+            return AsyncResult(fut, self, name)
+        if on_loop:
+            return await self._drive_async(name, items, modifier)
+        portal = self._portal
+        assert portal is not None
+        group = await run_in_portal(portal, self._open_uploads, name, modifier)
+        try:
+            async for item in items:
+                await run_in_portal(portal, group.push, [item])
+            return await run_in_portal(portal, group.finish)
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await run_in_portal(portal, group.abort)
+            raise
+
+    async def _drive_async(
+        self, name: str, items: AsyncIterator[Arguments], modifier: ExecModifier
+    ) -> Any:
+        group = await self._open_uploads(name, modifier)
+        try:
+            async for item in items:
+                await group.push([item])
+            return await group.finish()
+        except BaseException:
+            await group.abort()
+            raise
 
     # ------------------------------------------------------------------ schedules
 

@@ -29,16 +29,19 @@ from typing import Any
 import anyio
 import anyio.abc
 import msgspec
+from anyio.streams.memory import MemoryObjectSendStream
 
 from daffi._codec import default_codec
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection
 from daffi._protocol import (
     PROTOCOL_VERSION,
+    STREAM_WINDOW,
     SYSTEM_PREFIX,
     Bye,
     Call,
     CallbackInfo,
     Cancel,
+    Credit,
     Error,
     Hello,
     Message,
@@ -50,8 +53,12 @@ from daffi._protocol import (
     Reject,
     Result,
     ScheduleSpec,
+    StreamEnd,
+    StreamItem,
     Welcome,
+    YieldItem,
 )
+from daffi._streams import CREDIT_BATCH, CreditGate, Download, take_batch
 from daffi.exceptions import (
     ArgumentsError,
     DaffiError,
@@ -88,12 +95,139 @@ class _Rejected(Exception):
 
 
 class _Pending:
-    __slots__ = ("error", "event", "payload")
+    __slots__ = ("error", "event", "gate", "items", "payload")
 
     def __init__(self) -> None:
         self.event = anyio.Event()
         self.payload: msgspec.Raw | None = None
         self.error: ErrorInfo | None = None
+        #: a generator callback's values, for downloads
+        self.items: MemoryObjectSendStream[msgspec.Raw] | None = None
+        #: credit the callee grants, for uploads
+        self.gate: CreditGate | None = None
+
+    def finish(self) -> None:
+        self.event.set()
+        if self.items is not None:
+            self.items.close()
+        if self.gate is not None:
+            self.gate.close(
+                exception_from_error_info(self.error)
+                if self.error is not None
+                else ProtocolError("the callee ended the stream before its end")
+            )
+
+
+class Upload:
+    """The caller's end of a streaming call (a generator fetcher): push items, then finish."""
+
+    def __init__(
+        self,
+        node: Node,
+        conn: Connection,
+        call_id: int,
+        name: str,
+        receiver: str | None,
+        pending: _Pending,
+        timeout: float | None,
+    ) -> None:
+        self.node = node
+        self.conn = conn
+        self.call_id = call_id
+        self.name = name
+        self.receiver = receiver
+        self.pending = pending
+        self.timeout = timeout
+        self.sent = 0
+
+    async def push(self, items: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+        """Send the arguments of the next invocations, waiting for credit (backpressure).
+
+        Raises:
+            The callee's error as soon as it is known (the stream stops at the first error).
+        """
+        gate = self.pending.gate
+        assert gate is not None
+        for args, kwargs in items:
+            payload = self.node.prepare(self.name, args, kwargs, self.receiver)
+            await gate.take()
+            try:
+                await self.conn.send(StreamItem(self.call_id, self.node.name, payload))
+            except anyio.BrokenResourceError:
+                raise RemoteStoppedUnexpectedly(
+                    f"the connection to the controller was lost while streaming to {self.name!r}"
+                ) from None
+            self.sent += 1
+
+    async def finish(self) -> Any:
+        """Tell the callee the stream ended and wait until it processed every item."""
+        with anyio.fail_after(self.timeout):
+            if not self.pending.event.is_set():
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await self.conn.send(StreamEnd(self.call_id, self.node.name))
+            await self.pending.event.wait()
+        self.node._pending.pop(self.call_id, None)
+        if self.pending.error is not None:
+            raise exception_from_error_info(self.pending.error)
+        return None
+
+    async def abort(self) -> None:
+        """Give up: the callee stops processing this stream."""
+        self.node._pending.pop(self.call_id, None)
+        if not self.pending.event.is_set():
+            await self.node._cancel_remote(self.conn, self.call_id)
+
+
+class UploadGroup:
+    """One generator fetcher's stream, sent to one node (FG/BG) or to several (BROADCAST).
+
+    Under BROADCAST a failing node stops receiving items while the others carry on; its
+    error is reported at the end, with the other nodes' results.
+    """
+
+    def __init__(self, name: str, uploads: dict[str, Upload], broadcast: bool) -> None:
+        self.name = name
+        self.uploads = uploads
+        self.broadcast = broadcast
+        self.errors: dict[str, Exception] = {}
+
+    async def push(self, items: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+        for target, upload in list(self.uploads.items()):
+            try:
+                await upload.push(items)
+            except Exception as exc:
+                if not self.broadcast:
+                    raise
+                self.errors[target] = exc
+                del self.uploads[target]
+                await upload.abort()
+
+    async def finish(self) -> Any:
+        results: dict[str, Any] = {}
+        for target, upload in self.uploads.items():
+            try:
+                results[target] = await upload.finish()
+            except Exception as exc:
+                if not self.broadcast:
+                    raise
+                self.errors[target] = exc
+        if not self.broadcast:
+            return None
+        if self.errors:
+            failed = sorted(self.errors)
+            raise RemoteCallError(
+                f"streaming to {self.name!r} failed on {len(failed)} of "
+                f"{len(failed) + len(results)} processes: "
+                + "; ".join(f"{node}: {self.errors[node]}" for node in failed),
+                results={node: results[node] for node in sorted(results)},
+                errors={node: self.errors[node] for node in failed},
+            )
+        return {node: results[node] for node in sorted(results)}
+
+    async def abort(self) -> None:
+        with anyio.CancelScope(shield=True):
+            for upload in self.uploads.values():
+                await upload.abort()
 
 
 class Node:
@@ -141,6 +275,8 @@ class Node:
         self._signatures: dict[CallbackInfo, inspect.Signature] = {}
         self._pending: dict[int, _Pending] = {}
         self._running: dict[tuple[str, int], anyio.CancelScope] = {}
+        self._inbound: dict[tuple[str, int], MemoryObjectSendStream[msgspec.Raw]] = {}
+        self._gates: dict[tuple[str, int], CreditGate] = {}
         self._ids = itertools.count(1)
         self._changed = anyio.Event()
         self._connected = anyio.Event()
@@ -330,12 +466,46 @@ class Node:
             pending = self._pending.get(msg.id)
             if pending is not None:
                 pending.payload = msg.payload
-                pending.event.set()
+                pending.finish()
         elif isinstance(msg, Error):
             pending = self._pending.get(msg.id)
             if pending is not None:
                 pending.error = msg.error
-                pending.event.set()
+                pending.finish()
+        elif isinstance(msg, YieldItem):
+            pending = self._pending.get(msg.id)
+            if pending is not None and pending.items is not None:
+                try:
+                    pending.items.send_nowait(msg.payload)
+                except anyio.WouldBlock:
+                    raise ProtocolError(
+                        f"a generator callback sent more than {STREAM_WINDOW} items without credit"
+                    ) from None
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    pass  # the consumer left; its cancel is on the way
+        elif isinstance(msg, StreamItem | StreamEnd):
+            inbound = self._inbound.get((msg.src, msg.id))
+            if inbound is not None:
+                if isinstance(msg, StreamEnd):
+                    inbound.close()
+                else:
+                    try:
+                        inbound.send_nowait(msg.payload)
+                    except anyio.WouldBlock:
+                        raise ProtocolError(
+                            f"node {msg.src!r} streamed more than {STREAM_WINDOW} items "
+                            "without credit"
+                        ) from None
+                    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                        pass  # the callback failed; the caller gets its error
+        elif isinstance(msg, Credit):
+            if msg.to_callee:
+                gate = self._gates.get((msg.peer, msg.id))
+            else:
+                pending = self._pending.get(msg.id)
+                gate = pending.gate if pending is not None else None
+            if gate is not None:
+                gate.grant(msg.n)
         elif isinstance(msg, Cancel):
             scope = self._running.get((msg.src, msg.id))
             if scope is not None:
@@ -466,11 +636,17 @@ class Node:
             ArgumentsError: the arguments do not fit the callback's signature.
             TypeError: an argument cannot be encoded.
         """
+        return self.prepare_info(name, args, kwargs, receiver)[0]
+
+    def prepare_info(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], receiver: str | None
+    ) -> tuple[msgspec.Raw, CallbackInfo]:
+        """Like :meth:`prepare`, also returning what the target advertises."""
         if self.fatal_error is not None:
             raise self.fatal_error
         info = self._target_info(name, receiver)
         check_arguments(self._signature(info), name, args, kwargs)
-        return msgspec.Raw(self.codec.encode_args(args, kwargs))
+        return msgspec.Raw(self.codec.encode_args(args, kwargs)), info
 
     async def call(
         self,
@@ -544,6 +720,101 @@ class Node:
         value = self.codec.decode_value(pending.payload)
         return structure(value) if structure is not None else value
 
+    def _deadline(self, timeout: float | None) -> tuple[float, float | None]:
+        now = anyio.current_time()
+        own = now + timeout if timeout is not None else math.inf
+        deadline = min(anyio.current_effective_deadline(), own)
+        return own, None if math.isinf(deadline) else max(deadline - now, 0.0)
+
+    async def open_download(
+        self,
+        name: str,
+        payload: msgspec.Raw,
+        *,
+        receiver: str | None = None,
+        timeout: float | None = None,
+        structure: Callable[[Any], Any] | None = None,
+    ) -> Download:
+        """Call a generator callback; its values arrive through the returned ``Download``."""
+        conn = await self._connection(timeout)
+        call_id = next(self._ids)
+        own_deadline, remaining = self._deadline(timeout)
+        pending = _Pending()
+        send, receive = anyio.create_memory_object_stream[msgspec.Raw](STREAM_WINDOW)
+        pending.items = send
+        self._pending[call_id] = pending
+        try:
+            await conn.send(Call(call_id, name, payload, self.name, receiver, remaining))
+        except anyio.BrokenResourceError:
+            self._pending.pop(call_id, None)
+            raise RemoteStoppedUnexpectedly(
+                f"the connection to the controller was lost while calling {name!r}"
+            ) from None
+        codec = self.codec
+
+        def decode(raw: msgspec.Raw) -> Any:
+            value = codec.decode_value(raw)
+            return structure(value) if structure is not None else value
+
+        async def grant(n: int) -> None:
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await conn.send(Credit(call_id, self.name, n, True))
+
+        async def cancel() -> None:
+            self._pending.pop(call_id, None)
+            if not pending.event.is_set():
+                await self._cancel_remote(conn, call_id)
+
+        def outcome() -> BaseException | None:
+            self._pending.pop(call_id, None)
+            return exception_from_error_info(pending.error) if pending.error else None
+
+        return Download(
+            name,
+            receive,
+            decode=decode,
+            grant=grant,
+            cancel=cancel,
+            outcome=outcome,
+            deadline=own_deadline,
+        )
+
+    async def open_upload(
+        self, name: str, *, receiver: str | None = None, timeout: float | None = None
+    ) -> Upload:
+        """Start a streaming call: one invocation of ``name`` per pushed item."""
+        self._target_info(name, receiver)  # raises when nobody offers it
+        conn = await self._connection(timeout)
+        call_id = next(self._ids)
+        _, remaining = self._deadline(timeout)
+        pending = _Pending()
+        pending.gate = CreditGate()
+        self._pending[call_id] = pending
+        empty = msgspec.Raw(self.codec.encode_args((), {}))
+        msg = Call(call_id, name, empty, self.name, receiver, remaining, True, None, True)
+        try:
+            await conn.send(msg)
+        except anyio.BrokenResourceError:
+            self._pending.pop(call_id, None)
+            raise RemoteStoppedUnexpectedly(
+                f"the connection to the controller was lost while calling {name!r}"
+            ) from None
+        return Upload(self, conn, call_id, name, receiver, pending, timeout)
+
+    async def open_uploads(
+        self, name: str, receivers: list[str | None], *, timeout: float | None, broadcast: bool
+    ) -> UploadGroup:
+        """Open one streaming call per receiver (``None``: the controller picks)."""
+        uploads: dict[str, Upload] = {}
+        try:
+            for receiver in receivers:
+                upload = await self.open_upload(name, receiver=receiver, timeout=timeout)
+                uploads[receiver or ""] = upload
+        except BaseException:
+            await UploadGroup(name, uploads, broadcast).abort()
+            raise
+        return UploadGroup(name, uploads, broadcast)
+
     async def send_nowait(self, name: str, payload: msgspec.Raw, receiver: str | None) -> None:
         """Fire and forget: send a prepared call; no reply travels back."""
         conn = await self._connection(None)
@@ -574,8 +845,11 @@ class Node:
         *,
         timeout: float | None = None,
         structure: Callable[[Any], Any] | None = None,
+        stream: bool = False,
     ) -> dict[str, Any]:
         """Run ``name`` on every node of ``targets`` at once; results by node name.
+
+        With ``stream`` (a generator callback), each node's values are collected in a list.
 
         Raises:
             RemoteCallError: some nodes failed; ``.results`` holds the successes and
@@ -586,9 +860,15 @@ class Node:
 
         async def one(target: str) -> None:
             try:
-                results[target] = await self.roundtrip(
-                    name, payload, receiver=target, timeout=timeout, structure=structure
-                )
+                if stream:
+                    download = await self.open_download(
+                        name, payload, receiver=target, timeout=timeout, structure=structure
+                    )
+                    results[target] = await download.collect()
+                else:
+                    results[target] = await self.roundtrip(
+                        name, payload, receiver=target, timeout=timeout, structure=structure
+                    )
             except UnableToFindCandidate:
                 pass  # it left before the call reached it: it no longer has the callback
             except Exception as exc:
@@ -661,12 +941,78 @@ class Node:
                 f"process {self.name!r} has no callback {msg.name!r} (it offers "
                 f"{sorted(self.registry.names())})"
             )
+        if msg.stream_in:
+            return await self._run_stream_in(msg, entry)
         args, kwargs = self.codec.decode_args(msg.payload)
         if entry.structure_args is not None:
             args, kwargs = entry.structure_args(args, kwargs)
         if msg.schedule is not None:
             return self._accept_schedule(msg, msg.schedule, entry, args, kwargs)
+        if entry.is_generator or entry.is_async_generator:
+            return await self._run_generator(msg, entry, args, kwargs)
         return await self.run_entry(entry, args, kwargs)
+
+    async def _run_stream_in(self, msg: Call, entry: CallbackEntry) -> None:
+        if entry.is_generator or entry.is_async_generator:
+            raise GlobalContextError(
+                f"callback {entry.name!r} is a generator; it cannot also receive a stream"
+            )
+        key = (msg.src, msg.id)
+        send, receive = anyio.create_memory_object_stream[msgspec.Raw](STREAM_WINDOW)
+        self._inbound[key] = send
+        processed = 0
+        try:
+            with receive:
+                async for payload in receive:
+                    args, kwargs = self.codec.decode_args(payload)
+                    if entry.structure_args is not None:
+                        args, kwargs = entry.structure_args(args, kwargs)
+                    await self.run_entry(entry, args, kwargs)
+                    processed += 1
+                    if processed % CREDIT_BATCH == 0:
+                        await self._send(Credit(msg.id, msg.src, CREDIT_BATCH, False))
+        finally:
+            del self._inbound[key]
+
+    async def _run_generator(
+        self, msg: Call, entry: CallbackEntry, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        key = (msg.src, msg.id)
+        gate = self._gates[key] = CreditGate()
+        conn = self.conn
+        if conn is None:
+            raise RemoteStoppedUnexpectedly("not connected to the controller")
+
+        async def emit(value: Any) -> None:
+            payload = msgspec.Raw(self.codec.encode_value(value))
+            await gate.take()
+            await conn.send(YieldItem(msg.id, msg.src, payload))
+
+        try:
+            if entry.is_async_generator:
+                agen = entry.fn(*args, **kwargs)
+                try:
+                    async for value in agen:
+                        await emit(value)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await agen.aclose()
+            else:
+                gen = entry.fn(*args, **kwargs)
+                try:
+                    exhausted = False
+                    while not exhausted:
+                        limit = max(min(gate.available, CREDIT_BATCH), 1)
+                        items, exhausted = await anyio.to_thread.run_sync(
+                            take_batch, gen, limit, abandon_on_cancel=True, limiter=self._limiter
+                        )
+                        for value in items:
+                            await emit(value)
+                finally:
+                    with contextlib.suppress(ValueError):  # still running in its thread
+                        gen.close()
+        finally:
+            del self._gates[key]
 
     # ------------------------------------------------------------------ schedules
 
@@ -748,8 +1094,8 @@ class Node:
         """Run a callback here: async ones on the loop, sync ones in a worker thread."""
         if entry.is_generator or entry.is_async_generator:
             raise GlobalContextError(
-                f"callback {entry.name!r} is a generator: streaming results are not supported "
-                "by this version of daffi yet"
+                f"callback {entry.name!r} is a generator: it can only be called by a fetcher "
+                "(PERIOD cannot schedule it)"
             )
         if entry.is_async:
             return await entry.fn(*args, **kwargs)

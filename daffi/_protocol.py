@@ -19,11 +19,13 @@ from daffi.exceptions import ErrorInfo
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "STREAM_WINDOW",
     "SYSTEM_PREFIX",
     "Bye",
     "Call",
     "CallbackInfo",
     "Cancel",
+    "Credit",
     "Error",
     "Hello",
     "Message",
@@ -36,7 +38,10 @@ __all__ = [
     "Reject",
     "Result",
     "ScheduleSpec",
+    "StreamEnd",
+    "StreamItem",
     "Welcome",
+    "YieldItem",
 ]
 
 PROTOCOL_VERSION = 1
@@ -137,6 +142,8 @@ class Call(_Msg, tag=10, frozen=True):
     timeout: float | None = None
     want_result: bool = True
     schedule: ScheduleSpec | None = None
+    #: the caller streams the arguments: one ``StreamItem`` per invocation, then ``StreamEnd``
+    stream_in: bool = False
 
 
 class Result(_Msg, tag=11, frozen=True):
@@ -160,6 +167,49 @@ class Cancel(_Msg, tag=13, frozen=True):
 
     id: int
     src: str
+
+
+class StreamItem(_Msg, tag=14, frozen=True):
+    """Caller -> callee: the arguments of the next invocation of streaming call ``id``."""
+
+    id: int
+    src: str
+    payload: msgspec.Raw
+
+
+class StreamEnd(_Msg, tag=15, frozen=True):
+    """Caller -> callee: no more items for streaming call ``id``."""
+
+    id: int
+    src: str
+
+
+class YieldItem(_Msg, tag=16, frozen=True):
+    """Callee -> caller: the next value a generator callback produced for call ``id``.
+
+    The end of the stream is the call's ``Result`` (or ``Error``).
+    """
+
+    id: int
+    dst: str
+    payload: msgspec.Raw
+
+
+class Credit(_Msg, tag=17, frozen=True):
+    """Flow control: the receiver of a stream allows ``n`` more items.
+
+    ``to_callee`` tells the direction: the caller granting items of a generator callback
+    (routed like ``Cancel``), or the callee granting argument items (routed like ``Result``).
+    """
+
+    id: int
+    peer: str  # the caller's name in both directions
+    n: int
+    to_callee: bool = True
+
+
+#: Items a stream's sender may have in flight before the receiver grants more.
+STREAM_WINDOW = 64
 
 
 class Ping(_Msg, tag=20, frozen=True):
@@ -187,6 +237,10 @@ Message = Union[  # noqa: UP007 - msgspec needs a runtime Union object here
     Result,
     Error,
     Cancel,
+    StreamItem,
+    StreamEnd,
+    YieldItem,
+    Credit,
     Ping,
     Pong,
     Bye,

@@ -28,6 +28,12 @@ def _current_global() -> Any:
     return current_global()
 
 
+async def _arguments(items: Any) -> Any:
+    """Map an async generator fetcher's items to ``(args, kwargs)``."""
+    async for item in items:
+        yield arguments_from_body(item)
+
+
 class _FetcherCore:
     """What a fetcher function is, decided once: name, proxy or body, sync or async."""
 
@@ -57,11 +63,18 @@ class _FetcherCore:
         self, bound: object, modifier: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         mod = normalize_modifier(modifier)
-        if self.is_generator or self.is_async_generator:
-            raise NotImplementedError(
-                f"fetcher {self.name!r} is a generator: streaming fetchers are not supported by "
-                "this version of daffi yet"
+        if self.is_generator:
+            items = (
+                self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
             )
+            return _current_global()._stream_in(
+                self.name, (arguments_from_body(item) for item in items), mod
+            )
+        if self.is_async_generator:
+            aitems = (
+                self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
+            )
+            return _current_global()._stream_in_async(self.name, _arguments(aitems), mod)
         if self.is_async:
             return self._invoke_async(bound, mod, args, kwargs)
         call_args, call_kwargs = self.arguments(bound, args, kwargs)

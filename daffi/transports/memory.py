@@ -292,7 +292,6 @@ class MemoryTransport(Transport):
         name = _name_of(address)
         # Checkpoint before registering, so a cancellation cannot leave the name taken.
         await anyio.lowlevel.checkpoint()
-        listener = MemoryListener(name, backlog=self.backlog, max_buffer=self.max_buffer)
         with _listeners_lock:
             if name in _listeners:
                 raise OSError(
@@ -300,5 +299,6 @@ class MemoryTransport(Transport):
                     f"cannot listen on {address}: the name is already in use by another "
                     f"listener in this process; close that one or pick another name",
                 )
+            listener = MemoryListener(name, backlog=self.backlog, max_buffer=self.max_buffer)
             _listeners[name] = listener
         return Listening(listener=listener, address=Address(scheme="memory", path=name))

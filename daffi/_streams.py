@@ -1,0 +1,258 @@
+"""Streams in both directions, with credit-based flow control on every hop.
+
+* **Generator callbacks** (callee -> caller): the callee sends one ``YieldItem`` per value and
+  may have at most ``STREAM_WINDOW`` values not yet granted back; the caller grants ``Credit``
+  as it consumes. The call's ``Result`` ends the stream.
+* **Generator fetchers** (caller -> callee): the caller sends one ``StreamItem`` per
+  invocation (at most ``STREAM_WINDOW`` not yet processed) and ``StreamEnd`` at the end; the
+  callee runs the callback once per item, in order, and grants ``Credit`` as it goes.
+
+Since neither end sends more than the window allows, the controller (which forwards frames
+and waits while a receiver is slow) never holds more than a window of items either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+from anyio.from_thread import BlockingPortal
+
+from daffi._crossloop import run_in_portal
+from daffi._protocol import STREAM_WINDOW
+from daffi.exceptions import DaffiError, ProtocolError
+
+if TYPE_CHECKING:
+    from anyio.streams.memory import MemoryObjectReceiveStream
+
+__all__ = ["AsyncDownloadProxy", "CreditGate", "Download", "SyncDownload", "take_batch"]
+
+#: Grant credit back after this many items were consumed.
+CREDIT_BATCH = STREAM_WINDOW // 2
+
+
+class CreditGate:
+    """How many items the other side still allows; ``take`` waits for more."""
+
+    def __init__(self, initial: int = STREAM_WINDOW) -> None:
+        self.available = initial
+        self._event = anyio.Event()
+        self._error: BaseException | None = None
+
+    def grant(self, n: int) -> None:
+        if n <= 0 or n > STREAM_WINDOW:
+            raise ProtocolError(f"invalid stream credit {n}")
+        self.available += n
+        self._event.set()
+
+    def close(self, error: BaseException) -> None:
+        """Make waiting (and future) ``take`` calls raise ``error``."""
+        self._error = error
+        self._event.set()
+
+    async def take(self) -> None:
+        while self.available <= 0:
+            if self._error is not None:
+                raise self._error
+            event = self._event = anyio.Event()
+            await event.wait()
+        if self._error is not None:
+            raise self._error
+        self.available -= 1
+
+
+def take_batch(
+    iterator: Iterator[Any], limit: int, budget: float = 0.002
+) -> tuple[list[Any], bool]:
+    """Pull up to ``limit`` items from a sync iterator (run in a worker thread).
+
+    Stops early once ``budget`` seconds have passed, so a slow producer's first items are
+    not held back. Returns ``(items, exhausted)``.
+    """
+    items: list[Any] = []
+    started = time.perf_counter()
+    for item in iterator:
+        items.append(item)
+        if len(items) >= limit or time.perf_counter() - started > budget:
+            return items, False
+    return items, True
+
+
+class Download:
+    """The caller's end of a generator callback's stream (an async iterator on daffi's loop).
+
+    Leaving it early (``aclose``, ``break`` in ``async for`` with ``aclosing``, garbage
+    collection is not relied upon) cancels the remote generator.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        receive: MemoryObjectReceiveStream[msgspec.Raw],
+        *,
+        decode: Callable[[msgspec.Raw], Any],
+        grant: Callable[[int], Any],
+        cancel: Callable[[], Any],
+        outcome: Callable[[], BaseException | None],
+        deadline: float,
+    ) -> None:
+        self.name = name
+        self._receive = receive
+        self._decode = decode
+        self._grant = grant
+        self._cancel = cancel
+        self._outcome = outcome
+        self._deadline = deadline
+        self._consumed = 0
+        self._buffer: list[Any] = []
+        self.finished = False
+
+    async def receive_batch(self, limit: int = CREDIT_BATCH) -> list[Any] | None:
+        """At least one item (waiting for it), at most ``limit``; ``None`` at the end."""
+        if self.finished:
+            return None
+        try:
+            with anyio.fail_after(
+                self._deadline - anyio.current_time() if self._deadline != float("inf") else None
+            ):
+                first = await self._receive.receive()
+        except anyio.EndOfStream:
+            self.finished = True
+            error = self._outcome()
+            if error is not None:
+                raise error from None
+            return None
+        except TimeoutError:
+            await self.aclose()
+            from daffi.exceptions import TimeoutError as DaffiTimeout
+
+            raise DaffiTimeout(f"stream from {self.name!r} timed out") from None
+        payloads = [first]
+        while len(payloads) < limit:
+            try:
+                payloads.append(self._receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream):
+                break
+        self._consumed += len(payloads)
+        if self._consumed >= CREDIT_BATCH:
+            granted, self._consumed = self._consumed, 0
+            await self._grant(granted)
+        return [self._decode(payload) for payload in payloads]
+
+    def __aiter__(self) -> Download:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self._buffer:
+            batch = await self.receive_batch()
+            if batch is None:
+                raise StopAsyncIteration
+            self._buffer = batch
+            self._buffer.reverse()
+        return self._buffer.pop()
+
+    async def aclose(self) -> None:
+        """Stop consuming: the remote generator is cancelled if it is still running."""
+        if not self.finished:
+            self.finished = True
+            with anyio.CancelScope(shield=True):
+                await self._cancel()
+        self._receive.close()
+
+    async def collect(self) -> list[Any]:
+        """Every remaining item, as a list."""
+        items: list[Any] = []
+        try:
+            while (batch := await self.receive_batch(STREAM_WINDOW)) is not None:
+                items.extend(batch)
+        finally:
+            await self.aclose()
+        return items
+
+
+class SyncDownload:
+    """A blocking iterator over a :class:`Download`, for ``def`` fetchers (any thread)."""
+
+    def __init__(self, download: Download, portal: BlockingPortal) -> None:
+        self._download = download
+        self._portal = portal
+        self._buffer: list[Any] = []
+        self._done = False
+
+    def __iter__(self) -> SyncDownload:
+        return self
+
+    def __next__(self) -> Any:
+        if not self._buffer:
+            if self._done:
+                raise StopIteration
+            batch = self._portal.call(self._download.receive_batch, CREDIT_BATCH)
+            if batch is None:
+                self._done = True
+                raise StopIteration
+            batch.reverse()
+            self._buffer = batch
+        return self._buffer.pop()
+
+    def close(self) -> None:
+        """Stop consuming and cancel the remote generator (also on ``break`` + ``del``)."""
+        if not self._done:
+            self._done = True
+            # If daffi already stopped, the stream is gone anyway.
+            with contextlib.suppress(RuntimeError, DaffiError):
+                self._portal.call(self._download.aclose)
+
+    def __enter__(self) -> SyncDownload:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not self._done:
+            # At interpreter shutdown or with the loop gone there is nothing to cancel.
+            with contextlib.suppress(Exception):
+                self._portal.start_task_soon(self._download.aclose)
+
+
+class AsyncDownloadProxy:
+    """An async iterator over a :class:`Download` running on another thread's loop."""
+
+    def __init__(self, download: Download, portal: BlockingPortal) -> None:
+        self._download = download
+        self._portal = portal
+        self._buffer: list[Any] = []
+        self._done = False
+
+    def __aiter__(self) -> AsyncDownloadProxy:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self._buffer:
+            if self._done:
+                raise StopAsyncIteration
+            batch = await run_in_portal(self._portal, self._download.receive_batch, CREDIT_BATCH)
+            if batch is None:
+                self._done = True
+                raise StopAsyncIteration
+            batch.reverse()
+            self._buffer = batch
+        return self._buffer.pop()
+
+    async def aclose(self) -> None:
+        if not self._done:
+            self._done = True
+            with anyio.CancelScope(shield=True):
+                await run_in_portal(self._portal, self._download.aclose)
+
+    async def collect(self) -> list[Any]:
+        items = [item async for item in self]
+        return items
+
+
+def iterate_async(download: Download | AsyncDownloadProxy) -> AsyncIterator[Any]:
+    return download.__aiter__()
