@@ -41,8 +41,8 @@ def forget(g: Global) -> None:
 
 def current_global_or_none() -> Global | None:
     g = current_var.get()
-    if g is not None and not g._stopped:
-        return g
+    if g is not None:
+        return g  # even when stopped: calls through it must fail, not go elsewhere
     with _lock:
         return _running[-1] if _running else None
 

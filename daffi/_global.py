@@ -422,7 +422,11 @@ class Global:
             tg = await stack.enter_async_context(anyio.create_task_group())
             await tg.start(self._run_core)
         except BaseException as exc:
-            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+            # Unwind daffi's task groups without feeding them the error (they would wrap it
+            # in exception groups), then raise the error itself.
+            with contextlib.suppress(BaseException):
+                await stack.__aexit__(None, None, None)
+            self._stopped = True
             raise _unwrap(exc) from None
         self._exit_stack = stack
         self._context_token = _context.current_var.set(self)

@@ -409,15 +409,24 @@ class Node:
             if self.registry.infos() != offered:
                 await self.advertise()  # registered while the handshake was in flight
             await self._event(self.name, True)
+            failure: ProtocolError | None = None
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._heartbeat, conn)
+                # Errors that end the session are kept out of the task group (which would
+                # wrap them in exception groups) and raised after it.
                 try:
                     while True:
                         msg, _ = await conn.receive()
                         if not await self._handle(msg, tg):
                             break
+                except anyio.EndOfStream:
+                    pass
+                except ProtocolError as exc:
+                    failure = exc
                 finally:
                     tg.cancel_scope.cancel()
+            if failure is not None:
+                raise failure
         except builtins.TimeoutError as exc:
             if isinstance(exc, DaffiError):
                 raise

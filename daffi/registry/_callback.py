@@ -85,7 +85,7 @@ class Callback:
                 f"{cls.__name__} already has an instance serving its callbacks; a Callback "
                 "class can be instantiated once per process"
             )
-        registry = cls.registry or default_registry
+        registry = cls.registry if cls.registry is not None else default_registry
         added: list[str] = []
         try:
             for name, attr in public_members(cls, Callback):
@@ -111,7 +111,7 @@ class callback(Generic[F]):
 
         if isinstance(fn, fetcher_cls):
             # @callback over @fetcher: register the function, keep the fetcher as the object
-            (registry or default_registry).add(fn.wrapped, fn.alias)
+            (registry if registry is not None else default_registry).add(fn.wrapped, fn.alias)
             fn.proxy = True
             return fn
         return super().__new__(cls)
@@ -127,7 +127,7 @@ class callback(Generic[F]):
         if not callable(fn):
             raise InitializationError(f"@callback needs a function, got {fn!r}")
         self.wrapped = fn
-        self._registry = registry or default_registry
+        self._registry = registry if registry is not None else default_registry
         self._alias = alias_of(fn) or fn.__name__
         self._registry.add(fn, self._alias)
         functools.update_wrapper(self, fn)

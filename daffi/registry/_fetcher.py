@@ -116,6 +116,8 @@ class fetcher:
                 return cls(func, exec_modifier=modifier)
 
             return decorate
+        if not callable(fn):
+            normalize_modifier(fn)  # raises: "Invalid execution modifier ..."
         return super().__new__(cls)
 
     def __init__(self, fn: Any = None, *, exec_modifier: Any = None) -> None:

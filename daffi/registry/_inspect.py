@@ -142,6 +142,8 @@ def _walk_own(node: ast.AST) -> Iterator[ast.AST]:
 
 
 def _returns_value(stmt: ast.stmt) -> bool:
+    if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return False  # a nested definition's returns are its own
     for node in _walk_own(stmt):
         if isinstance(node, ast.Return) and node.value is not None:
             return True

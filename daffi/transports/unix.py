@@ -78,7 +78,7 @@ class UnixTransport(Transport):
         try:
             await anyio.to_thread.run_sync(_make_private_parents, path)
             await _remove_if_stale(path, address)
-            sock, file_id = await anyio.to_thread.run_sync(_bind, path, self.backlog)
+            sock, absolute_path, file_id = await anyio.to_thread.run_sync(_bind, path, self.backlog)
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 raise _in_use(address) from exc
@@ -89,11 +89,12 @@ class UnixTransport(Transport):
             listener = await anyio.abc.SocketListener.from_socket(sock)
         except BaseException:
             sock.close()
-            _unlink_if_ours(path, file_id)
+            _unlink_if_ours(absolute_path, file_id)
             raise
         logger.debug("listening on %s", address)
         return Listening(
-            listener=UnixListener(listener, path, file_id),
+            # The absolute path keeps cleanup right if the working directory changes.
+            listener=UnixListener(listener, absolute_path, file_id),
             address=Address(scheme="unix", path=path),
         )
 
@@ -135,7 +136,7 @@ class UnixListener(anyio.abc.Listener[anyio.abc.SocketStream]):
 
     @property
     def path(self) -> str:
-        """The socket file path."""
+        """The absolute socket file path."""
         return self._path
 
     async def accept(self) -> anyio.abc.SocketStream:
@@ -331,7 +332,8 @@ def _in_use(address: Address) -> OSError:
     )
 
 
-def _bind(path: str, backlog: int) -> tuple[socket.socket, _FileId]:
+def _bind(path: str, backlog: int) -> tuple[socket.socket, str, _FileId]:
+    """Bind and listen on ``path``; return the socket, its absolute path and file id."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
@@ -348,7 +350,7 @@ def _bind(path: str, backlog: int) -> tuple[socket.socket, _FileId]:
     except BaseException:
         sock.close()
         raise
-    return sock, (info.st_dev, info.st_ino)
+    return sock, os.path.abspath(path), (info.st_dev, info.st_ino)
 
 
 def _unlink_if_ours(path: str, file_id: _FileId) -> bool:

@@ -1,0 +1,86 @@
+"""daffi's side of W1: an echo callback behind a controller, and a client that times it.
+
+    python -m benchmarks.daffi_echo server --transport tcp|unix [--path DIR]
+    python -m benchmarks.daffi_echo client --transport tcp|unix (--port P | --path DIR)
+        [--mode sync] --calls N --warmup W [--deadline S]
+
+The server runs the controller and offers ``echo``; it prints ``READY {"port": P}`` (or
+``{"path": DIR}``) once listening and stops when its stdin closes. The client is a plain
+synchronous program: it declares an ``echo`` fetcher, waits for the callback, warms up, then
+times ``N`` sequential FG calls and prints one JSON line: the timed round. A client still
+running after ``--deadline`` seconds prints every thread's traceback to stderr and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+from typing import Any
+
+from benchmarks._common import announce_ready, print_round, time_calls, wait_for_stdin_eof
+from daffi import Global, callback, fetcher
+
+_CONNECT_TIMEOUT = 30.0
+
+
+def serve(transport: str, path: str | None) -> None:
+    @callback
+    def echo(x: Any) -> Any:
+        return x
+
+    if transport == "tcp":
+        g = Global(process_name="bench-server", init_controller=True, host="127.0.0.1")
+        info: dict[str, Any] = {"port": g.port}
+    else:
+        assert path is not None, "--path is required for unix"
+        g = Global(process_name="bench-server", init_controller=True, unix_sock_path=path)
+        info = {"path": path}
+    with g:
+        announce_ready(**info)
+        wait_for_stdin_eof()
+
+
+def run_client(args: argparse.Namespace) -> None:
+    @fetcher
+    def echo(x: Any) -> Any:
+        pass
+
+    if args.transport == "tcp":
+        g = Global(process_name="bench-client", host="127.0.0.1", port=args.port)
+    else:
+        g = Global(process_name="bench-client", unix_sock_path=args.path)
+    with g:
+        g.wait_function("echo", timeout=_CONNECT_TIMEOUT)
+
+        def call(i: int) -> None:
+            if echo(i) != i:
+                raise AssertionError(f"daffi echo of {i} came back wrong")
+
+        time_calls(call, args.warmup)
+        print_round(time_calls(call, args.calls))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("role", choices=("server", "client"))
+    parser.add_argument("--transport", choices=("tcp", "unix"), required=True)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--path")
+    parser.add_argument("--mode", choices=("sync",), default="sync", help="`def` fetcher")
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--deadline", type=float, default=300.0)
+    args = parser.parse_args()
+    if args.transport == "unix" and args.path is None:
+        parser.error("--path is required with --transport unix")
+    if args.transport == "tcp" and args.role == "client" and args.port is None:
+        parser.error("--port is required for a tcp client")
+    if args.role == "server":
+        serve(args.transport, args.path)
+    else:
+        faulthandler.dump_traceback_later(args.deadline, exit=True)
+        run_client(args)
+
+
+if __name__ == "__main__":
+    main()
