@@ -384,8 +384,17 @@ class Global:
                 try:
                     anyio.run(main, backend=self.backend)
                 except BaseException as exc:
-                    failure.append(_unwrap(exc))
+                    error = _unwrap(exc)
+                    if ready.is_set():
+                        # Nobody waits for this error any more: without this line a crash
+                        # would only show as "it was stopped" errors later.
+                        logger.critical(
+                            "daffi %r stopped because of an error", self.process_name,
+                            exc_info=error,
+                        )
+                    failure.append(error)
                 finally:
+                    _context.forget(self)
                     self._stopped = True
                     self._done.set()
                     ready.set()
