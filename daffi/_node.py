@@ -1033,6 +1033,11 @@ class Node:
         args: list[Any],
         kwargs: dict[str, Any],
     ) -> dict[str, str]:
+        if entry.is_generator or entry.is_async_generator:
+            raise ArgumentsError(
+                f"cannot schedule {entry.name!r}: it is a generator callback, whose values "
+                "need a consumer; PERIOD runs plain callbacks"
+            )
         try:
             inspect.signature(entry.fn).bind(*args, **kwargs)
         except TypeError as exc:

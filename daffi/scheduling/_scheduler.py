@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import anyio
 import anyio.abc
+import anyio.lowlevel
 
 from daffi.scheduling._triggers import Interval, Trigger
 
@@ -176,6 +177,9 @@ class Scheduler:
                                 )
                         entry.next_run = fire
                         await self.clock.sleep_until(fire)
+                        # A cancel that lands in the same loop turn as the timer must still
+                        # win: cancel() returning True promises that no run starts.
+                        await anyio.lowlevel.checkpoint_if_cancelled()
                         previous = fire
                         entry.runs += 1
                         if isinstance(trigger, Interval):

@@ -53,7 +53,7 @@ class Interval:
         if fire < now:
             # Missed grid points (a run overran, or the process was suspended): jump to the
             # first point that is still ahead.
-            k = math.floor((now - self.start) / self.interval) + 1
+            k = math.ceil((now - self.start) / self.interval)
             fire = self.start + k * self.interval
         return fire
 

@@ -7,6 +7,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -56,6 +57,12 @@ async def stamp():
 @alias("stamp")
 @fetcher(BG(return_result=False))
 async def stamp_forget():
+    pass
+
+
+@alias("slow")
+@fetcher(BG)
+def slow_blocking():
     pass
 
 
@@ -273,14 +280,35 @@ async def test_blocking_get_on_the_loop_thread_names_get_async(make_node: NodeFa
 # ---------------------------------------------------------------- sync face (background thread)
 
 
+@dataclass
+class BackgroundPair:
+    """A controller+worker Global and a caller Global, each in its own background thread."""
+
+    server: Global
+    caller: Global
+    slow_started: threading.Event
+    slow_cancelled: threading.Event
+
+
 @pytest.fixture
-def background_pair() -> Iterator[tuple[Global, Global]]:
-    """A controller+worker Global and a caller Global, each in its own background thread,
-    over a Unix socket in a short private directory."""
+def background_pair() -> Iterator[BackgroundPair]:
+    """Both Globals talk over a Unix socket in a short private directory."""
     directory = tempfile.mkdtemp(prefix="dbg", dir="/tmp")
+    slow_started = threading.Event()
+    slow_cancelled = threading.Event()
+
+    async def slow_cb() -> None:
+        slow_started.set()
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            slow_cancelled.set()
+            raise
+
     registry = CallbackRegistry()
     registry.add(make_nap(0.2), "nap")
     registry.add(fail_cb, "fail")
+    registry.add(slow_cb, "slow")
     globals_: list[Global] = []
     try:
         server = Global("bg-server", init_controller=True, unix_sock_path=directory, registry=registry)
@@ -288,7 +316,7 @@ def background_pair() -> Iterator[tuple[Global, Global]]:
         caller = Global("bg-caller", unix_sock_path=directory, registry=CallbackRegistry())
         globals_.append(caller)
         caller.wait_function("nap", timeout=5)
-        yield server, caller
+        yield BackgroundPair(server, caller, slow_started, slow_cancelled)
     finally:
         for g in reversed(globals_):
             g.stop()
@@ -296,8 +324,8 @@ def background_pair() -> Iterator[tuple[Global, Global]]:
 
 
 @pytest.mark.timeout(30)
-def test_sync_face_bg_from_plain_threads(background_pair: tuple[Global, Global]) -> None:
-    _, caller = background_pair
+def test_sync_face_bg_from_plain_threads(background_pair: BackgroundPair) -> None:
+    caller = background_pair.caller
     values: dict[int, Any] = {}
     errors: list[BaseException] = []
 
@@ -334,8 +362,8 @@ def test_sync_face_bg_from_plain_threads(background_pair: tuple[Global, Global])
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
-def test_get_async_from_a_foreign_loop(background_pair: tuple[Global, Global], backend: str) -> None:
-    _, caller = background_pair
+def test_get_async_from_a_foreign_loop(background_pair: BackgroundPair, backend: str) -> None:
+    caller = background_pair.caller
 
     async def main() -> tuple[Any, Any, BaseException | None]:
         with anyio.fail_after(10), caller.as_current():
@@ -351,3 +379,16 @@ def test_get_async_from_a_foreign_loop(background_pair: tuple[Global, Global], b
     first, second, error = anyio.run(main, backend=backend)
     assert first == second == {"echo": "foreign"}
     assert isinstance(error, RemoteCallError)
+
+
+@pytest.mark.timeout(30)
+def test_sync_face_cancel_stops_the_remote_call(background_pair: BackgroundPair) -> None:
+    with background_pair.caller.as_current():
+        result = slow_blocking()
+    assert background_pair.slow_started.wait(5)
+    assert not result.ready
+    assert result.cancel()
+    assert background_pair.slow_cancelled.wait(2), "the remote execution was not cancelled"
+    assert result.ready
+    with pytest.raises(GlobalContextError, match="cancelled"):
+        result.get(timeout=1)

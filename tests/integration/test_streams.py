@@ -140,7 +140,7 @@ async def settle() -> None:
     wait covers that thread and the hops through the controller.
     """
     await anyio.wait_all_tasks_blocked()
-    await anyio.sleep(0.3)
+    await anyio.sleep(0.15)
     await anyio.wait_all_tasks_blocked()
 
 
@@ -159,13 +159,13 @@ async def test_download_complete_and_in_order(make_node: NodeFactory, kind: str)
             with caller.as_current():
                 received = [x async for x in await numbers(5000)]
                 # a `def` fetcher iterates from a worker thread
-                blocking = await anyio.to_thread.run_sync(lambda: list(numbers_blocking(3000)))
+                blocking = await anyio.to_thread.run_sync(lambda: list(numbers_blocking(1000)))
                 # BG on a generator callback: the result is the list of its values
                 result = await numbers.call(300, exec_modifier=BG())
                 assert isinstance(result, AsyncResult)
                 collected = await result.get_async()
     assert received == list(range(5000))
-    assert blocking == list(range(3000))
+    assert blocking == list(range(1000))
     assert collected == list(range(300))
 
 
@@ -285,9 +285,9 @@ async def test_upload_every_item_in_order_once(make_node: NodeFactory, kind: str
                 first = list(recorded)
                 recorded.clear()
                 # a `def` generator fetcher blocks: from a worker thread
-                assert await anyio.to_thread.run_sync(record_blocking, 1000) is None
+                assert await anyio.to_thread.run_sync(record_blocking, 500) is None
     assert first == list(range(2000))
-    assert recorded == list(range(1000))
+    assert recorded == list(range(500))
 
 
 async def test_upload_items_as_args_tuple_or_value(make_node: NodeFactory) -> None:
