@@ -9,12 +9,14 @@ message without encoding it again.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
 import msgspec
 
+from daffi._crossloop import loop_call_soon
 from daffi._protocol import Message
 from daffi.exceptions import ProtocolError
 
@@ -41,6 +43,11 @@ def encode_frame(msg: Message) -> bytearray:
 class Connection:
     """A framed message connection over ``stream``.
 
+    Sending is cheap and safe from any thread. Frames are queued; on daffi's loop the first
+    sender becomes the writer and flushes everything queued meanwhile in one write (write
+    coalescing), other threads hand their frames to :meth:`run_writer`. A queue over
+    ``high_water`` bytes makes loop senders wait (backpressure).
+
     Args:
         stream: the transport's byte stream; the connection owns it and closes it.
         max_frame_size: frames announcing a larger body close the connection with a
@@ -54,17 +61,32 @@ class Connection:
         *,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         peer: str = "?",
+        high_water: int = 4 * 1024 * 1024,
     ) -> None:
         self.stream = stream
         self.max_frame_size = max_frame_size
         self.peer = peer
+        self.high_water = high_water
         self.last_received = anyio.current_time()
-        self._send_lock = anyio.Lock()
         self._buffer = bytearray()
         self._closed = False
+        self._loop_thread = threading.get_ident()
+        self._call_soon = loop_call_soon()
+        # Guarded by _lock (taken briefly, from any thread):
+        self._lock = threading.Lock()
+        self._frames: list[bytes | bytearray] = []
+        self._queued = 0
+        self._writing = False  # someone on the loop is flushing _frames
+        self._kick_pending = False  # a wake-up of run_writer is on its way
+        self._error: BaseException | None = None
+        # Loop-side events:
+        self._kick = anyio.Event()
+        self._drained = anyio.Event()
+
+    # ------------------------------------------------------------------ sending
 
     async def send(self, msg: Message) -> None:
-        """Encode and send one message.
+        """Encode and send one message (on daffi's loop).
 
         Raises:
             anyio.BrokenResourceError: the peer is gone (also for a closed connection).
@@ -72,12 +94,93 @@ class Connection:
         await self.send_frame(encode_frame(msg))
 
     async def send_frame(self, frame: bytes | bytearray) -> None:
-        """Send one already encoded frame (length prefix included)."""
+        """Send one already encoded frame (length prefix included), on daffi's loop."""
+        with self._lock:
+            if self._error is not None:
+                raise self._broken()
+            self._frames.append(frame)
+            self._queued += len(frame)
+            lead = not self._writing
+            if lead:
+                self._writing = True
+        if lead:
+            await self._flush()
+        elif self._queued > self.high_water:
+            await self._drained.wait()
+            if self._error is not None:
+                raise self._broken()
+
+    def send_threadsafe(self, msg: Message) -> None:
+        """Queue one message from any thread (never blocks; :meth:`run_writer` sends it).
+
+        Raises:
+            anyio.BrokenResourceError: the connection is closed.
+        """
+        frame = encode_frame(msg)
+        with self._lock:
+            if self._error is not None:
+                raise self._broken()
+            self._frames.append(frame)
+            self._queued += len(frame)
+            if self._writing or self._kick_pending:
+                return  # the writer on the loop picks it up
+            self._kick_pending = True
+        if threading.get_ident() == self._loop_thread:
+            self._kick.set()
+        else:
+            self._call_soon(self._wake)
+
+    def _wake(self) -> None:
+        self._kick.set()
+
+    async def run_writer(self) -> None:
+        """Send what other threads queued; run it in the connection's task group."""
+        while True:
+            await self._kick.wait()
+            self._kick = anyio.Event()
+            with self._lock:
+                self._kick_pending = False
+                if self._writing or not self._frames:
+                    continue
+                self._writing = True
+            await self._flush()
+
+    async def _flush(self) -> None:
+        # The caller holds the writer role. A write is never interrupted half way: on trio a
+        # cancelled send_all would leave a partial frame on the wire.
         try:
-            async with self._send_lock:
-                await self.stream.send(frame)  # type: ignore[arg-type]  # any buffer works
-        except (anyio.ClosedResourceError, anyio.EndOfStream, OSError) as exc:
-            raise anyio.BrokenResourceError(f"connection to {self.peer} is closed") from exc
+            with anyio.CancelScope(shield=True):
+                while True:
+                    with self._lock:
+                        if not self._frames:
+                            self._writing = False
+                            break
+                        frames, self._frames = self._frames, []
+                        self._queued = 0
+                    data = frames[0] if len(frames) == 1 else b"".join(frames)
+                    await self.stream.send(data)  # type: ignore[arg-type]  # any buffer works
+        except (
+            anyio.ClosedResourceError,
+            anyio.BrokenResourceError,
+            anyio.EndOfStream,
+            OSError,
+        ) as exc:
+            self._fail(exc)
+            raise self._broken() from exc
+        finally:
+            drained, self._drained = self._drained, anyio.Event()
+            drained.set()
+
+    def _fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = exc
+            self._frames.clear()
+            self._queued = 0
+            self._writing = False
+
+    def _broken(self) -> anyio.BrokenResourceError:
+        return anyio.BrokenResourceError(f"connection to {self.peer} is closed")
 
     async def receive(self) -> tuple[Message, bytes]:
         """Receive the next message and the bytes of its whole frame.
@@ -124,10 +227,13 @@ class Connection:
                 return
 
     async def aclose(self) -> None:
-        """Close the stream (idempotent, never raises)."""
+        """Close the stream (idempotent, never raises); queued frames are dropped."""
         if self._closed:
             return
         self._closed = True
+        self._fail(anyio.ClosedResourceError())
+        drained, self._drained = self._drained, anyio.Event()
+        drained.set()
         with anyio.CancelScope(shield=True):
             try:
                 await self.stream.aclose()

@@ -8,12 +8,33 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 import sniffio
 from anyio.from_thread import BlockingPortal
 
-__all__ = ["run_in_portal", "wait_future"]
+__all__ = ["loop_call_soon", "run_in_portal", "wait_future"]
 
 T = TypeVar("T")
+
+
+def loop_call_soon() -> Callable[[Callable[[], object]], object]:
+    """For the running loop: a function that schedules a callback on it from any thread."""
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        import asyncio
+
+        return asyncio.get_running_loop().call_soon_threadsafe
+    if library == "trio":
+        import trio
+
+        return trio.lowlevel.current_trio_token().run_sync_soon
+    token = anyio.lowlevel.current_token()
+
+    def call_soon(func: Callable[[], object]) -> object:
+        return anyio.from_thread.run_sync(func, token=token)
+
+    return call_soon
 
 
 async def wait_future(fut: concurrent.futures.Future[T], *, cancel_on_abort: bool = True) -> T:

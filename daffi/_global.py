@@ -35,7 +35,7 @@ from anyio.from_thread import BlockingPortal
 from daffi import _context
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._controller import Controller
-from daffi._crossloop import run_in_portal
+from daffi._crossloop import loop_call_soon, run_in_portal
 from daffi._node import SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES, Node, UploadGroup
 from daffi._protocol import CallbackInfo, ScheduleSpec
 from daffi._results import AsyncResult, ScheduledTask
@@ -178,7 +178,7 @@ class Global:
         self._start_lock = threading.Lock()
         self._started = False
         self._stopped = False
-        self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._in_loop: tuple[BlockingPortal, anyio.abc.TaskGroup] | None = None
         self._context_token: Any = None
         self._unsubscribe: Callable[[], None] | None = None
         self._scheduled: weakref.WeakValueDictionary[str, ScheduledTask] = (
@@ -389,7 +389,8 @@ class Global:
                         # Nobody waits for this error any more: without this line a crash
                         # would only show as "it was stopped" errors later.
                         logger.critical(
-                            "daffi %r stopped because of an error", self.process_name,
+                            "daffi %r stopped because of an error",
+                            self.process_name,
                             exc_info=error,
                         )
                     failure.append(error)
@@ -420,26 +421,48 @@ class Global:
     async def __aenter__(self) -> Global:
         if self._started or self._thread is not None:
             return self  # already running in its background thread
-        stack = contextlib.AsyncExitStack()
-        await stack.__aenter__()
+        portal = BlockingPortal()
+        await portal.__aenter__()
+        self._portal = portal
+        self._loop_thread = threading.get_ident()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._in_loop = (portal, tg)
         try:
-            self._portal = portal = await stack.enter_async_context(BlockingPortal())
-            # The portal's task group encloses the core's: stop the portal (cancelling calls
-            # still in flight from other threads) only after the core has said goodbye.
-            stack.push_async_callback(portal.stop, True)
-            self._loop_thread = threading.get_ident()
-            tg = await stack.enter_async_context(anyio.create_task_group())
             await tg.start(self._run_core)
         except BaseException as exc:
             # Unwind daffi's task groups without feeding them the error (they would wrap it
             # in exception groups), then raise the error itself.
             with contextlib.suppress(BaseException):
-                await stack.__aexit__(None, None, None)
-            self._stopped = True
+                await self._leave_loop()
             raise _unwrap(exc) from None
-        self._exit_stack = stack
         self._context_token = _context.current_var.set(self)
         return self
+
+    async def _leave_loop(self) -> None:
+        """Unwind what ``__aenter__`` entered, innermost first.
+
+        Plain try/finally rather than an ``AsyncExitStack``: when two exits raise the same
+        cancellation exception, the exit stack links it to itself as its own ``__context__``,
+        and asyncio then loops forever walking that chain.
+        """
+        in_loop, self._in_loop = self._in_loop, None
+        if in_loop is None:
+            return
+        portal, tg = in_loop
+        try:
+            await tg.__aexit__(None, None, None)
+        finally:
+            try:
+                # The portal's task group encloses the core's: stop it (cancelling calls in
+                # flight from other threads) only after the core has said goodbye.
+                await portal.stop(cancel_remaining=True)
+            finally:
+                try:
+                    await portal.__aexit__(None, None, None)
+                finally:
+                    self._stopped = True
+                    self._done.set()
 
     async def __aexit__(
         self,
@@ -447,8 +470,7 @@ class Global:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stack, self._exit_stack = self._exit_stack, None
-        if stack is None:
+        if self._in_loop is None:
             await self.stop_async()
             return
         if self._context_token is not None:
@@ -456,13 +478,9 @@ class Global:
             self._context_token = None
         if self._stop_event is not None:
             self._stop_event.set()
-        try:
-            # The body's exception is not fed to daffi's task groups: they would wrap it in
-            # exception groups; it propagates unchanged once daffi has stopped.
-            await stack.__aexit__(None, None, None)
-        finally:
-            self._stopped = True
-            self._done.set()
+        # The body's exception is not fed to daffi's task groups: they would wrap it in
+        # exception groups; it propagates unchanged once daffi has stopped.
+        await self._leave_loop()
 
     def __enter__(self) -> Global:
         return self
@@ -501,7 +519,7 @@ class Global:
             return
         if threading.get_ident() == self._loop_thread:
             self._stop_event.set()
-            if self._exit_stack is not None:
+            if self._in_loop is not None:
                 return  # leaving `async with` completes the stop
             return
         await anyio.to_thread.run_sync(self.stop)
@@ -575,32 +593,47 @@ class Global:
         return self._loop_thread is not None and threading.get_ident() == self._loop_thread
 
     def _spawn(self, func: Callable[..., Awaitable[T]], *args: Any) -> concurrent.futures.Future[T]:
-        """Run ``func(*args)`` on daffi's loop in the background; its future, from any thread."""
-        if not self._on_loop_thread():
-            portal = self._portal
-            if portal is None or self._stopped:
-                raise GlobalContextError(
-                    "Global can no longer accept remote calls because it was stopped"
-                )
-            return portal.start_task_soon(func, *args)
+        """Run ``func(*args)`` on daffi's loop in the background; its future, from any thread.
+
+        The future stays cancellable while the task runs: cancelling it cancels the task
+        (and so the remote call it makes).
+        """
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        tg = self._task_group
-        if tg is None:
-            raise GlobalContextError(
-                "Global can no longer accept remote calls because it was stopped"
-            )
+        stopped = GlobalContextError(
+            "Global can no longer accept remote calls because it was stopped"
+        )
 
         async def fill() -> None:
-            if not fut.set_running_or_notify_cancel():
-                return
-            try:
-                fut.set_result(await func(*args))
-            except BaseException as exc:
-                fut.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
+            with anyio.CancelScope() as scope:
+                if fut.cancelled():
+                    return
+                call_soon = loop_call_soon()
 
-        tg.start_soon(fill)
+                def on_done(done: concurrent.futures.Future[T]) -> None:
+                    if done.cancelled():
+                        call_soon(scope.cancel)
+
+                fut.add_done_callback(on_done)
+                try:
+                    result = await func(*args)
+                except BaseException as exc:
+                    if not fut.done():
+                        fut.set_exception(exc if isinstance(exc, Exception) else stopped)
+                    if not isinstance(exc, Exception):
+                        raise
+                    return
+                if not fut.done():
+                    fut.set_result(result)
+
+        if self._on_loop_thread():
+            if self._task_group is None:
+                raise stopped
+            self._task_group.start_soon(fill)
+        else:
+            portal = self._portal
+            if portal is None or self._stopped:
+                raise stopped
+            portal.start_task_soon(fill)
         return fut
 
     async def _run_modifier(
@@ -763,6 +796,18 @@ class Global:
                 "thread that runs daffi's event loop; declare it `async def` and await it, or "
                 "call it from a worker thread (anyio.to_thread.run_sync)"
             )
+        node = self._node
+        if isinstance(modifier, FG) and node is not None and self._started and not self._stopped:
+            handled, value = node.call_from_thread(
+                name,
+                args,
+                kwargs,
+                receiver=modifier.receiver,
+                timeout=modifier.timeout,
+                structure=structure,
+            )
+            if handled:
+                return value
         result = self._blocking(
             "fetcher", "fetcher", self._run_modifier, name, args, kwargs, modifier, structure
         )
@@ -826,9 +871,11 @@ class Global:
         assert portal is not None
         try:
             while True:
-                batch, exhausted = take_batch(items, CREDIT_BATCH)
+                batch, exhausted, error = take_batch(items, CREDIT_BATCH)
                 if batch:
                     portal.call(group.push, batch)
+                if error is not None:
+                    raise error
                 if exhausted:
                     break
             return portal.call(group.finish)
@@ -843,11 +890,13 @@ class Global:
         group = await self._open_uploads(name, modifier)
         try:
             while True:
-                batch, exhausted = await anyio.to_thread.run_sync(
+                batch, exhausted, error = await anyio.to_thread.run_sync(
                     take_batch, items, CREDIT_BATCH, abandon_on_cancel=True
                 )
                 if batch:
                     await group.push(batch)
+                if error is not None:
+                    raise error
                 if exhausted:
                     return await group.finish()
         except BaseException:

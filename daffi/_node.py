@@ -23,13 +23,15 @@ import itertools
 import logging
 import math
 import random
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import anyio.abc
 import msgspec
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daffi._codec import default_codec
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection
@@ -59,6 +61,7 @@ from daffi._protocol import (
     YieldItem,
 )
 from daffi._streams import CREDIT_BATCH, CreditGate, Download, take_batch
+from daffi._workers import WorkerPool
 from daffi.exceptions import (
     ArgumentsError,
     DaffiError,
@@ -95,10 +98,18 @@ class _Rejected(Exception):
 
 
 class _Pending:
-    __slots__ = ("error", "event", "gate", "items", "payload")
+    """A call waiting for its reply: woken by an anyio Event (callers on daffi's loop) or a
+    lock (sync callers waiting in their own thread)."""
 
-    def __init__(self) -> None:
-        self.event = anyio.Event()
+    __slots__ = ("done", "error", "event", "gate", "items", "lock", "payload")
+
+    def __init__(self, *, threaded: bool = False) -> None:
+        self.done = False
+        self.event: anyio.Event | None = None if threaded else anyio.Event()
+        self.lock: threading.Lock | None = None
+        if threaded:
+            self.lock = threading.Lock()
+            self.lock.acquire()
         self.payload: msgspec.Raw | None = None
         self.error: ErrorInfo | None = None
         #: a generator callback's values, for downloads
@@ -107,7 +118,13 @@ class _Pending:
         self.gate: CreditGate | None = None
 
     def finish(self) -> None:
-        self.event.set()
+        if self.done:
+            return
+        self.done = True
+        if self.event is not None:
+            self.event.set()
+        if self.lock is not None:
+            self.lock.release()
         if self.items is not None:
             self.items.close()
         if self.gate is not None:
@@ -116,6 +133,19 @@ class _Pending:
                 if self.error is not None
                 else ProtocolError("the callee ended the stream before its end")
             )
+
+    async def wait(self) -> None:
+        assert self.event is not None
+        await self.event.wait()
+
+
+class _SyncJob:
+    """A sync callback running in a worker thread; ``cancelled`` drops its result."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
 
 
 class Upload:
@@ -162,10 +192,10 @@ class Upload:
     async def finish(self) -> Any:
         """Tell the callee the stream ended and wait until it processed every item."""
         with anyio.fail_after(self.timeout):
-            if not self.pending.event.is_set():
+            if not self.pending.done:
                 with contextlib.suppress(anyio.BrokenResourceError):
                     await self.conn.send(StreamEnd(self.call_id, self.node.name))
-            await self.pending.event.wait()
+            await self.pending.wait()
         self.node._pending.pop(self.call_id, None)
         if self.pending.error is not None:
             raise exception_from_error_info(self.pending.error)
@@ -174,7 +204,7 @@ class Upload:
     async def abort(self) -> None:
         """Give up: the callee stops processing this stream."""
         self.node._pending.pop(self.call_id, None)
-        if not self.pending.event.is_set():
+        if not self.pending.done:
             await self.node._cancel_remote(self.conn, self.call_id)
 
 
@@ -275,7 +305,12 @@ class Node:
         self._signatures: dict[CallbackInfo, inspect.Signature] = {}
         self._pending: dict[int, _Pending] = {}
         self._running: dict[tuple[str, int], anyio.CancelScope] = {}
-        self._inbound: dict[tuple[str, int], MemoryObjectSendStream[msgspec.Raw]] = {}
+        self._sync_jobs: dict[tuple[str, int], _SyncJob] = {}
+        self._pool = WorkerPool(workers, name=f"daffi-{name}")
+        self._inbound: dict[
+            tuple[str, int],
+            tuple[MemoryObjectSendStream[msgspec.Raw], MemoryObjectReceiveStream[msgspec.Raw]],
+        ] = {}
         self._gates: dict[tuple[str, int], CreditGate] = {}
         self._ids = itertools.count(1)
         self._changed = anyio.Event()
@@ -300,13 +335,16 @@ class Node:
         Hosts the scheduler too: schedules live as long as the node, across reconnections.
         """
         self._limiter = anyio.CapacityLimiter(self.workers)
-        async with anyio.create_task_group() as tg:
-            await tg.start(self.scheduler.run)
-            task_status.started()
-            try:
-                await self._supervise()
-            finally:
-                tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.scheduler.run)
+                task_status.started()
+                try:
+                    await self._supervise()
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._pool.shutdown()
 
     async def _supervise(self) -> None:
         delay = initial = 0.05
@@ -411,6 +449,7 @@ class Node:
             await self._event(self.name, True)
             failure: ProtocolError | None = None
             async with anyio.create_task_group() as tg:
+                tg.start_soon(conn.run_writer)
                 tg.start_soon(self._heartbeat, conn)
                 # Errors that end the session are kept out of the task group (which would
                 # wrap them in exception groups) and raised after it.
@@ -431,6 +470,9 @@ class Node:
             if isinstance(exc, DaffiError):
                 raise
             raise ProtocolError("the controller did not answer the handshake") from exc
+        except anyio.get_cancelled_exc_class():
+            self._stopping = True  # the node itself is being cancelled: no reconnecting
+            raise
         finally:
             was_connected = self.conn is conn
             self.conn = None
@@ -465,12 +507,33 @@ class Node:
                 process_name=self.name,
                 kind="RemoteStoppedUnexpectedly",
             )
-            item.event.set()
+            item.finish()
         self._set_directory({})
 
     async def _handle(self, msg: Message, tg: anyio.abc.TaskGroup) -> bool:
         if isinstance(msg, Call):
-            tg.start_soon(self._run_call, msg)
+            entry = self.registry.get(msg.name)
+            if (
+                entry is not None
+                and entry.runs_in_thread
+                and msg.schedule is None
+                and not msg.stream_in
+                and self.conn is not None
+            ):
+                job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
+                self._pool.submit(self._run_sync_call, msg, entry, self.conn, job)
+            else:
+                # Registered before the task starts, so that a Cancel or the first stream
+                # items arriving right behind the call find it.
+                key = (msg.src, msg.id)
+                scope = self._running[key] = anyio.CancelScope()
+                if msg.timeout is not None:
+                    scope.deadline = anyio.current_time() + msg.timeout
+                if msg.stream_in:
+                    self._inbound[key] = anyio.create_memory_object_stream[msgspec.Raw](
+                        STREAM_WINDOW
+                    )
+                tg.start_soon(self._run_call, msg, scope)
         elif isinstance(msg, Result):
             pending = self._pending.get(msg.id)
             if pending is not None:
@@ -493,8 +556,9 @@ class Node:
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                     pass  # the consumer left; its cancel is on the way
         elif isinstance(msg, StreamItem | StreamEnd):
-            inbound = self._inbound.get((msg.src, msg.id))
-            if inbound is not None:
+            channel = self._inbound.get((msg.src, msg.id))
+            if channel is not None:
+                inbound = channel[0]
                 if isinstance(msg, StreamEnd):
                     inbound.close()
                 else:
@@ -516,9 +580,12 @@ class Node:
             if gate is not None:
                 gate.grant(msg.n)
         elif isinstance(msg, Cancel):
-            scope = self._running.get((msg.src, msg.id))
-            if scope is not None:
-                scope.cancel()
+            running = self._running.get((msg.src, msg.id))
+            if running is not None:
+                running.cancel()
+            sync_job = self._sync_jobs.get((msg.src, msg.id))
+            if sync_job is not None:
+                sync_job.cancelled = True
         elif isinstance(msg, NodeUp):
             joined = msg.name not in self.peers
             directory = dict(self.peers)
@@ -714,10 +781,10 @@ class Node:
                         f"the connection to the controller was lost while calling {name!r}"
                     ) from None
                 sent = True
-                await pending.event.wait()
+                await pending.wait()
         finally:
             self._pending.pop(call_id, None)
-            if sent and not pending.event.is_set():
+            if sent and not pending.done:
                 await self._cancel_remote(conn, call_id)
         if scope.cancelled_caught:
             raise TimeoutError(
@@ -771,7 +838,7 @@ class Node:
 
         async def cancel() -> None:
             self._pending.pop(call_id, None)
-            if not pending.event.is_set():
+            if not pending.done:
                 await self._cancel_remote(conn, call_id)
 
         def outcome() -> BaseException | None:
@@ -919,13 +986,89 @@ class Node:
 
     # ------------------------------------------------------------------ running calls
 
-    async def _run_call(self, msg: Call) -> None:
+    def _run_sync_call(
+        self, msg: Call, entry: CallbackEntry, conn: Connection, job: _SyncJob
+    ) -> None:
+        """Run a sync callback in a worker thread and send its reply from there.
+
+        A cancel (or the caller's deadline passing) drops the result; the callback itself
+        cannot be interrupted.
+        """
+        key = (msg.src, msg.id)
+        started = time.monotonic()
+        reply: Result | Error | None = None
+        try:
+            if job.cancelled:
+                return
+            args, kwargs = self.codec.decode_args(msg.payload)
+            if entry.structure_args is not None:
+                args, kwargs = entry.structure_args(args, kwargs)
+            value = entry.fn(*args, **kwargs)
+            reply = Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
+        except Exception as exc:
+            if not isinstance(exc, DaffiError):
+                logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
+            reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
+        finally:
+            self._sync_jobs.pop(key, None)
+        late = msg.timeout is not None and time.monotonic() - started > msg.timeout
+        if job.cancelled or late:
+            logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
+            return
+        if msg.want_result and reply is not None:
+            with contextlib.suppress(anyio.BrokenResourceError):
+                conn.send_threadsafe(reply)
+
+    def call_from_thread(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        receiver: str | None = None,
+        timeout: float | None = None,
+        structure: Callable[[Any], Any] | None = None,
+    ) -> tuple[bool, Any]:
+        """FG from a thread that is not daffi's loop, without a loop round trip per call.
+
+        The calling thread encodes and queues its request and waits on a lock that the
+        receive loop releases. Returns ``(False, None)`` when this path does not apply (not
+        connected, or a generator callback), so the caller takes the portal path.
+        """
+        conn = self.conn
+        if conn is None:
+            return False, None
+        payload, info = self.prepare_info(name, args, kwargs, receiver)
+        if info.is_generator:
+            return False, None
+        call_id = next(self._ids)
+        pending = self._pending[call_id] = _Pending(threaded=True)
+        try:
+            conn.send_threadsafe(Call(call_id, name, payload, self.name, receiver, timeout))
+        except anyio.BrokenResourceError:
+            self._pending.pop(call_id, None)
+            raise RemoteStoppedUnexpectedly(
+                f"the connection to the controller was lost while calling {name!r}"
+            ) from None
+        assert pending.lock is not None
+        if not pending.lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._pending.pop(call_id, None)
+            with contextlib.suppress(anyio.BrokenResourceError):
+                conn.send_threadsafe(Cancel(call_id, self.name))
+            raise TimeoutError(
+                f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
+            )
+        self._pending.pop(call_id, None)
+        if pending.error is not None:
+            raise exception_from_error_info(pending.error)
+        assert pending.payload is not None
+        value = self.codec.decode_value(pending.payload)
+        return True, structure(value) if structure is not None else value
+
+    async def _run_call(self, msg: Call, scope: anyio.CancelScope) -> None:
         key = (msg.src, msg.id)
         reply: Result | Error | None = None
-        with anyio.CancelScope() as scope:
-            if msg.timeout is not None:
-                scope.deadline = anyio.current_time() + msg.timeout
-            self._running[key] = scope
+        with scope:
             try:
                 value = await self._execute(msg)
                 reply = Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
@@ -934,7 +1077,8 @@ class Node:
                     logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
                 reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
             finally:
-                del self._running[key]
+                self._running.pop(key, None)
+                self._inbound.pop(key, None)
         if scope.cancelled_caught:
             logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
             return  # the caller is gone or timed out; nobody reads a reply
@@ -967,11 +1111,10 @@ class Node:
                 f"callback {entry.name!r} is a generator; it cannot also receive a stream"
             )
         key = (msg.src, msg.id)
-        send, receive = anyio.create_memory_object_stream[msgspec.Raw](STREAM_WINDOW)
-        self._inbound[key] = send
+        send, receive = self._inbound[key]
         processed = 0
         try:
-            with receive:
+            with send, receive:
                 async for payload in receive:
                     args, kwargs = self.codec.decode_args(payload)
                     if entry.structure_args is not None:
@@ -981,7 +1124,7 @@ class Node:
                     if processed % CREDIT_BATCH == 0:
                         await self._send(Credit(msg.id, msg.src, CREDIT_BATCH, False))
         finally:
-            del self._inbound[key]
+            self._inbound.pop(key, None)
 
     async def _run_generator(
         self, msg: Call, entry: CallbackEntry, args: list[Any], kwargs: dict[str, Any]
@@ -1012,11 +1155,13 @@ class Node:
                     exhausted = False
                     while not exhausted:
                         limit = max(min(gate.available, CREDIT_BATCH), 1)
-                        items, exhausted = await anyio.to_thread.run_sync(
+                        items, exhausted, error = await anyio.to_thread.run_sync(
                             take_batch, gen, limit, abandon_on_cancel=True, limiter=self._limiter
                         )
                         for value in items:
                             await emit(value)
+                        if error is not None:
+                            raise error
                 finally:
                     with contextlib.suppress(ValueError):  # still running in its thread
                         gen.close()

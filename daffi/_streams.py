@@ -67,19 +67,23 @@ class CreditGate:
 
 def take_batch(
     iterator: Iterator[Any], limit: int, budget: float = 0.002
-) -> tuple[list[Any], bool]:
+) -> tuple[list[Any], bool, BaseException | None]:
     """Pull up to ``limit`` items from a sync iterator (run in a worker thread).
 
     Stops early once ``budget`` seconds have passed, so a slow producer's first items are
-    not held back. Returns ``(items, exhausted)``.
+    not held back. Returns ``(items, exhausted, error)``: an exception raised by the iterator
+    ends the batch without losing the items pulled before it.
     """
     items: list[Any] = []
     started = time.perf_counter()
-    for item in iterator:
-        items.append(item)
-        if len(items) >= limit or time.perf_counter() - started > budget:
-            return items, False
-    return items, True
+    try:
+        for item in iterator:
+            items.append(item)
+            if len(items) >= limit or time.perf_counter() - started > budget:
+                return items, False, None
+    except Exception as exc:
+        return items, True, exc
+    return items, True, None
 
 
 class Download:

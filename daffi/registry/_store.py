@@ -30,6 +30,11 @@ class CallbackEntry:
     is_async_generator: bool
     structure_args: Structurer | None
 
+    @property
+    def runs_in_thread(self) -> bool:
+        """A plain ``def`` callback: it runs in a worker thread."""
+        return not (self.is_async or self.is_generator or self.is_async_generator)
+
 
 class CallbackRegistry:
     """Callbacks a process offers.

@@ -10,12 +10,13 @@ cleanly.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ COVERED = {
     "stream_server.py": "test_streams",
     "stream_client.py": "test_streams",
     "stream_async_client.py": "test_streams",
+    "several_globals.py": "test_several_globals",
 }
 
 
@@ -50,6 +52,7 @@ class Processes:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.programs: list[Program] = []
+        self.cleanups: list[Callable[[], None]] = []
 
     def start(self, name: str, *argv: str) -> Program:
         """Run ``python *argv`` (an example path, or ``-m daffi ...``) as ``name``."""
@@ -81,8 +84,13 @@ class Processes:
         assert "Traceback" not in program.stderr(), program.describe()
 
     def close(self) -> None:
-        for program in reversed(self.programs):
-            program.stop()
+        """Stop every program (terminate, then kill), then run the cleanups."""
+        try:
+            for program in reversed(self.programs):
+                program.stop()
+        finally:
+            for cleanup in reversed(self.cleanups):
+                cleanup()
 
 
 @pytest.fixture
@@ -95,16 +103,16 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
 
 
 @pytest.fixture(params=["tcp", "unix"])
-def address(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Where this test's controller listens: loopback TCP, or a Unix socket in /tmp."""
+def address(request: pytest.FixtureRequest, processes: Processes) -> str:
+    """Where this test's controller listens: loopback TCP, or a Unix socket in /tmp.
+
+    The socket directory is removed after the test's programs have stopped.
+    """
     if request.param == "tcp":
-        yield f"tcp://127.0.0.1:{free_tcp_port()}"
-        return
+        return f"tcp://127.0.0.1:{free_tcp_port()}"
     directory = tempfile.mkdtemp(prefix="dfd-", dir="/tmp")
-    try:
-        yield f"unix://{directory}/daffi.sock"
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    processes.cleanups.append(lambda: shutil.rmtree(directory, ignore_errors=True))
+    return f"unix://{directory}/daffi.sock"
 
 
 def run_to_end(program: Program) -> list[str]:
@@ -117,7 +125,7 @@ def run_to_end(program: Program) -> list[str]:
 
 def start_server(processes: Processes, filename: str, address: str) -> Program:
     server = processes.example(filename, address)
-    server.wait_for_line(rf"^server ready on {address}$", timeout=START_TIMEOUT)
+    server.wait_for_line(rf"^server ready on {re.escape(address)}$", timeout=START_TIMEOUT)
     return server
 
 
@@ -194,9 +202,11 @@ def test_class_based_pair(processes: Processes, address: str) -> None:
 
 
 def test_bg_and_broadcast(processes: Processes, address: str) -> None:
-    controller = processes.start("controller", "-m", "daffi", "controller", *controller_argv(address))
+    controller = processes.start(
+        "controller", "-m", "daffi", "controller", *controller_argv(address)
+    )
     controller.wait_for_line(
-        rf"^daffi controller 'controller' listening on {address}$", timeout=START_TIMEOUT
+        rf"^daffi controller 'controller' listening on {re.escape(address)}$", timeout=START_TIMEOUT
     )
     workers = [
         processes.example("worker.py", name, address, name=name)
@@ -245,3 +255,8 @@ def test_streams(processes: Processes, address: str) -> None:
     assert run_to_end(async_client) == [*STREAM_OUTPUT, "server recorded: ['1.5C', '2.5C']"]
     server.wait_for_line(r"^ticker stopped$", timeout=10)
     processes.interrupt(server)
+
+
+def test_several_globals(processes: Processes) -> None:
+    program = processes.example("several_globals.py")  # a free port of its own choosing
+    assert run_to_end(program) == ["through a: 42", "through b: nobody else offers compute"]
