@@ -102,6 +102,8 @@ class Global:
         workers: how many sync callbacks may run at once (worker threads).
         max_frame_size: largest frame accepted from a peer, in bytes.
         heartbeat_interval: seconds between pings; a peer silent for 3 intervals is dead.
+        max_concurrent_calls: incoming calls running at once beyond which new ones are
+            refused with ``GlobalContextError`` at the caller.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class Global:
         workers: int = 40,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         heartbeat_interval: float = 5.0,
+        max_concurrent_calls: int = 10_000,
     ) -> None:
         if not init_controller and not init_node:
             raise InitializationError(
@@ -166,6 +169,7 @@ class Global:
         self.workers = workers
         self.max_frame_size = max_frame_size
         self.heartbeat_interval = heartbeat_interval
+        self.max_concurrent_calls = max_concurrent_calls
 
         self._controller: Controller | None = None
         self._node: Node | None = None
@@ -298,6 +302,7 @@ class Global:
             workers=self.workers,
             max_frame_size=self.max_frame_size,
             heartbeat_interval=self.heartbeat_interval,
+            max_concurrent_calls=self.max_concurrent_calls,
         )
         self._node.on_schedule_error = self._schedule_failed
         await tg.start(self._node.run)

@@ -271,6 +271,8 @@ class Node:
         on_node_event: awaited as ``hook(node_name, joined)`` for every node that joins or
             leaves, this one included; must not block (spawn work elsewhere).
         workers: how many sync callbacks may run at once in worker threads.
+        max_concurrent_calls: incoming calls running at once beyond which new ones are
+            refused with an error (a flood from a peer cannot exhaust this process).
     """
 
     def __init__(
@@ -286,6 +288,7 @@ class Node:
         heartbeat_interval: float = 5.0,
         handshake_timeout: float = 10.0,
         max_backoff: float = 2.0,
+        max_concurrent_calls: int = 10_000,
     ) -> None:
         self.name = name
         self.registry = registry
@@ -297,6 +300,8 @@ class Node:
         self.heartbeat_interval = heartbeat_interval
         self.handshake_timeout = handshake_timeout
         self.max_backoff = max_backoff
+        #: incoming calls beyond this many running at once are refused (protects the node)
+        self.max_concurrent_calls = max_concurrent_calls
         self.codec = default_codec
         self.conn: Connection | None = None
         #: the other nodes and what they offer
@@ -512,6 +517,9 @@ class Node:
 
     async def _handle(self, msg: Message, tg: anyio.abc.TaskGroup) -> bool:
         if isinstance(msg, Call):
+            if len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls:
+                await self._refuse(msg)
+                return True
             entry = self.registry.get(msg.name)
             if (
                 entry is not None
@@ -609,6 +617,29 @@ class Node:
         else:
             raise ProtocolError(f"unexpected {type(msg).__name__} from the controller")
         return True
+
+    async def _refuse(self, msg: Call) -> None:
+        text = (
+            f"process {self.name!r} is overloaded: {self.max_concurrent_calls} calls are "
+            "already running (max_concurrent_calls); retry later"
+        )
+        logger.warning(
+            "node %r refused a call of %r from %r: overloaded", self.name, msg.name, msg.src
+        )
+        if msg.want_result:
+            await self._send(
+                Error(
+                    msg.id,
+                    msg.src,
+                    ErrorInfo(
+                        type_name="GlobalContextError",
+                        module="daffi.exceptions",
+                        message=text,
+                        process_name=self.name,
+                        kind="GlobalContextError",
+                    ),
+                )
+            )
 
     async def _heartbeat(self, conn: Connection) -> None:
         limit = 3 * self.heartbeat_interval
