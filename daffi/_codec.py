@@ -87,7 +87,7 @@ _STREAM_ORIGINS = (
 _MSGSPEC_SCALARS = (datetime, date, time, timedelta, UUID, Decimal, bytearray)
 _ENCODE_FIX = (
     "make it a dataclass, attrs class or msgspec.Struct, register unstructure/structure hooks "
-    "for it on codec.converter, or enable the pickle codec"
+    "for them on daffi._codec.default_codec.converter"
 )
 
 _repr = reprlib.Repr()
@@ -510,7 +510,7 @@ def _encode_error(where: str, value: Any, exc: Exception) -> PayloadEncodeError:
     if isinstance(exc, OverflowError):
         return PayloadEncodeError(
             f"cannot send {where} of type {value_type}: {exc} (msgpack integers are 64-bit); "
-            "send it as a str or Decimal, or enable the pickle codec"
+            "send it as a str or Decimal"
         )
     if isinstance(exc, RecursionError):
         return PayloadEncodeError(

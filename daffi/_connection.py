@@ -1,6 +1,7 @@
 """One framed connection: length-prefixed msgpack envelopes over an anyio byte stream.
 
-A :class:`Connection` owns one reused encoder and decoder. Received frames are parsed from a
+Frames are encoded and decoded with one module-level msgspec encoder and decoder (both are
+safe to share between threads). Received frames are parsed from a
 single growing buffer, so a burst of small frames arriving in one read costs one read. Each
 received message comes with the exact bytes of its frame, which lets the controller forward a
 message without encoding it again.

@@ -50,7 +50,13 @@ async def wait_future(fut: concurrent.futures.Future[T], *, cancel_on_abort: boo
 
         if cancel_on_abort:
             return await asyncio.wrap_future(fut)
-        return await asyncio.shield(asyncio.wrap_future(fut))
+        try:
+            return await asyncio.shield(asyncio.wrap_future(fut))
+        except asyncio.CancelledError:
+            # Shielded: if the future is cancelled, the work was (not the waiting task).
+            if fut.cancelled():
+                raise concurrent.futures.CancelledError from None
+            raise
     if library == "trio":
         import trio
 

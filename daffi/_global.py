@@ -90,10 +90,14 @@ class Global:
         port: TCP port; a controller without one picks a free port (see :attr:`port`).
         unix_sock_path: directory of the Unix socket (default: a private per-user directory
             under the temp dir); used when no ``host`` is given.
-        ssl_certificate, ssl_key: TLS files (not supported yet: raises).
+        ssl_certificate: TLS certificate file (TLS is not supported yet: giving it raises
+            ``InitializationError`` rather than running in plaintext).
+        ssl_key: TLS key file (see ``ssl_certificate``).
         on_init: ``hook(g, process_name)`` once when started (sync or async).
-        on_node_connect, on_node_disconnect: ``hook(g, process_name)`` for every node that
-            joins or leaves, this one included (sync or async).
+        on_node_connect: ``hook(g, process_name)`` for every node that joins, this one
+            included (sync or async).
+        on_node_disconnect: ``hook(g, process_name)`` for every node that leaves, this one
+            included (sync or async).
         address: ``"scheme://..."`` for any registered transport, instead of host/port/unix.
         backend: event loop of the background thread, ``"asyncio"`` (default) or ``"trio"``.
         connect_timeout: seconds a node waits for its controller before the constructor

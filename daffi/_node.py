@@ -68,10 +68,10 @@ from daffi.exceptions import (
     ErrorInfo,
     GlobalContextError,
     ProtocolError,
-    RemoteCallError,
     RemoteStoppedUnexpectedly,
     TimeoutError,
     UnableToFindCandidate,
+    broadcast_error,
     error_info_from_exception,
     exception_from_error_info,
 )
@@ -244,14 +244,7 @@ class UploadGroup:
         if not self.broadcast:
             return None
         if self.errors:
-            failed = sorted(self.errors)
-            raise RemoteCallError(
-                f"streaming to {self.name!r} failed on {len(failed)} of "
-                f"{len(failed) + len(results)} processes: "
-                + "; ".join(f"{node}: {self.errors[node]}" for node in failed),
-                results={node: results[node] for node in sorted(results)},
-                errors={node: self.errors[node] for node in failed},
-            )
+            raise broadcast_error(f"streaming to {self.name!r}", results, self.errors)
         return {node: results[node] for node in sorted(results)}
 
     async def abort(self) -> None:
@@ -392,6 +385,8 @@ class Node:
 
     _connected_once = False
     _stopping = False
+    #: the other nodes known when the controller link was lost (None: no outage)
+    _peers_before_outage: set[str] | None = None
 
     async def wait_connected(self) -> None:
         """Wait for the first successful handshake; raise if the controller refused it."""
@@ -452,6 +447,7 @@ class Node:
             if self.registry.infos() != offered:
                 await self.advertise()  # registered while the handshake was in flight
             await self._event(self.name, True)
+            await self._replay_missed_events()
             failure: ProtocolError | None = None
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.run_writer)
@@ -489,7 +485,19 @@ class Node:
                 with anyio.CancelScope(shield=True):
                     await self._event(self.name, False)
 
+    async def _replay_missed_events(self) -> None:
+        """After a reconnection: hooks for the nodes that left or joined while we were away."""
+        before, self._peers_before_outage = self._peers_before_outage, None
+        if before is None:
+            return
+        now = set(self.peers)
+        for name in sorted(before - now):
+            await self._event(name, False)
+        for name in sorted(now - before):
+            await self._event(name, True)
+
     def _lost_connection(self) -> None:
+        self._peers_before_outage = set(self.peers)
         if self._stopping:
             why = f"node {self.name!r} stopped before the call finished"
             logger.info("node %r disconnected from the controller", self.name)
@@ -984,15 +992,9 @@ class Node:
         async with anyio.create_task_group() as tg:
             for target in targets:
                 tg.start_soon(one, target)
-        ordered = {target: results[target] for target in sorted(results)}
         if errors:
-            failed = sorted(errors)
-            raise RemoteCallError(
-                f"broadcast of {name!r} failed on {len(failed)} of {len(targets)} processes: "
-                + "; ".join(f"{node}: {errors[node]}" for node in failed),
-                results=ordered,
-                errors={node: errors[node] for node in failed},
-            )
+            raise broadcast_error(f"broadcast of {name!r}", results, errors)
+        ordered = {target: results[target] for target in sorted(results)}
         return ordered
 
     async def _connection(self, timeout: float | None) -> Connection:

@@ -30,6 +30,7 @@ __all__ = [
     "RemoteStoppedUnexpectedly",
     "TimeoutError",
     "UnableToFindCandidate",
+    "broadcast_error",
     "error_info_from_exception",
     "exception_from_error_info",
 ]
@@ -313,6 +314,45 @@ def exception_from_error_info(info: ErrorInfo) -> DaffiError:
             return RemoteCallError(info.message, **fields)
     except Exception:
         return RemoteCallError(f"undecodable remote error: {_safe_str(info)}")
+
+
+def broadcast_error(
+    what: str,
+    results: Mapping[str, Any],
+    errors: Mapping[str, Exception],
+) -> RemoteCallError:
+    """The error of a call that reached several processes and failed on some of them.
+
+    ``.results`` holds the successes and ``.errors`` the failures, by process name. When
+    every failure is the same built-in exception type (say ``ValueError``), the error is also
+    an instance of that type, as for a single call, so ``except ValueError`` works.
+
+    Args:
+        what: what was attempted, for the message (e.g. ``"broadcast of 'f'"``).
+        results: the successes by process name.
+        errors: the failures by process name.
+    """
+    failed = sorted(errors)
+    message = (
+        f"{what} failed on {len(failed)} of {len(failed) + len(results)} processes: "
+        + "; ".join(f"{node}: {errors[node]}" for node in failed)
+    )
+    remote_types = {
+        (err.remote_module, err.remote_type) if isinstance(err, RemoteCallError) else None
+        for err in errors.values()
+    }
+    cls: type[RemoteCallError] = RemoteCallError
+    remote_type = ""
+    if len(remote_types) == 1 and None not in remote_types:
+        ((module, remote_type),) = remote_types  # type: ignore[misc]
+        info = ErrorInfo(type_name=remote_type, module=module, message="")
+        cls = _remote_class_for_builtin(_builtin_exception(info))
+    ordered_results = {node: results[node] for node in sorted(results)}
+    ordered_errors = {node: errors[node] for node in failed}
+    try:
+        return cls(message, remote_type=remote_type, results=ordered_results, errors=ordered_errors)
+    except Exception:
+        return RemoteCallError(message, results=ordered_results, errors=ordered_errors)
 
 
 def _builtin_exception(info: ErrorInfo) -> type[Exception] | None:

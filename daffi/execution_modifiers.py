@@ -85,7 +85,8 @@ class BG:
     """Run the call in the background: the caller gets an `AsyncResult` at once.
 
     Attributes:
-        timeout: Seconds to wait for the result once it is asked for, or None for no limit.
+        timeout: Seconds the call may take from when it is sent (then the remote execution
+            is cancelled and the result raises TimeoutError), or None for no limit.
         eta: Seconds to wait before sending the call (0 or None: send at once).
         return_result: False for fire-and-forget: the caller gets None and no reply is sent.
         receiver: Name of the process that must run the call, or None to let the controller

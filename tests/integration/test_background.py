@@ -311,7 +311,9 @@ def background_pair() -> Iterator[BackgroundPair]:
     registry.add(slow_cb, "slow")
     globals_: list[Global] = []
     try:
-        server = Global("bg-server", init_controller=True, unix_sock_path=directory, registry=registry)
+        server = Global(
+            "bg-server", init_controller=True, unix_sock_path=directory, registry=registry
+        )
         globals_.append(server)
         caller = Global("bg-caller", unix_sock_path=directory, registry=CallbackRegistry())
         globals_.append(caller)

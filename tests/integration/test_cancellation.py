@@ -14,6 +14,7 @@ import pytest
 
 from daffi import BG, FG
 from daffi.decorators import alias, fetcher
+from daffi.exceptions import DaffiError
 from daffi.exceptions import TimeoutError as DaffiTimeoutError
 
 from .conftest import NodeFactory
@@ -221,7 +222,9 @@ async def test_departed_caller_gets_its_remote_work_cancelled(make_node: NodeFac
             with anyio.fail_after(1):
                 await callee.ended.wait()
     assert callee.log == ["started", "cancelled"]
+    # the caller's own result is settled too: with an error saying its Global stopped
     assert result.ready
+    assert isinstance(result.error, DaffiError), result.error
 
 
 async def test_slow_sync_callback_does_not_block_async_calls(make_node: NodeFactory) -> None:
@@ -235,7 +238,6 @@ async def test_slow_sync_callback_does_not_block_async_calls(make_node: NodeFact
         return x
 
     async def quick_cb(x: Any) -> Any:
-        await anyio.sleep(0)
         return x
 
     results: list[Any] = []

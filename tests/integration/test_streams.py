@@ -235,11 +235,13 @@ async def test_download_backpressure(make_node: NodeFactory, kind: str) -> None:
     assert stalled_at < after_reading <= stalled_at + BATCH + 1, (stalled_at, after_reading)
 
 
+# k = 5 fails inside the first batch a sync generator is pulled in; k = 100 is more than a
+# window, so credit has to flow before the error.
+@pytest.mark.parametrize("k", [5, 100])
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_generator_error_reaches_the_consumer_after_its_items(
-    make_node: NodeFactory, kind: str
+    make_node: NodeFactory, kind: str, k: int
 ) -> None:
-    k = 100  # more than a window: credit has to flow before the error
     source = Counted(kind, fail_after=k)
     received: list[int] = []
     with anyio.fail_after(10):
@@ -248,9 +250,13 @@ async def test_generator_error_reaches_the_consumer_after_its_items(
             make_node("caller") as caller,
         ):
             await caller.wait_function_async("numbers", timeout=5)
-            with caller.as_current(), pytest.raises(RemoteCallError) as info:
+
+            async def drain() -> None:
                 async for x in await numbers(1000):
                     received.append(x)
+
+            with caller.as_current(), pytest.raises(RemoteCallError) as info:
+                await drain()
     assert received == list(range(k))
     assert isinstance(info.value, ValueError)
     assert f"generator failed after {k} items" in str(info.value)
@@ -288,6 +294,26 @@ async def test_upload_every_item_in_order_once(make_node: NodeFactory, kind: str
                 assert await anyio.to_thread.run_sync(record_blocking, 500) is None
     assert first == list(range(2000))
     assert recorded == list(range(500))
+
+
+async def test_many_short_uploads(make_node: NodeFactory) -> None:
+    """Streams that are over at once (no item, one item): the callee must not miss the first
+    item or the end, however soon they follow the call."""
+    recorded: list[Any] = []
+    outcomes: list[tuple[int, list[Any]]] = []
+    with anyio.fail_after(10):
+        async with (
+            make_node("worker", {"record": recorder("sync", recorded)}),
+            make_node("caller") as caller,
+        ):
+            await caller.wait_function_async("record", timeout=5)
+            with caller.as_current():
+                for n in [0, 1, 2, 3] * 10:
+                    recorded.clear()
+                    with anyio.fail_after(2):
+                        await record(n)
+                    outcomes.append((n, list(recorded)))
+    assert outcomes == [(n, list(range(n))) for n in [0, 1, 2, 3] * 10]
 
 
 async def test_upload_items_as_args_tuple_or_value(make_node: NodeFactory) -> None:

@@ -120,6 +120,7 @@ def test_all_lists_the_public_names() -> None:
         "RemoteStoppedUnexpectedly",
         "TimeoutError",
         "UnableToFindCandidate",
+        "broadcast_error",
         "error_info_from_exception",
         "exception_from_error_info",
     }

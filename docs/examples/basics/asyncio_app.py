@@ -30,7 +30,7 @@ async def main() -> None:
         await g.wait_function_async("add", timeout=10)
         print("add(1, 2) =", await add(1, 2))
 
-        # Calls run concurrently: ten calls cost about one round trip.
+        # Calls run concurrently: the ten calls are in flight at once.
         sums = await asyncio.gather(*(add(i, i) for i in range(10)))
         print("sums:", sums)
 
