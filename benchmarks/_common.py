@@ -25,19 +25,28 @@ from typing import IO, Any
 __all__ = [
     "FLOOR",
     "ROOT",
+    "SCHEDULE",
+    "SCHEDULE_TARGET_MS",
+    "Client",
     "Measurement",
     "RoundResult",
     "Settings",
     "announce_ready",
     "child_process",
     "format_details",
+    "format_schedule_table",
     "format_table",
+    "is_quick",
+    "lateness_stats",
+    "load_note",
     "machine_summary",
     "median_measurement",
+    "percentile",
     "print_round",
     "python_module",
     "read_ready_line",
     "run_child",
+    "run_rounds",
     "time_calls",
     "wait_for_stdin_eof",
 ]
@@ -59,6 +68,13 @@ class Settings:
     rounds: int
     calls: int
     warmup: int
+
+
+def is_quick(settings: Settings) -> bool:
+    """Whether these are ``run.py --quick``'s settings (workloads with fixed sizes shrink)."""
+    from benchmarks.run import QUICK  # here, not at the top: run.py imports this module
+
+    return settings == QUICK
 
 
 # ---------------------------------------------------------------- timing and statistics
@@ -90,6 +106,13 @@ class RoundResult:
 
 def _percentile(ordered: Sequence[int], pct: float) -> int:
     """Nearest-rank percentile of an already sorted, non-empty sequence."""
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def percentile(values: Sequence[float], pct: float) -> float:
+    """Nearest-rank percentile of ``values`` (any order, not empty)."""
+    ordered = sorted(values)
     rank = max(1, math.ceil(pct / 100 * len(ordered)))
     return ordered[rank - 1]
 
@@ -127,25 +150,52 @@ class Measurement:
     p99_us: float
     rounds: int
     calls_per_round: int
+    # Added for the workloads after W1; the defaults keep W1's JSON lines meaning the same.
+    #: what ``calls_per_s`` counts: "calls/s", "MiB/s (both ways)", "items/s", "fires/s"
+    unit: str = "calls/s"
+    #: ``"rate"`` (the main table) or ``SCHEDULE`` (the scheduling table: the p50/p99/max
+    #: columns are the lateness of fires, ``drift_us`` the last fire's lateness)
+    kind: str = "rate"
+    max_us: float | None = None
+    drift_us: float | None = None
+    #: CPU time of the measured process over the window, as % of one core
+    cpu_pct: float | None = None
+    #: anything a reader needs next to the figures (machine load during the measurement...)
+    note: str = ""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
 
 def median_measurement(
-    rounds: Sequence[RoundResult], *, workload: str, transport: str, library: str, mode: str
+    rounds: Sequence[RoundResult],
+    *,
+    workload: str,
+    transport: str,
+    library: str,
+    mode: str,
+    unit: str = "calls/s",
+    scale: float = 1.0,
+    latencies: bool = True,
+    note: str = "",
 ) -> Measurement:
-    """Medians over ``rounds`` of calls/s, p50 and p99 (each taken on its own)."""
+    """Medians over ``rounds`` of calls/s, p50 and p99 (each taken on its own).
+
+    ``scale`` turns calls/s into ``unit`` (e.g. MiB moved per call). ``latencies=False``
+    reports p50/p99 as 0, shown as "-" (streams time the whole stream, not each item).
+    """
     return Measurement(
         workload=workload,
         transport=transport,
         library=library,
         mode=mode,
-        calls_per_s=statistics.median(r.calls_per_s for r in rounds),
-        p50_us=statistics.median(r.p50_ns for r in rounds) / 1000,
-        p99_us=statistics.median(r.p99_ns for r in rounds) / 1000,
+        calls_per_s=statistics.median(r.calls_per_s for r in rounds) * scale,
+        p50_us=statistics.median(r.p50_ns for r in rounds) / 1000 if latencies else 0.0,
+        p99_us=statistics.median(r.p99_ns for r in rounds) / 1000 if latencies else 0.0,
         rounds=len(rounds),
         calls_per_round=rounds[0].calls,
+        unit=unit,
+        note=note,
     )
 
 
@@ -241,7 +291,105 @@ def run_child(cmd: Sequence[str], timeout: float) -> RoundResult:
     return RoundResult(**json.loads(lines[-1]))
 
 
+@dataclasses.dataclass(frozen=True)
+class Client:
+    """One client program a round runs: what it measures and how to start it.
+
+    Attributes:
+        library: ``"daffi"``, ``FLOOR``, ...
+        mode: what the row is (shown in the details table, and how floors are found:
+            ``"sync-portal"`` and ``"async"`` are the floor columns of the summary).
+        cmd: the command line; it prints one :class:`RoundResult` JSON line last.
+        unit, scale, latencies: see :func:`median_measurement`.
+    """
+
+    library: str
+    mode: str
+    cmd: Sequence[str]
+    unit: str = "calls/s"
+    scale: float = 1.0
+    latencies: bool = True
+
+
+def run_rounds(
+    workload: str,
+    transport: str,
+    clients: Sequence[Client],
+    rounds: int,
+    timeout: float,
+    label: str,
+) -> list[Measurement]:
+    """Run every client once per round, in turn, and return one median per client.
+
+    A slow spell on the machine then hits every client of a round alike (see W1). Progress
+    goes to stderr, one line per client and round, prefixed with ``label``.
+    """
+    results: dict[int, list[RoundResult]] = {}
+    for round_no in range(1, rounds + 1):
+        for index, client in enumerate(clients):
+            result = run_child(client.cmd, timeout)
+            results.setdefault(index, []).append(result)
+            rate = result.calls_per_s * client.scale
+            latency = (
+                f"  p50 {result.p50_ns / 1000:>9,.1f} us  p99 {result.p99_ns / 1000:>9,.1f} us"
+                if client.latencies
+                else ""
+            )
+            print(
+                f"  {label} round {round_no}/{rounds} {client.library:<5} {client.mode:<26} "
+                f"{rate:>10,.1f} {client.unit}{latency}",
+                file=sys.stderr,
+                flush=True,
+            )
+    note = load_note()
+    return [
+        median_measurement(
+            results[index],
+            workload=workload,
+            transport=transport,
+            library=client.library,
+            mode=client.mode,
+            unit=client.unit,
+            scale=client.scale,
+            latencies=client.latencies,
+            note=note,
+        )
+        for index, client in enumerate(clients)
+    ]
+
+
+def lateness_stats(lateness_s: Sequence[float]) -> dict[str, float]:
+    """p50, p99 and max of lateness values in seconds, in microseconds (nearest rank)."""
+    return {
+        "p50_us": percentile(lateness_s, 50) * 1e6,
+        "p99_us": percentile(lateness_s, 99) * 1e6,
+        "max_us": max(lateness_s) * 1e6,
+    }
+
+
 # ---------------------------------------------------------------- reporting
+
+
+def load_note() -> str:
+    """``"load 1.41"`` (1-minute load average now, per CPU flagged when busy), or ``""``."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return ""
+    busy = " (busy)" if load >= _BUSY_LOAD * _cpu_count() else ""
+    return f"load {load:.2f}{busy}"
+
+
+# A 1-minute load average at or above this many runnable tasks per CPU counts as busy: the
+# figures then carry other people's work too.
+_BUSY_LOAD = 0.5
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def machine_summary() -> str:
@@ -252,7 +400,13 @@ def machine_summary() -> str:
     versions = ", ".join(f"{name} {_version(name)}" for name in ("daffi", "anyio", "msgspec"))
     load = ""
     with contextlib.suppress(AttributeError, OSError):
-        load = f", load average {os.getloadavg()[0]:.2f} at start"  # other work skews figures
+        one, five, fifteen = os.getloadavg()  # other work skews figures
+        load = f", load average {one:.2f} at start (5 min {five:.2f}, 15 min {fifteen:.2f})"
+        if one >= _BUSY_LOAD * (cpus or 1):
+            load += (
+                " - BUSY: other processes are using the CPUs; compare figures only with the "
+                "floors of this run"
+            )
     return (
         f"nproc {cpus}{load}; Python {platform.python_version()} "
         f"({platform.python_implementation()}), {platform.platform()}; {versions}"
@@ -267,28 +421,65 @@ def _version(dist: str) -> str:
 
 
 FLOOR = "floor"
+SCHEDULE = "schedule"
 _SUMMARY_HEADERS = (
     "workload",
     "transport",
     "library",
-    "calls/s",
+    "mode",
+    "rate",
+    "unit",
     "p50 us",
     "p99 us",
-    "floor (sync portal) calls/s",
-    "floor (async) calls/s",
+    "floor (sync portal)",
+    "floor (async)",
     "library/floor(sync)",
+    "library/floor(async)",
+    "note",
 )
-_DETAIL_HEADERS = ("workload", "transport", "library", "mode", "calls/s", "p50 us", "p99 us")
+_DETAIL_HEADERS = (
+    "workload",
+    "transport",
+    "library",
+    "mode",
+    "rate",
+    "unit",
+    "p50 us",
+    "p99 us",
+    "rounds",
+    "per round",
+)
+_SCHEDULE_HEADERS = (
+    "workload",
+    "transport",
+    "library",
+    "mode",
+    "fires",
+    "fires/s",
+    "late p50 ms",
+    "late p99 ms",
+    "late max ms",
+    "drift ms",
+    "CPU % of a core",
+    "target met",
+    "note",
+)
+#: The issue's targets for scheduling accuracy on an idle machine: p99 lateness and drift
+#: after 200 fires, each under this many milliseconds.
+SCHEDULE_TARGET_MS = 2.0
 
 
 def format_table(measurements: Sequence[Measurement]) -> str:
-    """A Markdown table: one row per library measured, beside the floor of its transport.
+    """Markdown: one row per library measured, beside the floors of its workload and transport.
 
-    The ratio is the library's calls/s divided by the floor's through a ``BlockingPortal``.
+    The ratios are the library's rate divided by the floor's through a ``BlockingPortal``
+    (``sync-portal`` mode) and inside the event loop (``async`` mode), where those floors were
+    measured. Scheduling measurements (``kind == SCHEDULE``) get a second table.
     """
-    floors = {(m.workload, m.transport, m.mode): m for m in measurements if m.library == FLOOR}
+    rated = [m for m in measurements if m.kind != SCHEDULE]
+    floors = {(m.workload, m.transport, m.mode): m for m in rated if m.library == FLOOR}
     rows: list[tuple[str, ...]] = []
-    for m in measurements:
+    for m in rated:
         if m.library == FLOOR:
             continue
         sync_floor = floors.get((m.workload, m.transport, "sync-portal"))
@@ -298,30 +489,89 @@ def format_table(measurements: Sequence[Measurement]) -> str:
                 m.workload,
                 m.transport,
                 m.library,
-                f"{m.calls_per_s:,.0f}",
-                f"{m.p50_us:,.0f}",
-                f"{m.p99_us:,.0f}",
-                f"{sync_floor.calls_per_s:,.0f}" if sync_floor else "-",
-                f"{async_floor.calls_per_s:,.0f}" if async_floor else "-",
+                m.mode,
+                _rate(m.calls_per_s),
+                m.unit,
+                _us(m.p50_us, "{:,.0f}"),
+                _us(m.p99_us, "{:,.0f}"),
+                _rate(sync_floor.calls_per_s) if sync_floor else "-",
+                _rate(async_floor.calls_per_s) if async_floor else "-",
                 f"{m.calls_per_s / sync_floor.calls_per_s:.2f}" if sync_floor else "-",
+                f"{m.calls_per_s / async_floor.calls_per_s:.2f}" if async_floor else "-",
+                m.note,
             )
         )
-    return _markdown(_SUMMARY_HEADERS, rows)
+    table = _markdown(_SUMMARY_HEADERS, rows)
+    scheduled = [m for m in measurements if m.kind == SCHEDULE]
+    if scheduled:
+        table += "\n\nScheduling (lateness of each fire after its ideal time):\n\n"
+        table += format_schedule_table(scheduled)
+    return table
 
 
-def format_details(measurements: Sequence[Measurement]) -> str:
-    """A Markdown table of every measurement, the floors' latencies included."""
+def format_schedule_table(measurements: Sequence[Measurement]) -> str:
+    """Markdown table of scheduling measurements; times in milliseconds."""
     rows = [
         (
             m.workload,
             m.transport,
             m.library,
             m.mode,
-            f"{m.calls_per_s:,.0f}",
-            f"{m.p50_us:,.1f}",
-            f"{m.p99_us:,.1f}",
+            f"{m.calls_per_round:,}",
+            f"{m.calls_per_s:,.1f}",
+            # max_us is None when lateness was not measured (the many-schedules load test)
+            _ms(m.p50_us if m.max_us is not None else None),
+            _ms(m.p99_us if m.max_us is not None else None),
+            _ms(m.max_us),
+            _ms(m.drift_us),
+            f"{m.cpu_pct:.1f}" if m.cpu_pct is not None else "-",
+            _target(m),
+            m.note,
         )
         for m in measurements
+    ]
+    return _markdown(_SCHEDULE_HEADERS, rows)
+
+
+def _target(m: Measurement) -> str:
+    """Whether a daffi accuracy row meets the issue's targets (p99, and drift if measured)."""
+    if m.library == FLOOR or m.max_us is None:
+        return "-"
+    checks = [m.p99_us / 1000 < SCHEDULE_TARGET_MS]
+    if m.drift_us is not None:
+        checks.append(abs(m.drift_us) / 1000 < SCHEDULE_TARGET_MS)
+    return "yes" if all(checks) else "NO"
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
+
+
+def _us(value: float, fmt: str) -> str:
+    return fmt.format(value) if value else "-"
+
+
+def _ms(value_us: float | None) -> str:
+    return "-" if value_us is None else f"{value_us / 1000:,.2f}"
+
+
+def format_details(measurements: Sequence[Measurement]) -> str:
+    """A Markdown table of every rate measurement, the floors' latencies included."""
+    rows = [
+        (
+            m.workload,
+            m.transport,
+            m.library,
+            m.mode,
+            _rate(m.calls_per_s),
+            m.unit,
+            _us(m.p50_us, "{:,.1f}"),
+            _us(m.p99_us, "{:,.1f}"),
+            str(m.rounds),
+            f"{m.calls_per_round:,}",
+        )
+        for m in measurements
+        if m.kind != SCHEDULE
     ]
     return _markdown(_DETAIL_HEADERS, rows)
 

@@ -6,7 +6,7 @@ floor is the cost of the sockets, the event loop and the codec, and nothing else
 
     python -m benchmarks.floor server --transport tcp|unix [--path SOCKET]
     python -m benchmarks.floor client --transport tcp|unix (--port P | --path SOCKET)
-        --mode sync-portal|async --calls N --warmup W [--deadline S]
+        --mode sync-portal|async --calls N --warmup W [--deadline S] [--payload-bytes B]
 
 The server prints ``READY {"port": P}`` (or ``{"path": ...}``) once listening and stops when
 its stdin closes. The client prints one JSON line: the timed round; one still running after
@@ -18,6 +18,9 @@ Client modes:
   loop running in another thread, as a synchronous user of an async core does; this is the
   fair floor for daffi's ``def`` fetchers.
 * ``async``: the round trips run one after the other inside the event loop.
+
+``--payload-bytes B`` echoes one ``bytes`` value of B bytes in every call instead of the call
+number (W3); it is compared with what comes back, as daffi's W3 client does.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import time
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -119,13 +123,28 @@ class _Client:
         return await receive_frame(self.reader)
 
 
+def _value_of(args: argparse.Namespace) -> Callable[[int], Any]:
+    """What call ``i`` sends: ``i`` itself, or the same ``--payload-bytes`` bytes each time."""
+    if not args.payload_bytes:
+        return lambda i: i
+    payload = payload_bytes(args.payload_bytes)
+    return lambda i: payload
+
+
+def payload_bytes(size: int) -> bytes:
+    """``size`` bytes that are not all zeros (a repeating 0..255 pattern)."""
+    return bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+
+
 def run_sync_portal(args: argparse.Namespace) -> RoundResult:
+    value_of = _value_of(args)
     with start_blocking_portal("asyncio") as portal:
         client = portal.call(_Client.connect, args.transport, args.port, args.path)
         try:
 
             def call(i: int) -> None:
-                if portal.call(client.roundtrip, i) != i:
+                value = value_of(i)
+                if portal.call(client.roundtrip, value) != value:
                     raise AssertionError(f"floor echo of {i} came back wrong")
 
             time_calls(call, args.warmup)
@@ -135,16 +154,18 @@ def run_sync_portal(args: argparse.Namespace) -> RoundResult:
 
 
 async def run_async(args: argparse.Namespace) -> RoundResult:
+    value_of = _value_of(args)
     client = await _Client.connect(args.transport, args.port, args.path)
     async with client.stream:
         for i in range(args.warmup):
-            await client.roundtrip(i)
+            await client.roundtrip(value_of(i))
         latencies = [0] * args.calls
         clock = time.perf_counter_ns
         start = clock()
         for i in range(args.calls):
+            value = value_of(i)
             t0 = clock()
-            if await client.roundtrip(i) != i:
+            if await client.roundtrip(value) != value:
                 raise AssertionError(f"floor echo of {i} came back wrong")
             latencies[i] = clock() - t0
         return RoundResult.from_latencies(latencies, clock() - start)
@@ -160,6 +181,7 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--deadline", type=float, default=300.0)
+    parser.add_argument("--payload-bytes", type=int, default=0, help="echo B bytes (W3)")
     args = parser.parse_args()
     if args.transport == "unix" and args.path is None:
         parser.error("--path is required with --transport unix")
