@@ -442,7 +442,7 @@ def test_hooks_registered_on_the_converter_make_a_type_sendable(codec: PayloadCo
 
 
 def test_unencodable_argument_names_position_type_and_fix(codec: PayloadCodec) -> None:
-    with pytest.raises(TypeError, match=r"argument 1 of type Opaque: .*dataclass, attrs class or msgspec.Struct"):
+    with pytest.raises(TypeError, match=r"argument 1 of type Opaque: .*attrs class"):
         codec.encode_args((1, Opaque()), {})
 
 
