@@ -10,12 +10,16 @@ message without encoding it again.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 import anyio.abc
 import msgspec
+import sniffio
 
 from daffi._crossloop import loop_call_soon
 from daffi._protocol import Message
@@ -39,6 +43,55 @@ def encode_frame(msg: Message) -> bytearray:
     _encoder.encode_into(msg, buf, _HEADER)
     buf[:_HEADER] = (len(buf) - _HEADER).to_bytes(_HEADER, "big")
     return buf
+
+
+class _DirectWriter:
+    """Writes to a connected socket from any thread, when that cannot disturb the loop.
+
+    Used only with the connection's lock held and no write of the loop in progress. On
+    asyncio the transport may still buffer data of an earlier write: then nothing is written
+    here (the frame goes to the loop's writer, keeping the order). Works on a duplicate of
+    the socket's file descriptor, so the loop's own socket object is never touched.
+    """
+
+    def __init__(self, sock: socket.socket | None, transport: Any) -> None:
+        self._sock = sock
+        self._transport = transport
+
+    @classmethod
+    def for_stream(cls, stream: anyio.abc.ByteStream) -> _DirectWriter:
+        if os.name != "posix":
+            return cls(None, None)
+        try:
+            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            transport = getattr(stream, "_transport", None)  # anyio's asyncio SocketStream
+            if sniffio.current_async_library() == "asyncio" and transport is None:
+                return cls(None, None)  # unknown stream type: leave writing to the loop
+            duplicate = socket.socket(fileno=os.dup(raw.fileno()))
+            duplicate.setblocking(False)
+        except (anyio.TypedAttributeLookupError, OSError, AttributeError, ValueError):
+            return cls(None, None)
+        return cls(duplicate, transport)
+
+    def send(self, data: bytes | bytearray) -> int:
+        """Bytes written now (0 when it must be left to the loop)."""
+        sock = self._sock
+        if sock is None:
+            return 0
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size():
+            return 0
+        try:
+            return sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            return 0  # the loop's writer meets the same error and reports it
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
 
 class Connection:
@@ -83,6 +136,7 @@ class Connection:
         # Loop-side events:
         self._kick = anyio.Event()
         self._drained = anyio.Event()
+        self._direct = _DirectWriter.for_stream(stream)
 
     # ------------------------------------------------------------------ sending
 
@@ -117,10 +171,17 @@ class Connection:
         Raises:
             anyio.BrokenResourceError: the connection is closed.
         """
-        frame = encode_frame(msg)
+        frame: bytes | bytearray = encode_frame(msg)
         with self._lock:
             if self._error is not None:
                 raise self._broken()
+            if not (self._writing or self._kick_pending or self._frames):
+                # Nothing is queued or being written: write from this thread, sparing a
+                # wake-up of the loop; whatever the socket does not take goes to the writer.
+                sent = self._direct.send(frame)
+                if sent == len(frame):
+                    return
+                frame = frame[sent:]
             self._frames.append(frame)
             self._queued += len(frame)
             if self._writing or self._kick_pending:
@@ -233,6 +294,7 @@ class Connection:
             return
         self._closed = True
         self._fail(anyio.ClosedResourceError())
+        self._direct.close()
         drained, self._drained = self._drained, anyio.Event()
         drained.set()
         with anyio.CancelScope(shield=True):
