@@ -13,8 +13,9 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Union
 
 import anyio
 import anyio.abc
@@ -25,7 +26,7 @@ from daffi._crossloop import loop_call_soon
 from daffi._protocol import Message
 from daffi.exceptions import ProtocolError
 
-__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Connection"]
+__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Connection", "Link"]
 
 logger = logging.getLogger("daffi.protocol")
 
@@ -72,6 +73,10 @@ class _DirectWriter:
         except (anyio.TypedAttributeLookupError, OSError, AttributeError, ValueError):
             return cls(None, None)
         return cls(duplicate, transport)
+
+    @property
+    def available(self) -> bool:
+        return self._sock is not None
 
     def send(self, data: bytes | bytearray) -> int:
         """Bytes written now (0 when it must be left to the loop)."""
@@ -121,7 +126,7 @@ class Connection:
         self.max_frame_size = max_frame_size
         self.peer = peer
         self.high_water = high_water
-        self.last_received = anyio.current_time()
+        self.last_received = time.monotonic()
         self._buffer = bytearray()
         self._closed = False
         self._loop_thread = threading.get_ident()
@@ -137,6 +142,15 @@ class Connection:
         self._kick = anyio.Event()
         self._drained = anyio.Event()
         self._direct = _DirectWriter.for_stream(stream)
+        self._flush_scheduled = False
+        self._drain_wanted = False
+        # asyncio with a socket we can write to: flush at the end of each loop turn. Other
+        # cases: the first sender writes, through the stream, for everyone (see _flush).
+        self._call_soon_local: Callable[[Callable[[], None]], object] | None = None
+        if self._direct.available and sniffio.current_async_library() == "asyncio":
+            import asyncio
+
+            self._call_soon_local = asyncio.get_running_loop().call_soon
 
     # ------------------------------------------------------------------ sending
 
@@ -155,15 +169,49 @@ class Connection:
                 raise self._broken()
             self._frames.append(frame)
             self._queued += len(frame)
-            lead = not self._writing
-            if lead:
-                self._writing = True
+            lead = schedule = False
+            if self._writing or self._kick_pending:
+                pass  # the writer in charge sends it
+            elif self._call_soon_local is not None:
+                # Written once the tasks ready in this loop turn have run: every frame they
+                # queue goes out in the same system call, with no task switch.
+                schedule = not self._flush_scheduled
+                self._flush_scheduled = True
+            else:
+                lead = self._writing = True
+        if schedule:
+            assert self._call_soon_local is not None
+            self._call_soon_local(self._flush_soon)
         if lead:
             await self._flush()
         elif self._queued > self.high_water:
+            self._drain_wanted = True
             await self._drained.wait()
             if self._error is not None:
                 raise self._broken()
+
+    def _flush_soon(self) -> None:
+        # A plain callback on the loop, between tasks: write what this turn queued.
+        with self._lock:
+            self._flush_scheduled = False
+            if self._writing or self._kick_pending or not self._frames or self._error:
+                return
+            frames, self._frames = self._frames, []
+            self._queued = 0
+            data = frames[0] if len(frames) == 1 else b"".join(frames)
+            sent = self._direct.send(data)
+            if sent < len(data):
+                # The socket is full: the writer task waits until it can take the rest.
+                rest = data[sent:]
+                self._frames.append(rest)
+                self._queued = len(rest)
+                self._kick_pending = True
+        if sent < len(data):
+            self._kick.set()
+        elif self._drain_wanted:
+            self._drain_wanted = False
+            drained, self._drained = self._drained, anyio.Event()
+            drained.set()
 
     def send_threadsafe(self, msg: Message) -> None:
         """Queue one message from any thread (never blocks; :meth:`run_writer` sends it).
@@ -275,7 +323,7 @@ class Connection:
                 chunk = await self.stream.receive(_READ_SIZE)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
                 raise anyio.EndOfStream from exc
-            self.last_received = anyio.current_time()
+            self.last_received = time.monotonic()
             if buf:
                 buf += chunk
             else:
@@ -302,3 +350,10 @@ class Connection:
                 await self.stream.aclose()
             except Exception:  # closing a broken stream may fail; it is closed either way
                 logger.debug("error closing connection to %s", self.peer, exc_info=True)
+
+
+if TYPE_CHECKING:
+    from daffi._local_link import LocalConnection
+
+#: What controllers and nodes talk through: a framed byte stream, or the in-process link.
+Link = Union["Connection", "LocalConnection"]

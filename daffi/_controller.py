@@ -12,13 +12,14 @@ import contextlib
 import itertools
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
 
-from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, encode_frame
+from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_frame
 from daffi._protocol import (
     PROTOCOL_VERSION,
     SYSTEM_PREFIX,
@@ -55,7 +56,7 @@ NodeEventHook = Callable[[str, bool], Awaitable[None]]
 @dataclass(eq=False)
 class _Peer:
     name: str
-    conn: Connection
+    conn: Link
     callbacks: dict[str, CallbackInfo] = field(default_factory=dict)
     said_bye: bool = False
 
@@ -144,7 +145,7 @@ class Controller:
         limit = 3 * self.heartbeat_interval
         while True:
             await anyio.sleep(self.heartbeat_interval)
-            now = anyio.current_time()
+            now = time.monotonic()
             for peer in list(self.peers.values()):
                 if now - peer.conn.last_received > limit:
                     logger.warning(
@@ -157,8 +158,11 @@ class Controller:
     # ------------------------------------------------------------------ connections
 
     async def handle_stream(self, stream: anyio.abc.ByteStream) -> None:
-        """Serve one node connection until it closes (also used for the in-process node)."""
-        conn = Connection(stream, max_frame_size=self.max_frame_size)
+        """Serve one node connecting through a transport, until it closes."""
+        await self.handle_connection(Connection(stream, max_frame_size=self.max_frame_size))
+
+    async def handle_connection(self, conn: Link) -> None:
+        """Serve one node connection until it closes (also the in-process node's link)."""
         peer: _Peer | None = None
         try:
             peer = await self._handshake(conn)
@@ -174,7 +178,7 @@ class Controller:
                 await self._drop_peer(peer)
             await conn.aclose()
 
-    async def _handshake(self, conn: Connection) -> _Peer | None:
+    async def _handshake(self, conn: Link) -> _Peer | None:
         with anyio.move_on_after(self.handshake_timeout) as scope:
             msg, _ = await conn.receive()
         if scope.cancelled_caught:
@@ -318,7 +322,7 @@ class Controller:
         counter = self._round_robin.setdefault(name, itertools.count())
         return candidates[next(counter) % len(candidates)]
 
-    async def _route_call(self, peer: _Peer, msg: Call, frame: bytes) -> None:
+    async def _route_call(self, peer: _Peer, msg: Call, frame: bytes | bytearray) -> None:
         if msg.src != peer.name:
             raise ProtocolError(f"node {peer.name!r} sent a call claiming to be from {msg.src!r}")
         if msg.timeout is not None and not (math.isfinite(msg.timeout) and msg.timeout >= 0):
@@ -370,7 +374,7 @@ class Controller:
         else:
             logger.warning("dropped call %r from %r: %s", msg.name, peer.name, text)
 
-    async def _route_reply(self, msg: Result | Error, frame: bytes) -> None:
+    async def _route_reply(self, msg: Result | Error, frame: bytes | bytearray) -> None:
         if self._in_flight.pop((msg.dst, msg.id), None) is None:
             return  # the caller cancelled or left; the reply has nowhere to go
         caller = self.peers.get(msg.dst)
@@ -378,7 +382,7 @@ class Controller:
             with contextlib.suppress(anyio.BrokenResourceError):
                 await caller.conn.send_frame(frame)
 
-    async def _route_cancel(self, peer: _Peer, msg: Cancel, frame: bytes) -> None:
+    async def _route_cancel(self, peer: _Peer, msg: Cancel, frame: bytes | bytearray) -> None:
         if msg.src != peer.name:
             raise ProtocolError(f"node {peer.name!r} tried to cancel a call of {msg.src!r}")
         entry = self._in_flight.pop((msg.src, msg.id), None)
@@ -388,18 +392,20 @@ class Controller:
                 with contextlib.suppress(anyio.BrokenResourceError):
                     await target.conn.send_frame(frame)
 
-    async def _route_to_callee(self, peer: _Peer, src: str, call_id: int, frame: bytes) -> None:
+    async def _route_to_callee(
+        self, peer: _Peer, src: str, call_id: int, frame: bytes | bytearray
+    ) -> None:
         if src != peer.name:
             raise ProtocolError(f"node {peer.name!r} sent stream data for a call of {src!r}")
         entry = self._in_flight.get((src, call_id))
         if entry is not None:
             await self._forward(entry[0], frame)
 
-    async def _route_to_caller(self, caller: str, call_id: int, frame: bytes) -> None:
+    async def _route_to_caller(self, caller: str, call_id: int, frame: bytes | bytearray) -> None:
         if (caller, call_id) in self._in_flight:
             await self._forward(caller, frame)
 
-    async def _forward(self, name: str, frame: bytes) -> None:
+    async def _forward(self, name: str, frame: bytes | bytearray) -> None:
         # Waiting here when the receiver is slow is the backpressure: the sender's stream
         # window bounds what can pile up.
         target = self.peers.get(name)

@@ -36,6 +36,7 @@ from daffi import _context
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._controller import Controller
 from daffi._crossloop import loop_call_soon, run_in_portal
+from daffi._local_link import LocalConnection
 from daffi._node import SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES, Node, UploadGroup
 from daffi._protocol import CallbackInfo, ScheduleSpec
 from daffi._results import AsyncResult, ScheduledTask
@@ -49,7 +50,7 @@ from daffi.exceptions import (
 )
 from daffi.execution_modifiers import BG, BROADCAST, FG, PERIOD, ExecModifier
 from daffi.registry._store import CallbackRegistry, default_registry
-from daffi.transports import Address, default_unix_socket_dir, get_transport, memory_stream_pair
+from daffi.transports import Address, default_unix_socket_dir, get_transport
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -325,9 +326,9 @@ class Global:
         controller = self._controller
         assert controller is not None
 
-        async def connect() -> anyio.abc.ByteStream:
-            ours, theirs = memory_stream_pair()
-            tg.start_soon(controller.handle_stream, theirs)
+        async def connect() -> LocalConnection:
+            ours, theirs = LocalConnection.pair()
+            tg.start_soon(controller.handle_connection, theirs)
             return ours
 
         return connect
@@ -833,6 +834,18 @@ class Global:
         modifier: ExecModifier,
         structure: Callable[[Any], Any] | None,
     ) -> Any:
+        node = self._node
+        if type(modifier) is FG and node is not None and self._on_loop_thread():
+            # The common case, kept short: an FG call from daffi's own loop.
+            payload, info = node.prepare_info(name, args, kwargs, modifier.receiver)
+            if not info.is_generator and not self._stopped:
+                return await node.roundtrip(
+                    name,
+                    payload,
+                    receiver=modifier.receiver,
+                    timeout=modifier.timeout,
+                    structure=structure,
+                )
         if isinstance(modifier, BG) or (
             isinstance(modifier, BROADCAST) and not modifier.return_result
         ):

@@ -34,7 +34,8 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daffi._codec import default_codec
-from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection
+from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link
+from daffi._local_link import LocalConnection
 from daffi._protocol import (
     PROTOCOL_VERSION,
     STREAM_WINDOW,
@@ -88,7 +89,7 @@ __all__ = ["Node"]
 logger = logging.getLogger("daffi.node")
 
 NodeEventHook = Callable[[str, bool], Awaitable[None]]
-Connector = Callable[[], Awaitable[anyio.abc.ByteStream]]
+Connector = Callable[[], Awaitable["anyio.abc.ByteStream | LocalConnection"]]
 
 
 class _Rejected(Exception):
@@ -154,7 +155,7 @@ class Upload:
     def __init__(
         self,
         node: Node,
-        conn: Connection,
+        conn: Link,
         call_id: int,
         name: str,
         receiver: str | None,
@@ -296,11 +297,12 @@ class Node:
         #: incoming calls beyond this many running at once are refused (protects the node)
         self.max_concurrent_calls = max_concurrent_calls
         self.codec = default_codec
-        self.conn: Connection | None = None
+        self.conn: Link | None = None
         #: the other nodes and what they offer
         self.peers: dict[str, dict[str, CallbackInfo]] = {}
         self._offers: dict[str, dict[str, CallbackInfo]] = {}  # callback -> node -> info
         self._signatures: dict[CallbackInfo, inspect.Signature] = {}
+        self._arities: dict[CallbackInfo, int] = {}
         self._pending: dict[int, _Pending] = {}
         self._running: dict[tuple[str, int], anyio.CancelScope] = {}
         self._sync_jobs: dict[tuple[str, int], _SyncJob] = {}
@@ -414,8 +416,12 @@ class Node:
 
     # ------------------------------------------------------------------ session
 
-    async def _session(self, stream: anyio.abc.ByteStream) -> None:
-        conn = Connection(stream, max_frame_size=self.max_frame_size, peer="the controller")
+    async def _session(self, stream: anyio.abc.ByteStream | LocalConnection) -> None:
+        conn: Link = (
+            stream
+            if isinstance(stream, LocalConnection)
+            else Connection(stream, max_frame_size=self.max_frame_size, peer="the controller")
+        )
         try:
             offered = self.registry.infos()
             await conn.send(Hello(PROTOCOL_VERSION, self.name, ("msgpack",), offered))
@@ -649,11 +655,11 @@ class Node:
                 )
             )
 
-    async def _heartbeat(self, conn: Connection) -> None:
+    async def _heartbeat(self, conn: Link) -> None:
         limit = 3 * self.heartbeat_interval
         while True:
             await anyio.sleep(self.heartbeat_interval)
-            silent = anyio.current_time() - conn.last_received
+            silent = time.monotonic() - conn.last_received
             if silent > limit:
                 logger.warning(
                     "node %r: the controller sent nothing for %.1f s; reconnecting",
@@ -731,6 +737,17 @@ class Node:
             )
         return next(iter(providers.values()))
 
+    def _plain_arity(self, info: CallbackInfo) -> int:
+        """How many positional arguments surely bind (-1: check with the signature)."""
+        arity = self._arities.get(info)
+        if arity is None:
+            plain = all(
+                p.kind == inspect.Parameter.POSITIONAL_OR_KEYWORD and not p.has_default
+                for p in info.params
+            )
+            arity = self._arities[info] = len(info.params) if plain else -1
+        return arity
+
     def _signature(self, info: CallbackInfo) -> inspect.Signature:
         sig = self._signatures.get(info)
         if sig is None:
@@ -760,7 +777,8 @@ class Node:
         if self.fatal_error is not None:
             raise self.fatal_error
         info = self._target_info(name, receiver)
-        check_arguments(self._signature(info), name, args, kwargs)
+        if kwargs or len(args) != self._plain_arity(info):
+            check_arguments(self._signature(info), name, args, kwargs)
         return msgspec.Raw(self.codec.encode_args(args, kwargs)), info
 
     async def call(
@@ -802,7 +820,7 @@ class Node:
         schedule: ScheduleSpec | None = None,
     ) -> Any:
         """Send one prepared call and wait for its reply (see :meth:`call`)."""
-        conn = await self._connection(timeout)
+        conn = self.conn or await self._connection(timeout)
         call_id = next(self._ids)
         now = anyio.current_time()
         own_deadline = now + timeout if timeout is not None else math.inf
@@ -810,22 +828,26 @@ class Node:
         remaining = None if math.isinf(deadline) else max(deadline - now, 0.0)
         pending = self._pending[call_id] = _Pending()
         msg = Call(call_id, name, payload, self.name, receiver, remaining, True, schedule)
-        sent = False
+        sent = timed_out = False
         try:
-            with anyio.CancelScope(deadline=own_deadline) as scope:
-                try:
-                    await conn.send(msg)
-                except anyio.BrokenResourceError:
-                    raise RemoteStoppedUnexpectedly(
-                        f"the connection to the controller was lost while calling {name!r}"
-                    ) from None
-                sent = True
-                await pending.wait()
+            try:
+                await conn.send(msg)
+            except anyio.BrokenResourceError:
+                raise RemoteStoppedUnexpectedly(
+                    f"the connection to the controller was lost while calling {name!r}"
+                ) from None
+            sent = True
+            if timeout is None:
+                await pending.wait()  # no scope of our own: the common case stays cheap
+            else:
+                with anyio.CancelScope(deadline=own_deadline) as scope:
+                    await pending.wait()
+                timed_out = scope.cancelled_caught
         finally:
             self._pending.pop(call_id, None)
             if sent and not pending.done:
                 await self._cancel_remote(conn, call_id)
-        if scope.cancelled_caught:
+        if timed_out:
             raise TimeoutError(
                 f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
             )
@@ -997,7 +1019,7 @@ class Node:
         ordered = {target: results[target] for target in sorted(results)}
         return ordered
 
-    async def _connection(self, timeout: float | None) -> Connection:
+    async def _connection(self, timeout: float | None) -> Link:
         conn = self.conn
         if conn is not None:
             return conn
@@ -1012,16 +1034,14 @@ class Node:
             )
         return self.conn
 
-    async def _cancel_remote(self, conn: Connection, call_id: int) -> None:
+    async def _cancel_remote(self, conn: Link, call_id: int) -> None:
         with anyio.move_on_after(1, shield=True):
             with contextlib.suppress(anyio.BrokenResourceError):
                 await conn.send(Cancel(call_id, self.name))
 
     # ------------------------------------------------------------------ running calls
 
-    def _run_sync_call(
-        self, msg: Call, entry: CallbackEntry, conn: Connection, job: _SyncJob
-    ) -> None:
+    def _run_sync_call(self, msg: Call, entry: CallbackEntry, conn: Link, job: _SyncJob) -> None:
         """Run a sync callback in a worker thread and send its reply from there.
 
         A cancel (or the caller's deadline passing) drops the result; the callback itself

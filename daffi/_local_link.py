@@ -1,0 +1,127 @@
+"""The in-process link between a controller and the node sharing its process.
+
+Both ends run on the same event loop; frames are handed over in memory, whole, so there is no
+byte stream, no length parsing and no copy. Sending works from any thread (a node's worker
+threads reply through it), like :class:`~daffi._connection.Connection`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+import anyio
+import anyio.lowlevel
+import msgspec
+
+from daffi._connection import _HEADER, _decoder, encode_frame
+from daffi._crossloop import loop_call_soon
+from daffi._protocol import Message
+from daffi.exceptions import ProtocolError
+
+__all__ = ["LocalConnection"]
+
+
+class LocalConnection:
+    """One end of an in-process link; make both with :meth:`pair`."""
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self.last_received = time.monotonic()
+        self._other: LocalConnection | None = None
+        self._lock = threading.Lock()
+        self._inbox: deque[bytes | bytearray] = deque()
+        self._waiting = False
+        self._wake_pending = False
+        self._closed = False
+        self._peer_closed = False
+        self._event = anyio.Event()
+        self._loop_thread = threading.get_ident()
+        self._call_soon = loop_call_soon()
+
+    @classmethod
+    def pair(cls) -> tuple[LocalConnection, LocalConnection]:
+        """Two connected ends: (node side, controller side)."""
+        node_side, controller_side = cls("the controller"), cls("?")
+        node_side._other, controller_side._other = controller_side, node_side
+        return node_side, controller_side
+
+    async def send(self, msg: Message) -> None:
+        await self.send_frame(encode_frame(msg))
+
+    async def send_frame(self, frame: bytes | bytearray) -> None:
+        self._deliver(frame)
+        await anyio.lowlevel.checkpoint()
+
+    def send_threadsafe(self, msg: Message) -> None:
+        self._deliver(encode_frame(msg))
+
+    def _deliver(self, frame: bytes | bytearray) -> None:
+        other = self._other
+        assert other is not None
+        with other._lock:
+            if self._closed or other._closed:
+                raise anyio.BrokenResourceError(f"connection to {self.peer} is closed")
+            other._inbox.append(frame)
+            wake = other._waiting and not other._wake_pending
+            if wake:
+                other._wake_pending = True
+        if wake:
+            if threading.get_ident() == other._loop_thread:
+                other._event.set()
+            else:
+                other._call_soon(other._wake)
+
+    def _wake(self) -> None:
+        self._event.set()
+
+    async def receive(self) -> tuple[Message, bytes | bytearray]:
+        """The next message and its frame.
+
+        Raises:
+            anyio.EndOfStream: the other end closed and everything it sent was received.
+        """
+        while True:
+            with self._lock:
+                if self._inbox:
+                    frame = self._inbox.popleft()
+                    break
+                if self._peer_closed or self._closed:
+                    raise anyio.EndOfStream
+                self._waiting = True
+            await self._event.wait()
+            self._event = anyio.Event()
+            with self._lock:
+                self._waiting = False
+                self._wake_pending = False
+        self.last_received = time.monotonic()
+        try:
+            msg = _decoder.decode(memoryview(frame)[_HEADER:])
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"undecodable frame on the in-process link: {exc}") from exc
+        return msg, frame
+
+    async def run_writer(self) -> None:
+        """Nothing to flush: frames are delivered as they are sent."""
+        await anyio.sleep_forever()
+
+    async def aclose(self) -> None:
+        """Close this end; the other end receives what was sent, then ``EndOfStream``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._event.set()  # wake our own receive, if it waits
+        other = self._other
+        if other is not None:
+            with other._lock:
+                other._peer_closed = True
+                wake = other._waiting and not other._wake_pending
+                if wake:
+                    other._wake_pending = True
+            if wake:
+                if threading.get_ident() == other._loop_thread:
+                    other._event.set()
+                else:
+                    other._call_soon(other._wake)
+        await anyio.lowlevel.checkpoint()
