@@ -36,8 +36,9 @@ from daffi import _context
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._controller import Controller
 from daffi._crossloop import loop_call_soon, run_in_portal
+from daffi._dispatch import SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES
 from daffi._local_link import LocalConnection
-from daffi._node import SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES, Node, UploadGroup
+from daffi._node import Node, UploadGroup
 from daffi._protocol import CallbackInfo, ScheduleSpec
 from daffi._results import AsyncResult, ScheduledTask
 from daffi._streams import CREDIT_BATCH, AsyncDownloadProxy, Download, SyncDownload, take_batch
@@ -309,7 +310,7 @@ class Global:
             heartbeat_interval=self.heartbeat_interval,
             max_concurrent_calls=self.max_concurrent_calls,
         )
-        self._node.on_schedule_error = self._schedule_failed
+        self._node.dispatch.on_schedule_error = self._schedule_failed
         await tg.start(self._node.run)
         try:
             with anyio.fail_after(self.connect_timeout):
@@ -777,7 +778,7 @@ class Global:
     async def _system_call(self, receiver: str, name: str, *args: Any) -> Any:
         node = self._require_node()
         if receiver == node.name:
-            return await node.local_system_call(name, args)
+            return await node.dispatch.local_system_call(name, args)
         if receiver not in node.peers:
             raise UnableToFindCandidate(f"process {receiver!r} is not connected")
         payload = msgspec.Raw(node.codec.encode_args(args, {}))

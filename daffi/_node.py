@@ -1,4 +1,4 @@
-"""One node: its link to the controller, its call table, and the callbacks it runs.
+"""One node: its link to the controller, its directory mirror and its call table.
 
 Task structure (all inside :meth:`Node.run`)::
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
 import inspect
 import itertools
 import logging
@@ -31,15 +30,15 @@ from typing import Any
 import anyio
 import anyio.abc
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from daffi._codec import default_codec
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link
+from daffi._dispatch import Dispatcher
 from daffi._local_link import LocalConnection
 from daffi._protocol import (
     PROTOCOL_VERSION,
     STREAM_WINDOW,
-    SYSTEM_PREFIX,
     Bye,
     Call,
     CallbackInfo,
@@ -61,28 +60,19 @@ from daffi._protocol import (
     Welcome,
     YieldItem,
 )
-from daffi._streams import CREDIT_BATCH, CreditGate, Download, take_batch
-from daffi._workers import WorkerPool
+from daffi._streams import CreditGate, Download
 from daffi.exceptions import (
-    ArgumentsError,
     DaffiError,
     ErrorInfo,
-    GlobalContextError,
     ProtocolError,
     RemoteStoppedUnexpectedly,
     TimeoutError,
     UnableToFindCandidate,
     broadcast_error,
-    error_info_from_exception,
     exception_from_error_info,
 )
 from daffi.registry._inspect import check_arguments, signature_from_info
-from daffi.registry._store import CallbackEntry, CallbackRegistry
-from daffi.scheduling import AtTimes, Interval, ScheduleEntry, Scheduler, Trigger
-
-SYSTEM_CANCEL_SCHEDULE = SYSTEM_PREFIX + "cancel_schedule"
-SYSTEM_LIST_SCHEDULES = SYSTEM_PREFIX + "list_schedules"
-SYSTEM_SCHEDULE_ERROR = SYSTEM_PREFIX + "schedule_error"
+from daffi.registry._store import CallbackRegistry
 
 __all__ = ["Node"]
 
@@ -138,15 +128,6 @@ class _Pending:
     async def wait(self) -> None:
         assert self.event is not None
         await self.event.wait()
-
-
-class _SyncJob:
-    """A sync callback running in a worker thread; ``cancelled`` drops its result."""
-
-    __slots__ = ("cancelled",)
-
-    def __init__(self) -> None:
-        self.cancelled = False
 
 
 class Upload:
@@ -294,8 +275,6 @@ class Node:
         self.heartbeat_interval = heartbeat_interval
         self.handshake_timeout = handshake_timeout
         self.max_backoff = max_backoff
-        #: incoming calls beyond this many running at once are refused (protects the node)
-        self.max_concurrent_calls = max_concurrent_calls
         self.codec = default_codec
         self.conn: Link | None = None
         #: the other nodes and what they offer
@@ -304,22 +283,12 @@ class Node:
         self._signatures: dict[CallbackInfo, inspect.Signature] = {}
         self._arities: dict[CallbackInfo, int] = {}
         self._pending: dict[int, _Pending] = {}
-        self._running: dict[tuple[str, int], anyio.CancelScope] = {}
-        self._sync_jobs: dict[tuple[str, int], _SyncJob] = {}
-        self._pool = WorkerPool(workers, name=f"daffi-{name}")
-        self._inbound: dict[
-            tuple[str, int],
-            tuple[MemoryObjectSendStream[msgspec.Raw], MemoryObjectReceiveStream[msgspec.Raw]],
-        ] = {}
-        self._gates: dict[tuple[str, int], CreditGate] = {}
         self._ids = itertools.count(1)
         self._changed = anyio.Event()
         self._connected = anyio.Event()
         self.fatal_error: DaffiError | None = None
-        self._limiter: anyio.CapacityLimiter | None = None
-        self.scheduler = Scheduler(on_error=self._report_schedule_error)
-        #: called with (uuid, error) when a schedule this node requested fails elsewhere
-        self.on_schedule_error: Callable[[str, DaffiError], None] | None = None
+        #: runs the calls other nodes send here (and hosts the scheduler)
+        self.dispatch = Dispatcher(self, workers=workers, max_concurrent_calls=max_concurrent_calls)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -334,17 +303,13 @@ class Node:
 
         Hosts the scheduler too: schedules live as long as the node, across reconnections.
         """
-        self._limiter = anyio.CapacityLimiter(self.workers)
-        try:
-            async with anyio.create_task_group() as tg:
-                await tg.start(self.scheduler.run)
-                task_status.started()
-                try:
-                    await self._supervise()
-                finally:
-                    tg.cancel_scope.cancel()
-        finally:
-            self._pool.shutdown()
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.dispatch.run)
+            task_status.started()
+            try:
+                await self._supervise()
+            finally:
+                tg.cancel_scope.cancel()
 
     async def _supervise(self) -> None:
         delay = initial = 0.05
@@ -531,31 +496,7 @@ class Node:
 
     async def _handle(self, msg: Message, tg: anyio.abc.TaskGroup) -> bool:
         if isinstance(msg, Call):
-            if len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls:
-                await self._refuse(msg)
-                return True
-            entry = self.registry.get(msg.name)
-            if (
-                entry is not None
-                and entry.runs_in_thread
-                and msg.schedule is None
-                and not msg.stream_in
-                and self.conn is not None
-            ):
-                job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
-                self._pool.submit(self._run_sync_call, msg, entry, self.conn, job)
-            else:
-                # Registered before the task starts, so that a Cancel or the first stream
-                # items arriving right behind the call find it.
-                key = (msg.src, msg.id)
-                scope = self._running[key] = anyio.CancelScope()
-                if msg.timeout is not None:
-                    scope.deadline = anyio.current_time() + msg.timeout
-                if msg.stream_in:
-                    self._inbound[key] = anyio.create_memory_object_stream[msgspec.Raw](
-                        STREAM_WINDOW
-                    )
-                tg.start_soon(self._run_call, msg, scope)
+            await self.dispatch.on_call(msg, tg)
         elif isinstance(msg, Result):
             pending = self._pending.get(msg.id)
             if pending is not None:
@@ -578,36 +519,16 @@ class Node:
                 except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                     pass  # the consumer left; its cancel is on the way
         elif isinstance(msg, StreamItem | StreamEnd):
-            channel = self._inbound.get((msg.src, msg.id))
-            if channel is not None:
-                inbound = channel[0]
-                if isinstance(msg, StreamEnd):
-                    inbound.close()
-                else:
-                    try:
-                        inbound.send_nowait(msg.payload)
-                    except anyio.WouldBlock:
-                        raise ProtocolError(
-                            f"node {msg.src!r} streamed more than {STREAM_WINDOW} items "
-                            "without credit"
-                        ) from None
-                    except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                        pass  # the callback failed; the caller gets its error
+            self.dispatch.on_stream(msg)
         elif isinstance(msg, Credit):
             if msg.to_callee:
-                gate = self._gates.get((msg.peer, msg.id))
+                self.dispatch.on_credit(msg)
             else:
                 pending = self._pending.get(msg.id)
-                gate = pending.gate if pending is not None else None
-            if gate is not None:
-                gate.grant(msg.n)
+                if pending is not None and pending.gate is not None:
+                    pending.gate.grant(msg.n)
         elif isinstance(msg, Cancel):
-            running = self._running.get((msg.src, msg.id))
-            if running is not None:
-                running.cancel()
-            sync_job = self._sync_jobs.get((msg.src, msg.id))
-            if sync_job is not None:
-                sync_job.cancelled = True
+            self.dispatch.on_cancel(msg)
         elif isinstance(msg, NodeUp):
             joined = msg.name not in self.peers
             directory = dict(self.peers)
@@ -631,29 +552,6 @@ class Node:
         else:
             raise ProtocolError(f"unexpected {type(msg).__name__} from the controller")
         return True
-
-    async def _refuse(self, msg: Call) -> None:
-        text = (
-            f"process {self.name!r} is overloaded: {self.max_concurrent_calls} calls are "
-            "already running (max_concurrent_calls); retry later"
-        )
-        logger.warning(
-            "node %r refused a call of %r from %r: overloaded", self.name, msg.name, msg.src
-        )
-        if msg.want_result:
-            await self._send(
-                Error(
-                    msg.id,
-                    msg.src,
-                    ErrorInfo(
-                        type_name="GlobalContextError",
-                        module="daffi.exceptions",
-                        message=text,
-                        process_name=self.name,
-                        kind="GlobalContextError",
-                    ),
-                )
-            )
 
     async def _heartbeat(self, conn: Link) -> None:
         limit = 3 * self.heartbeat_interval
@@ -1041,37 +939,6 @@ class Node:
 
     # ------------------------------------------------------------------ running calls
 
-    def _run_sync_call(self, msg: Call, entry: CallbackEntry, conn: Link, job: _SyncJob) -> None:
-        """Run a sync callback in a worker thread and send its reply from there.
-
-        A cancel (or the caller's deadline passing) drops the result; the callback itself
-        cannot be interrupted.
-        """
-        key = (msg.src, msg.id)
-        started = time.monotonic()
-        reply: Result | Error | None = None
-        try:
-            if job.cancelled:
-                return
-            args, kwargs = self.codec.decode_args(msg.payload)
-            if entry.structure_args is not None:
-                args, kwargs = entry.structure_args(args, kwargs)
-            value = entry.fn(*args, **kwargs)
-            reply = Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
-        except Exception as exc:
-            if not isinstance(exc, DaffiError):
-                logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
-            reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
-        finally:
-            self._sync_jobs.pop(key, None)
-        late = msg.timeout is not None and time.monotonic() - started > msg.timeout
-        if job.cancelled or late:
-            logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
-            return
-        if msg.want_result and reply is not None:
-            with contextlib.suppress(anyio.BrokenResourceError):
-                conn.send_threadsafe(reply)
-
     def call_from_thread(
         self,
         name: str,
@@ -1118,203 +985,4 @@ class Node:
         value = self.codec.decode_value(pending.payload)
         return True, structure(value) if structure is not None else value
 
-    async def _run_call(self, msg: Call, scope: anyio.CancelScope) -> None:
-        key = (msg.src, msg.id)
-        reply: Result | Error | None = None
-        with scope:
-            try:
-                value = await self._execute(msg)
-                reply = Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
-            except Exception as exc:
-                if not isinstance(exc, DaffiError):
-                    logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
-                reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
-            finally:
-                self._running.pop(key, None)
-                self._inbound.pop(key, None)
-        if scope.cancelled_caught:
-            logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
-            return  # the caller is gone or timed out; nobody reads a reply
-        if msg.want_result and reply is not None:
-            await self._send(reply)
-
-    async def _execute(self, msg: Call) -> Any:
-        if msg.name.startswith(SYSTEM_PREFIX):
-            return await self._system_call(msg)
-        entry = self.registry.get(msg.name)
-        if entry is None:
-            raise UnableToFindCandidate(
-                f"process {self.name!r} has no callback {msg.name!r} (it offers "
-                f"{sorted(self.registry.names())})"
-            )
-        if msg.stream_in:
-            return await self._run_stream_in(msg, entry)
-        args, kwargs = self.codec.decode_args(msg.payload)
-        if entry.structure_args is not None:
-            args, kwargs = entry.structure_args(args, kwargs)
-        if msg.schedule is not None:
-            return self._accept_schedule(msg, msg.schedule, entry, args, kwargs)
-        if entry.is_generator or entry.is_async_generator:
-            return await self._run_generator(msg, entry, args, kwargs)
-        return await self.run_entry(entry, args, kwargs)
-
-    async def _run_stream_in(self, msg: Call, entry: CallbackEntry) -> None:
-        if entry.is_generator or entry.is_async_generator:
-            raise GlobalContextError(
-                f"callback {entry.name!r} is a generator; it cannot also receive a stream"
-            )
-        key = (msg.src, msg.id)
-        send, receive = self._inbound[key]
-        processed = 0
-        try:
-            with send, receive:
-                async for payload in receive:
-                    args, kwargs = self.codec.decode_args(payload)
-                    if entry.structure_args is not None:
-                        args, kwargs = entry.structure_args(args, kwargs)
-                    await self.run_entry(entry, args, kwargs)
-                    processed += 1
-                    if processed % CREDIT_BATCH == 0:
-                        await self._send(Credit(msg.id, msg.src, CREDIT_BATCH, False))
-        finally:
-            self._inbound.pop(key, None)
-
-    async def _run_generator(
-        self, msg: Call, entry: CallbackEntry, args: list[Any], kwargs: dict[str, Any]
-    ) -> None:
-        key = (msg.src, msg.id)
-        gate = self._gates[key] = CreditGate()
-        conn = self.conn
-        if conn is None:
-            raise RemoteStoppedUnexpectedly("not connected to the controller")
-
-        async def emit(value: Any) -> None:
-            payload = msgspec.Raw(self.codec.encode_value(value))
-            await gate.take()
-            await conn.send(YieldItem(msg.id, msg.src, payload))
-
-        try:
-            if entry.is_async_generator:
-                agen = entry.fn(*args, **kwargs)
-                try:
-                    async for value in agen:
-                        await emit(value)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await agen.aclose()
-            else:
-                gen = entry.fn(*args, **kwargs)
-                try:
-                    exhausted = False
-                    while not exhausted:
-                        limit = max(min(gate.available, CREDIT_BATCH), 1)
-                        items, exhausted, error = await anyio.to_thread.run_sync(
-                            take_batch, gen, limit, abandon_on_cancel=True, limiter=self._limiter
-                        )
-                        for value in items:
-                            await emit(value)
-                        if error is not None:
-                            raise error
-                finally:
-                    with contextlib.suppress(ValueError):  # still running in its thread
-                        gen.close()
-        finally:
-            del self._gates[key]
-
     # ------------------------------------------------------------------ schedules
-
-    def _accept_schedule(
-        self,
-        msg: Call,
-        spec: ScheduleSpec,
-        entry: CallbackEntry,
-        args: list[Any],
-        kwargs: dict[str, Any],
-    ) -> dict[str, str]:
-        if entry.is_generator or entry.is_async_generator:
-            raise ArgumentsError(
-                f"cannot schedule {entry.name!r}: it is a generator callback, whose values "
-                "need a consumer; PERIOD runs plain callbacks"
-            )
-        try:
-            inspect.signature(entry.fn).bind(*args, **kwargs)
-        except TypeError as exc:
-            raise ArgumentsError(
-                f"cannot schedule {entry.name!r}: it expects {entry.name}"
-                f"{inspect.signature(entry.fn)}: {exc}"
-            ) from None
-        trigger: Trigger
-        if spec.kind == "interval" and spec.interval is not None and spec.interval > 0:
-            trigger = Interval(spec.interval, start=self.scheduler.clock.wall())
-        elif spec.kind == "at_time" and spec.at_time:
-            trigger = AtTimes(tuple(sorted(spec.at_time)))
-        else:
-            raise ProtocolError(f"invalid schedule from {msg.src!r}: {spec!r}")
-
-        async def run() -> None:
-            current = self.registry.get(entry.name)
-            if current is None:
-                raise UnableToFindCandidate(f"callback {entry.name!r} is no longer registered")
-            await self.run_entry(current, args, kwargs)
-
-        self.scheduler.add(ScheduleEntry(spec.uuid, entry.name, trigger, run, requester=msg.src))
-        logger.info(
-            "node %r: scheduled %r for %r (%s, uuid %s)",
-            self.name,
-            entry.name,
-            msg.src,
-            trigger.describe(),
-            spec.uuid,
-        )
-        return {"uuid": spec.uuid, "receiver": self.name, "func_name": entry.name}
-
-    async def _report_schedule_error(self, entry: ScheduleEntry, exc: BaseException) -> None:
-        if not entry.requester or entry.requester == self.name or self.conn is None:
-            return
-        if entry.requester not in self.peers:
-            return  # the requester is gone: the error was logged here
-        info = error_info_from_exception(exc, self.name)
-        payload = msgspec.Raw(self.codec.encode_args((entry.uuid, msgspec.to_builtins(info)), {}))
-        await self.send_nowait(SYSTEM_SCHEDULE_ERROR, payload, entry.requester)
-
-    async def _system_call(self, msg: Call) -> Any:
-        args, _ = self.codec.decode_args(msg.payload)
-        return await self.local_system_call(msg.name, args, src=msg.src)
-
-    async def local_system_call(self, name: str, args: Any, *, src: str = "") -> Any:
-        """Answer one of the system calls every node serves (schedules and their errors)."""
-        if name == SYSTEM_CANCEL_SCHEDULE:
-            return self.scheduler.cancel(str(args[0]))
-        if name == SYSTEM_LIST_SCHEDULES:
-            return self.scheduler.describe()
-        if name == SYSTEM_SCHEDULE_ERROR:
-            info = msgspec.convert(args[1], ErrorInfo)
-            error = exception_from_error_info(info)
-            logger.warning(
-                "node %r: a scheduled run of uuid %s failed on %r: %s",
-                self.name,
-                args[0],
-                src,
-                error,
-            )
-            if self.on_schedule_error is not None:
-                self.on_schedule_error(str(args[0]), error)
-            return None
-        raise UnableToFindCandidate(f"process {self.name!r} has no system call {name!r}")
-
-    async def run_entry(self, entry: CallbackEntry, args: Any, kwargs: dict[str, Any]) -> Any:
-        """Run a callback here: async ones on the loop, sync ones in a worker thread."""
-        if entry.is_generator or entry.is_async_generator:
-            raise GlobalContextError(
-                f"callback {entry.name!r} is a generator: it can only be called by a fetcher "
-                "(PERIOD cannot schedule it)"
-            )
-        if entry.is_async:
-            return await entry.fn(*args, **kwargs)
-        func = functools.partial(entry.fn, *args, **kwargs) if kwargs else entry.fn
-        call_args = () if kwargs else tuple(args)
-        # A sync callback cannot be interrupted: on cancel its thread finishes on its own and
-        # the result is dropped.
-        return await anyio.to_thread.run_sync(
-            func, *call_args, abandon_on_cancel=True, limiter=self._limiter
-        )

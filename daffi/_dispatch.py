@@ -1,0 +1,441 @@
+"""The callee side of a node: running the calls other nodes send here.
+
+Plain ``def`` callbacks run in a pool of daemon worker threads and reply from there; async
+callbacks, generators, streams into callbacks and system calls run as tasks of the session's
+task group, each in its own cancel scope (registered before the task starts, so that a
+``Cancel`` or the first stream items arriving right behind the call find it). The
+dispatcher also hosts the node's scheduler: schedules outlive reconnections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.abc
+import msgspec
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from daffi._connection import Link
+from daffi._protocol import (
+    STREAM_WINDOW,
+    SYSTEM_PREFIX,
+    Call,
+    Cancel,
+    Credit,
+    Error,
+    Result,
+    ScheduleSpec,
+    StreamEnd,
+    StreamItem,
+    YieldItem,
+)
+from daffi._streams import CREDIT_BATCH, CreditGate, take_batch
+from daffi._workers import WorkerPool
+from daffi.exceptions import (
+    ArgumentsError,
+    DaffiError,
+    ErrorInfo,
+    GlobalContextError,
+    ProtocolError,
+    RemoteStoppedUnexpectedly,
+    UnableToFindCandidate,
+    error_info_from_exception,
+    exception_from_error_info,
+)
+from daffi.registry._store import CallbackEntry
+from daffi.scheduling import AtTimes, Interval, ScheduleEntry, Scheduler, Trigger
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from daffi._node import Node
+
+__all__ = [
+    "SYSTEM_CANCEL_SCHEDULE",
+    "SYSTEM_LIST_SCHEDULES",
+    "SYSTEM_SCHEDULE_ERROR",
+    "Dispatcher",
+]
+
+logger = logging.getLogger("daffi.node")
+
+SYSTEM_CANCEL_SCHEDULE = SYSTEM_PREFIX + "cancel_schedule"
+SYSTEM_LIST_SCHEDULES = SYSTEM_PREFIX + "list_schedules"
+SYSTEM_SCHEDULE_ERROR = SYSTEM_PREFIX + "schedule_error"
+
+
+class _SyncJob:
+    """A sync callback running in a worker thread; ``cancelled`` drops its result."""
+
+    __slots__ = ("cancelled",)
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+
+class Dispatcher:
+    """Runs the calls that reach ``node``: callbacks of its registry, streams, schedules.
+
+    Args:
+        node: the node whose calls these are (its link, directory and name).
+        workers: how many ``def`` callbacks may run at once in worker threads.
+        max_concurrent_calls: incoming calls running at once beyond which new ones are
+            refused with an error (a flood from a peer cannot exhaust this process).
+    """
+
+    def __init__(self, node: Node, *, workers: int, max_concurrent_calls: int) -> None:
+        self.node = node
+        self.registry = node.registry
+        self.codec = node.codec
+        self.workers = workers
+        self.max_concurrent_calls = max_concurrent_calls
+        self._running: dict[tuple[str, int], anyio.CancelScope] = {}
+        self._sync_jobs: dict[tuple[str, int], _SyncJob] = {}
+        self._pool = WorkerPool(workers, name=f"daffi-{node.name}")
+        self._inbound: dict[
+            tuple[str, int],
+            tuple[MemoryObjectSendStream[msgspec.Raw], MemoryObjectReceiveStream[msgspec.Raw]],
+        ] = {}
+        self._gates: dict[tuple[str, int], CreditGate] = {}
+        self._limiter: anyio.CapacityLimiter | None = None
+        self.scheduler = Scheduler(on_error=self._report_schedule_error)
+        #: called with (uuid, error) when a schedule this node requested fails elsewhere
+        self.on_schedule_error: Callable[[str, DaffiError], None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Host the scheduler until cancelled; then stop the worker threads."""
+        self._limiter = anyio.CapacityLimiter(self.workers)
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.scheduler.run)
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._pool.shutdown()
+
+    # ------------------------------------------------------------------ incoming messages
+
+    async def on_call(self, msg: Call, tg: anyio.abc.TaskGroup) -> None:
+        """Start running ``msg`` (in a worker thread, or as a task of ``tg``)."""
+        if len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls:
+            await self._refuse(msg)
+            return
+        entry = self.registry.get(msg.name)
+        conn = self.node.conn
+        if (
+            entry is not None
+            and entry.runs_in_thread
+            and msg.schedule is None
+            and not msg.stream_in
+            and conn is not None
+        ):
+            job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
+            self._pool.submit(self._run_sync_call, msg, entry, conn, job)
+            return
+        key = (msg.src, msg.id)
+        scope = self._running[key] = anyio.CancelScope()
+        if msg.timeout is not None:
+            scope.deadline = anyio.current_time() + msg.timeout
+        if msg.stream_in:
+            self._inbound[key] = anyio.create_memory_object_stream[msgspec.Raw](STREAM_WINDOW)
+        tg.start_soon(self._run_call, msg, scope)
+
+    def on_stream(self, msg: StreamItem | StreamEnd) -> None:
+        """The next argument item of a streaming call (or its end)."""
+        channel = self._inbound.get((msg.src, msg.id))
+        if channel is None:
+            return
+        inbound = channel[0]
+        if isinstance(msg, StreamEnd):
+            inbound.close()
+            return
+        try:
+            inbound.send_nowait(msg.payload)
+        except anyio.WouldBlock:
+            raise ProtocolError(
+                f"node {msg.src!r} streamed more than {STREAM_WINDOW} items without credit"
+            ) from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # the callback failed; the caller gets its error
+
+    def on_credit(self, msg: Credit) -> None:
+        """A consumer allows a generator callback running here ``msg.n`` more items."""
+        gate = self._gates.get((msg.peer, msg.id))
+        if gate is not None:
+            gate.grant(msg.n)
+
+    def on_cancel(self, msg: Cancel) -> None:
+        """The caller gave up: cancel the call's scope, or drop a sync callback's result."""
+        running = self._running.get((msg.src, msg.id))
+        if running is not None:
+            running.cancel()
+        sync_job = self._sync_jobs.get((msg.src, msg.id))
+        if sync_job is not None:
+            sync_job.cancelled = True
+
+    async def _refuse(self, msg: Call) -> None:
+        text = (
+            f"process {self.name!r} is overloaded: {self.max_concurrent_calls} calls are "
+            "already running (max_concurrent_calls); retry later"
+        )
+        logger.warning(
+            "node %r refused a call of %r from %r: overloaded", self.name, msg.name, msg.src
+        )
+        if msg.want_result:
+            await self.node._send(
+                Error(
+                    msg.id,
+                    msg.src,
+                    ErrorInfo(
+                        type_name="GlobalContextError",
+                        module="daffi.exceptions",
+                        message=text,
+                        process_name=self.name,
+                        kind="GlobalContextError",
+                    ),
+                )
+            )
+
+    def _run_sync_call(self, msg: Call, entry: CallbackEntry, conn: Link, job: _SyncJob) -> None:
+        """Run a sync callback in a worker thread and send its reply from there.
+
+        A cancel (or the caller's deadline passing) drops the result; the callback itself
+        cannot be interrupted.
+        """
+        key = (msg.src, msg.id)
+        started = time.monotonic()
+        reply: Result | Error | None = None
+        try:
+            if job.cancelled:
+                return
+            args, kwargs = self.codec.decode_args(msg.payload)
+            if entry.structure_args is not None:
+                args, kwargs = entry.structure_args(args, kwargs)
+            value = entry.fn(*args, **kwargs)
+            reply = Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
+        except Exception as exc:
+            if not isinstance(exc, DaffiError):
+                logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
+            reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
+        finally:
+            self._sync_jobs.pop(key, None)
+        late = msg.timeout is not None and time.monotonic() - started > msg.timeout
+        if job.cancelled or late:
+            logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
+            return
+        if msg.want_result and reply is not None:
+            with contextlib.suppress(anyio.BrokenResourceError):
+                conn.send_threadsafe(reply)
+
+    async def _run_call(self, msg: Call, scope: anyio.CancelScope) -> None:
+        key = (msg.src, msg.id)
+        reply: Result | Error | None = None
+        with scope:
+            try:
+                value = await self._execute(msg)
+                reply = Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
+            except Exception as exc:
+                if not isinstance(exc, DaffiError):
+                    logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
+                reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
+            finally:
+                self._running.pop(key, None)
+                self._inbound.pop(key, None)
+        if scope.cancelled_caught:
+            logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
+            return  # the caller is gone or timed out; nobody reads a reply
+        if msg.want_result and reply is not None:
+            await self.node._send(reply)
+
+    async def _execute(self, msg: Call) -> Any:
+        if msg.name.startswith(SYSTEM_PREFIX):
+            return await self._system_call(msg)
+        entry = self.registry.get(msg.name)
+        if entry is None:
+            raise UnableToFindCandidate(
+                f"process {self.name!r} has no callback {msg.name!r} (it offers "
+                f"{sorted(self.registry.names())})"
+            )
+        if msg.stream_in:
+            return await self._run_stream_in(msg, entry)
+        args, kwargs = self.codec.decode_args(msg.payload)
+        if entry.structure_args is not None:
+            args, kwargs = entry.structure_args(args, kwargs)
+        if msg.schedule is not None:
+            return self._accept_schedule(msg, msg.schedule, entry, args, kwargs)
+        if entry.is_generator or entry.is_async_generator:
+            return await self._run_generator(msg, entry, args, kwargs)
+        return await self.run_entry(entry, args, kwargs)
+
+    async def _run_stream_in(self, msg: Call, entry: CallbackEntry) -> None:
+        if entry.is_generator or entry.is_async_generator:
+            raise GlobalContextError(
+                f"callback {entry.name!r} is a generator; it cannot also receive a stream"
+            )
+        key = (msg.src, msg.id)
+        send, receive = self._inbound[key]
+        processed = 0
+        try:
+            with send, receive:
+                async for payload in receive:
+                    args, kwargs = self.codec.decode_args(payload)
+                    if entry.structure_args is not None:
+                        args, kwargs = entry.structure_args(args, kwargs)
+                    await self.run_entry(entry, args, kwargs)
+                    processed += 1
+                    if processed % CREDIT_BATCH == 0:
+                        await self.node._send(Credit(msg.id, msg.src, CREDIT_BATCH, False))
+        finally:
+            self._inbound.pop(key, None)
+
+    async def _run_generator(
+        self, msg: Call, entry: CallbackEntry, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        key = (msg.src, msg.id)
+        gate = self._gates[key] = CreditGate()
+        conn = self.node.conn
+        if conn is None:
+            raise RemoteStoppedUnexpectedly("not connected to the controller")
+
+        async def emit(value: Any) -> None:
+            payload = msgspec.Raw(self.codec.encode_value(value))
+            await gate.take()
+            await conn.send(YieldItem(msg.id, msg.src, payload))
+
+        try:
+            if entry.is_async_generator:
+                agen = entry.fn(*args, **kwargs)
+                try:
+                    async for value in agen:
+                        await emit(value)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await agen.aclose()
+            else:
+                gen = entry.fn(*args, **kwargs)
+                try:
+                    exhausted = False
+                    while not exhausted:
+                        limit = max(min(gate.available, CREDIT_BATCH), 1)
+                        items, exhausted, error = await anyio.to_thread.run_sync(
+                            take_batch, gen, limit, abandon_on_cancel=True, limiter=self._limiter
+                        )
+                        for value in items:
+                            await emit(value)
+                        if error is not None:
+                            raise error
+                finally:
+                    with contextlib.suppress(ValueError):  # still running in its thread
+                        gen.close()
+        finally:
+            del self._gates[key]
+
+    # ------------------------------------------------------------------ schedules
+
+    def _accept_schedule(
+        self,
+        msg: Call,
+        spec: ScheduleSpec,
+        entry: CallbackEntry,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> dict[str, str]:
+        if entry.is_generator or entry.is_async_generator:
+            raise ArgumentsError(
+                f"cannot schedule {entry.name!r}: it is a generator callback, whose values "
+                "need a consumer; PERIOD runs plain callbacks"
+            )
+        try:
+            inspect.signature(entry.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentsError(
+                f"cannot schedule {entry.name!r}: it expects {entry.name}"
+                f"{inspect.signature(entry.fn)}: {exc}"
+            ) from None
+        trigger: Trigger
+        if spec.kind == "interval" and spec.interval is not None and spec.interval > 0:
+            trigger = Interval(spec.interval, start=self.scheduler.clock.wall())
+        elif spec.kind == "at_time" and spec.at_time:
+            trigger = AtTimes(tuple(sorted(spec.at_time)))
+        else:
+            raise ProtocolError(f"invalid schedule from {msg.src!r}: {spec!r}")
+
+        async def run() -> None:
+            current = self.registry.get(entry.name)
+            if current is None:
+                raise UnableToFindCandidate(f"callback {entry.name!r} is no longer registered")
+            await self.run_entry(current, args, kwargs)
+
+        self.scheduler.add(ScheduleEntry(spec.uuid, entry.name, trigger, run, requester=msg.src))
+        logger.info(
+            "node %r: scheduled %r for %r (%s, uuid %s)",
+            self.name,
+            entry.name,
+            msg.src,
+            trigger.describe(),
+            spec.uuid,
+        )
+        return {"uuid": spec.uuid, "receiver": self.name, "func_name": entry.name}
+
+    async def _report_schedule_error(self, entry: ScheduleEntry, exc: BaseException) -> None:
+        if not entry.requester or entry.requester == self.name or self.node.conn is None:
+            return
+        if entry.requester not in self.node.peers:
+            return  # the requester is gone: the error was logged here
+        info = error_info_from_exception(exc, self.name)
+        payload = msgspec.Raw(self.codec.encode_args((entry.uuid, msgspec.to_builtins(info)), {}))
+        await self.node.send_nowait(SYSTEM_SCHEDULE_ERROR, payload, entry.requester)
+
+    async def _system_call(self, msg: Call) -> Any:
+        args, _ = self.codec.decode_args(msg.payload)
+        return await self.local_system_call(msg.name, args, src=msg.src)
+
+    async def local_system_call(self, name: str, args: Any, *, src: str = "") -> Any:
+        """Answer one of the system calls every node serves (schedules and their errors)."""
+        if name == SYSTEM_CANCEL_SCHEDULE:
+            return self.scheduler.cancel(str(args[0]))
+        if name == SYSTEM_LIST_SCHEDULES:
+            return self.scheduler.describe()
+        if name == SYSTEM_SCHEDULE_ERROR:
+            info = msgspec.convert(args[1], ErrorInfo)
+            error = exception_from_error_info(info)
+            logger.warning(
+                "node %r: a scheduled run of uuid %s failed on %r: %s",
+                self.name,
+                args[0],
+                src,
+                error,
+            )
+            if self.on_schedule_error is not None:
+                self.on_schedule_error(str(args[0]), error)
+            return None
+        raise UnableToFindCandidate(f"process {self.name!r} has no system call {name!r}")
+
+    async def run_entry(self, entry: CallbackEntry, args: Any, kwargs: dict[str, Any]) -> Any:
+        """Run a callback here: async ones on the loop, sync ones in a worker thread."""
+        if entry.is_generator or entry.is_async_generator:
+            raise GlobalContextError(
+                f"callback {entry.name!r} is a generator: it can only be called by a fetcher "
+                "(PERIOD cannot schedule it)"
+            )
+        if entry.is_async:
+            return await entry.fn(*args, **kwargs)
+        func = functools.partial(entry.fn, *args, **kwargs) if kwargs else entry.fn
+        call_args = () if kwargs else tuple(args)
+        # A sync callback cannot be interrupted: on cancel its thread finishes on its own and
+        # the result is dropped.
+        return await anyio.to_thread.run_sync(
+            func, *call_args, abandon_on_cancel=True, limiter=self._limiter
+        )
