@@ -33,12 +33,13 @@ import sniffio
 from anyio.from_thread import BlockingPortal
 
 from daffi import _context
+from daffi._calls import UploadGroup
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._controller import Controller
 from daffi._crossloop import loop_call_soon, run_in_portal
 from daffi._dispatch import SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES
 from daffi._local_link import LocalConnection
-from daffi._node import Node, UploadGroup
+from daffi._node import Node
 from daffi._protocol import CallbackInfo, ScheduleSpec
 from daffi._results import AsyncResult, ScheduledTask
 from daffi._streams import CREDIT_BATCH, AsyncDownloadProxy, Download, SyncDownload, take_batch

@@ -1,0 +1,174 @@
+"""The caller's side of a call in flight: what waits for a reply, and outgoing streams."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+from anyio.streams.memory import MemoryObjectSendStream
+
+from daffi._connection import Link
+from daffi._protocol import StreamEnd, StreamItem
+from daffi._streams import CreditGate
+from daffi.exceptions import (
+    ErrorInfo,
+    ProtocolError,
+    RemoteStoppedUnexpectedly,
+    broadcast_error,
+    exception_from_error_info,
+)
+
+if TYPE_CHECKING:
+    from daffi._node import Node
+
+__all__ = ["Pending", "Upload", "UploadGroup"]
+
+
+class Pending:
+    """A call waiting for its reply: woken by an anyio Event (callers on daffi's loop) or a
+    lock (sync callers waiting in their own thread)."""
+
+    __slots__ = ("done", "error", "event", "gate", "items", "lock", "payload")
+
+    def __init__(self, *, threaded: bool = False) -> None:
+        self.done = False
+        self.event: anyio.Event | None = None if threaded else anyio.Event()
+        self.lock: threading.Lock | None = None
+        if threaded:
+            self.lock = threading.Lock()
+            self.lock.acquire()
+        self.payload: msgspec.Raw | None = None
+        self.error: ErrorInfo | None = None
+        #: a generator callback's values, for downloads
+        self.items: MemoryObjectSendStream[msgspec.Raw] | None = None
+        #: credit the callee grants, for uploads
+        self.gate: CreditGate | None = None
+
+    def finish(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.event is not None:
+            self.event.set()
+        if self.lock is not None:
+            self.lock.release()
+        if self.items is not None:
+            self.items.close()
+        if self.gate is not None:
+            self.gate.close(
+                exception_from_error_info(self.error)
+                if self.error is not None
+                else ProtocolError("the callee ended the stream before its end")
+            )
+
+    async def wait(self) -> None:
+        assert self.event is not None
+        await self.event.wait()
+
+
+class Upload:
+    """The caller's end of a streaming call (a generator fetcher): push items, then finish."""
+
+    def __init__(
+        self,
+        node: Node,
+        conn: Link,
+        call_id: int,
+        name: str,
+        receiver: str | None,
+        pending: Pending,
+        timeout: float | None,
+    ) -> None:
+        self.node = node
+        self.conn = conn
+        self.call_id = call_id
+        self.name = name
+        self.receiver = receiver
+        self.pending = pending
+        self.timeout = timeout
+        self.sent = 0
+
+    async def push(self, items: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+        """Send the arguments of the next invocations, waiting for credit (backpressure).
+
+        Raises:
+            The callee's error as soon as it is known (the stream stops at the first error).
+        """
+        gate = self.pending.gate
+        assert gate is not None
+        for args, kwargs in items:
+            payload = self.node.prepare(self.name, args, kwargs, self.receiver)
+            await gate.take()
+            try:
+                await self.conn.send(StreamItem(self.call_id, self.node.name, payload))
+            except anyio.BrokenResourceError:
+                raise RemoteStoppedUnexpectedly(
+                    f"the connection to the controller was lost while streaming to {self.name!r}"
+                ) from None
+            self.sent += 1
+
+    async def finish(self) -> Any:
+        """Tell the callee the stream ended and wait until it processed every item."""
+        with anyio.fail_after(self.timeout):
+            if not self.pending.done:
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await self.conn.send(StreamEnd(self.call_id, self.node.name))
+            await self.pending.wait()
+        self.node._pending.pop(self.call_id, None)
+        if self.pending.error is not None:
+            raise exception_from_error_info(self.pending.error)
+        return None
+
+    async def abort(self) -> None:
+        """Give up: the callee stops processing this stream."""
+        self.node._pending.pop(self.call_id, None)
+        if not self.pending.done:
+            await self.node._cancel_remote(self.conn, self.call_id)
+
+
+class UploadGroup:
+    """One generator fetcher's stream, sent to one node (FG/BG) or to several (BROADCAST).
+
+    Under BROADCAST a failing node stops receiving items while the others carry on; its
+    error is reported at the end, with the other nodes' results.
+    """
+
+    def __init__(self, name: str, uploads: dict[str, Upload], broadcast: bool) -> None:
+        self.name = name
+        self.uploads = uploads
+        self.broadcast = broadcast
+        self.errors: dict[str, Exception] = {}
+
+    async def push(self, items: list[tuple[tuple[Any, ...], dict[str, Any]]]) -> None:
+        for target, upload in list(self.uploads.items()):
+            try:
+                await upload.push(items)
+            except Exception as exc:
+                if not self.broadcast:
+                    raise
+                self.errors[target] = exc
+                del self.uploads[target]
+                await upload.abort()
+
+    async def finish(self) -> Any:
+        results: dict[str, Any] = {}
+        for target, upload in self.uploads.items():
+            try:
+                results[target] = await upload.finish()
+            except Exception as exc:
+                if not self.broadcast:
+                    raise
+                self.errors[target] = exc
+        if not self.broadcast:
+            return None
+        if self.errors:
+            raise broadcast_error(f"streaming to {self.name!r}", results, self.errors)
+        return {node: results[node] for node in sorted(results)}
+
+    async def abort(self) -> None:
+        with anyio.CancelScope(shield=True):
+            for upload in self.uploads.values():
+                await upload.abort()
