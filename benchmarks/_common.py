@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import resource
 import select
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ __all__ = [
     "SCHEDULE",
     "SCHEDULE_TARGET_MS",
     "Client",
+    "CpuWatch",
     "Measurement",
     "RoundResult",
     "Settings",
@@ -46,6 +48,7 @@ __all__ = [
     "python_module",
     "read_ready_line",
     "run_child",
+    "run_child_json",
     "run_rounds",
     "time_calls",
     "wait_for_stdin_eof",
@@ -276,6 +279,11 @@ def wait_for_stdin_eof() -> None:
 
 def run_child(cmd: Sequence[str], timeout: float) -> RoundResult:
     """Run a client to completion and return the round it printed as its last line."""
+    return RoundResult(**run_child_json(cmd, timeout))
+
+
+def run_child_json(cmd: Sequence[str], timeout: float) -> dict[str, Any]:
+    """Run a client to completion and return the JSON object it printed as its last line."""
     with child_process(cmd) as proc:
         try:
             out, _ = proc.communicate(timeout=timeout)
@@ -288,7 +296,8 @@ def run_child(cmd: Sequence[str], timeout: float) -> RoundResult:
     lines = out.strip().splitlines()
     if not lines:
         raise RuntimeError(f"client {list(cmd)!r} printed nothing")
-    return RoundResult(**json.loads(lines[-1]))
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,6 +334,7 @@ def run_rounds(
     goes to stderr, one line per client and round, prefixed with ``label``.
     """
     results: dict[int, list[RoundResult]] = {}
+    watch = CpuWatch()
     for round_no in range(1, rounds + 1):
         for index, client in enumerate(clients):
             result = run_child(client.cmd, timeout)
@@ -336,12 +346,12 @@ def run_rounds(
                 else ""
             )
             print(
-                f"  {label} round {round_no}/{rounds} {client.library:<5} {client.mode:<26} "
+                f"  {label} round {round_no}/{rounds} {client.library:<5} {client.mode:<32} "
                 f"{rate:>10,.1f} {client.unit}{latency}",
                 file=sys.stderr,
                 flush=True,
             )
-    note = load_note()
+    note = watch.note()
     return [
         median_measurement(
             results[index],
@@ -371,13 +381,81 @@ def lateness_stats(lateness_s: Sequence[float]) -> dict[str, float]:
 
 
 def load_note() -> str:
-    """``"load 1.41"`` (1-minute load average now, per CPU flagged when busy), or ``""``."""
+    """``"load 1.41"`` (1-minute load average now, per CPU flagged when busy), or ``""``.
+
+    The load average counts the benchmark's own processes too, and lags by about a minute;
+    :class:`CpuWatch` tells what *other* processes used during a measurement.
+    """
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
         return ""
     busy = " (busy)" if load >= _BUSY_LOAD * _cpu_count() else ""
     return f"load {load:.2f}{busy}"
+
+
+class CpuWatch:
+    """How much CPU processes *other than* this one and its children used meanwhile.
+
+    Machine-wide busy time (``/proc/stat``) minus the CPU of this process, its reaped
+    children (``RUSAGE_CHILDREN``) and its live children (``/proc/<pid>/stat``), between
+    construction and :meth:`note`. Linux only; elsewhere the note falls back to the load.
+    """
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.start = _cpu_snapshot()
+
+    def others_cores(self) -> float | None:
+        """CPU cores' worth of work done by other processes since construction."""
+        end = _cpu_snapshot()
+        if self.start is None or end is None:
+            return None
+        machine, own = (e - s for e, s in zip(end, self.start, strict=True))
+        return max(machine - own, 0.0) / (time.monotonic() - self.started)
+
+    def note(self) -> str:
+        """``"others used 0.42 of 2 CPUs; load 1.80"``, ``" (busy)"`` flagged."""
+        others = self.others_cores()
+        if others is None:
+            return load_note()
+        cpus = _cpu_count()
+        busy = " (busy)" if others >= _BUSY_OTHERS * cpus else ""
+        load = load_note().replace(" (busy)", "")
+        return f"others used {others:.2f} of {cpus} CPUs{busy}; {load}"
+
+
+# Other processes using this share of the CPUs during a measurement make it "busy".
+_BUSY_OTHERS = 0.25
+
+
+def _cpu_snapshot() -> tuple[float, float] | None:
+    """(machine busy CPU seconds, this process tree's CPU seconds), or None without /proc."""
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+    machine = (sum(fields[:8]) - fields[3] - fields[4]) / ticks
+    me = os.getpid()
+    own = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        own += usage.ru_utime + usage.ru_stime
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as stat:
+                rest = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        # after "pid (comm)": state ppid ... utime is field 14, stime 15 (1-based)
+        if int(rest[1]) == me:
+            own += (int(rest[11]) + int(rest[12])) / ticks
+    return machine, own
 
 
 # A 1-minute load average at or above this many runnable tasks per CPU counts as busy: the
@@ -518,7 +596,7 @@ def format_schedule_table(measurements: Sequence[Measurement]) -> str:
             m.library,
             m.mode,
             f"{m.calls_per_round:,}",
-            f"{m.calls_per_s:,.1f}",
+            _rate(m.calls_per_s) if m.calls_per_s else "-",
             # max_us is None when lateness was not measured (the many-schedules load test)
             _ms(m.p50_us if m.max_us is not None else None),
             _ms(m.p99_us if m.max_us is not None else None),
