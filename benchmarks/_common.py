@@ -331,13 +331,23 @@ def run_rounds(
     """Run every client once per round, in turn, and return one median per client.
 
     A slow spell on the machine then hits every client of a round alike (see W1). Progress
-    goes to stderr, one line per client and round, prefixed with ``label``.
+    goes to stderr, one line per client and round, prefixed with ``label``. A client that
+    fails (its traceback is on stderr) is not run again; its row says ``FAILED`` in the note
+    and the other rows and workloads still get measured.
     """
     results: dict[int, list[RoundResult]] = {}
+    failures: dict[int, str] = {}
     watch = CpuWatch()
     for round_no in range(1, rounds + 1):
         for index, client in enumerate(clients):
-            result = run_child(client.cmd, timeout)
+            if index in failures:
+                continue
+            try:
+                result = run_child(client.cmd, timeout)
+            except (RuntimeError, TimeoutError, ValueError) as exc:
+                failures[index] = f"FAILED in round {round_no} (traceback on stderr)"
+                print(f"  {label} {client.library} {client.mode} FAILED: {exc}", file=sys.stderr)
+                continue
             results.setdefault(index, []).append(result)
             rate = result.calls_per_s * client.scale
             latency = (
@@ -352,20 +362,43 @@ def run_rounds(
                 flush=True,
             )
     note = watch.note()
-    return [
-        median_measurement(
-            results[index],
-            workload=workload,
-            transport=transport,
-            library=client.library,
-            mode=client.mode,
-            unit=client.unit,
-            scale=client.scale,
-            latencies=client.latencies,
-            note=note,
+    measurements = []
+    for index, client in enumerate(clients):
+        failed = failures.get(index, "")
+        if index not in results:
+            measurements.append(_failed(workload, transport, client, f"{failed}; {note}"))
+            continue
+        measurements.append(
+            median_measurement(
+                results[index],
+                workload=workload,
+                transport=transport,
+                library=client.library,
+                mode=client.mode,
+                unit=client.unit,
+                scale=client.scale,
+                latencies=client.latencies,
+                note="; ".join(part for part in (failed, note) if part),
+            )
         )
-        for index, client in enumerate(clients)
-    ]
+    return measurements
+
+
+def _failed(workload: str, transport: str, client: Client, note: str) -> Measurement:
+    """The row of a client that never finished a round: zeros, and why in the note."""
+    return Measurement(
+        workload=workload,
+        transport=transport,
+        library=client.library,
+        mode=client.mode,
+        calls_per_s=0.0,
+        p50_us=0.0,
+        p99_us=0.0,
+        rounds=0,
+        calls_per_round=0,
+        unit=client.unit,
+        note=note,
+    )
 
 
 def lateness_stats(lateness_s: Sequence[float]) -> dict[str, float]:
@@ -568,14 +601,14 @@ def format_table(measurements: Sequence[Measurement]) -> str:
                 m.transport,
                 m.library,
                 m.mode,
-                _rate(m.calls_per_s),
+                _rate(m.calls_per_s) if m.rounds else "FAILED",
                 m.unit,
                 _us(m.p50_us, "{:,.0f}"),
                 _us(m.p99_us, "{:,.0f}"),
-                _rate(sync_floor.calls_per_s) if sync_floor else "-",
-                _rate(async_floor.calls_per_s) if async_floor else "-",
-                f"{m.calls_per_s / sync_floor.calls_per_s:.2f}" if sync_floor else "-",
-                f"{m.calls_per_s / async_floor.calls_per_s:.2f}" if async_floor else "-",
+                _floor_rate(sync_floor),
+                _floor_rate(async_floor),
+                _ratio(m, sync_floor),
+                _ratio(m, async_floor),
                 m.note,
             )
         )
@@ -595,7 +628,7 @@ def format_schedule_table(measurements: Sequence[Measurement]) -> str:
             m.transport,
             m.library,
             m.mode,
-            f"{m.calls_per_round:,}",
+            f"{m.calls_per_round:,}" if m.rounds else "FAILED",
             _rate(m.calls_per_s) if m.calls_per_s else "-",
             # max_us is None when lateness was not measured (the many-schedules load test)
             _ms(m.p50_us if m.max_us is not None else None),
@@ -613,12 +646,24 @@ def format_schedule_table(measurements: Sequence[Measurement]) -> str:
 
 def _target(m: Measurement) -> str:
     """Whether a daffi accuracy row meets the issue's targets (p99, and drift if measured)."""
-    if m.library == FLOOR or m.max_us is None:
+    if m.library == FLOOR or m.max_us is None or not m.rounds:
         return "-"
     checks = [m.p99_us / 1000 < SCHEDULE_TARGET_MS]
     if m.drift_us is not None:
         checks.append(abs(m.drift_us) / 1000 < SCHEDULE_TARGET_MS)
     return "yes" if all(checks) else "NO"
+
+
+def _floor_rate(floor: Measurement | None) -> str:
+    if floor is None:
+        return "-"
+    return _rate(floor.calls_per_s) if floor.rounds else "FAILED"
+
+
+def _ratio(m: Measurement, floor: Measurement | None) -> str:
+    if floor is None or not m.rounds or not floor.rounds:
+        return "-"
+    return f"{m.calls_per_s / floor.calls_per_s:.2f}"
 
 
 def _rate(value: float) -> str:
@@ -641,7 +686,7 @@ def format_details(measurements: Sequence[Measurement]) -> str:
             m.transport,
             m.library,
             m.mode,
-            _rate(m.calls_per_s),
+            _rate(m.calls_per_s) if m.rounds else "FAILED",
             m.unit,
             _us(m.p50_us, "{:,.1f}"),
             _us(m.p99_us, "{:,.1f}"),

@@ -531,34 +531,6 @@ class Node:
             check_arguments(self._signature(info), name, args, kwargs)
         return msgspec.Raw(self.codec.encode_args(args, kwargs)), info
 
-    async def call(
-        self,
-        name: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        receiver: str | None = None,
-        timeout: float | None = None,
-        structure: Callable[[Any], Any] | None = None,
-    ) -> Any:
-        """Run callback ``name`` on another node and return its result.
-
-        The caller's remaining time (``timeout`` and any enclosing cancel scope deadline)
-        travels with the call; the callee runs under it. If this task is cancelled or the
-        timeout expires, a cancel is sent so the remote execution stops too.
-
-        Raises:
-            UnableToFindCandidate: no node offers ``name`` (or ``receiver`` does not).
-            ArgumentsError: the arguments do not fit the callback's signature.
-            TimeoutError: ``timeout`` expired (the remote execution is cancelled).
-            RemoteStoppedUnexpectedly: the executing node or the controller went away.
-            RemoteCallError: the callback raised.
-        """
-        payload = self.prepare(name, args, kwargs, receiver)
-        return await self.roundtrip(
-            name, payload, receiver=receiver, timeout=timeout, structure=structure
-        )
-
     async def roundtrip(
         self,
         name: str,
@@ -569,7 +541,18 @@ class Node:
         structure: Callable[[Any], Any] | None = None,
         schedule: ScheduleSpec | None = None,
     ) -> Any:
-        """Send one prepared call and wait for its reply (see :meth:`call`)."""
+        """Send one prepared call (see :meth:`prepare`) and wait for its reply.
+
+        The caller's remaining time (``timeout`` and any enclosing cancel scope deadline)
+        travels with the call; the callee runs under it. If this task is cancelled or the
+        timeout expires, a cancel is sent so the remote execution stops too.
+
+        Raises:
+            UnableToFindCandidate: ``receiver`` is gone, or nobody offers ``name`` any more.
+            TimeoutError: ``timeout`` expired (the remote execution is cancelled).
+            RemoteStoppedUnexpectedly: the executing node or the controller went away.
+            RemoteCallError: the callback raised.
+        """
         conn = self.conn or await self._connection(timeout)
         call_id = next(self._ids)
         now = anyio.current_time()
