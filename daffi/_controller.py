@@ -164,19 +164,22 @@ class Controller:
     async def handle_connection(self, conn: Link) -> None:
         """Serve one node connection until it closes (also the in-process node's link)."""
         peer: _Peer | None = None
-        try:
-            peer = await self._handshake(conn)
-            if peer is None:
-                return
-            await self._serve_peer(peer)
-        except ProtocolError as exc:
-            logger.error("protocol error from %s: %s", conn.peer, exc)
-        except anyio.EndOfStream:
-            pass
-        finally:
-            if peer is not None and self.peers.get(peer.name) is peer:
-                await self._drop_peer(peer)
-            await conn.aclose()
+        async with anyio.create_task_group() as tg:
+            # Finishes writes the socket could not take at once (large frames, slow peers).
+            tg.start_soon(conn.run_writer)
+            try:
+                peer = await self._handshake(conn)
+                if peer is not None:
+                    await self._serve_peer(peer)
+            except ProtocolError as exc:
+                logger.error("protocol error from %s: %s", conn.peer, exc)
+            except anyio.EndOfStream:
+                pass
+            finally:
+                tg.cancel_scope.cancel()
+                if peer is not None and self.peers.get(peer.name) is peer:
+                    await self._drop_peer(peer)
+                await conn.aclose()
 
     async def _handshake(self, conn: Link) -> _Peer | None:
         with anyio.move_on_after(self.handshake_timeout) as scope:
