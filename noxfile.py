@@ -45,3 +45,12 @@ def bench(session: nox.Session) -> None:
     """Benchmarks: figures beside a floor measured in the same run."""
     session.install("-e", ".")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def compare(session: nox.Session) -> None:
+    """Side by side with daffi 2.2.1 and daffi 3.0.1 (each in a venv of its own, built once).
+
+    Writes benchmarks/results/results.{md,jsonl}; `nox -s compare -- --quick` for a short run.
+    """
+    session.run("python", "-m", "benchmarks.compare.run", *session.posargs)
