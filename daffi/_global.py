@@ -809,17 +809,25 @@ class Global:
                 "call it from a worker thread (anyio.to_thread.run_sync)"
             )
         node = self._node
-        if isinstance(modifier, FG) and node is not None and self._started and not self._stopped:
-            handled, value = node.call_from_thread(
-                name,
-                args,
-                kwargs,
-                receiver=modifier.receiver,
-                timeout=modifier.timeout,
-                structure=structure,
-            )
-            if handled:
-                return value
+        if node is not None and self._started and not self._stopped:
+            # Fast paths: the calling thread sends and waits itself, no portal crossing.
+            if isinstance(modifier, FG):
+                handled, value = node.call_from_thread(
+                    name,
+                    args,
+                    kwargs,
+                    receiver=modifier.receiver,
+                    timeout=modifier.timeout,
+                    structure=structure,
+                )
+                if handled:
+                    return value
+            elif isinstance(modifier, BROADCAST) and not modifier.eta:
+                handled, value = node.broadcast_from_thread(
+                    name, args, kwargs, timeout=modifier.timeout, structure=structure
+                )
+                if handled:
+                    return value
         result = self._blocking(
             "fetcher", "fetcher", self._run_modifier, name, args, kwargs, modifier, structure
         )

@@ -796,6 +796,58 @@ class Node:
         payload, info = self.prepare_info(name, args, kwargs, receiver)
         if info.is_generator:
             return False, None
+        call_id, pending = self._send_from_thread(conn, name, payload, receiver, timeout)
+        return True, self._wait_in_thread(conn, name, call_id, pending, timeout, structure)
+
+    def broadcast_from_thread(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        structure: Callable[[Any], Any] | None = None,
+    ) -> tuple[bool, Any]:
+        """BROADCAST from a thread that is not daffi's loop (see :meth:`call_from_thread`).
+
+        The calls to every node go out at once; their replies are read in node order.
+        """
+        conn = self.conn
+        if conn is None:
+            return False, None
+        targets = self.broadcast_targets(name)
+        payload, info = self.prepare_info(name, args, kwargs, targets[0])
+        if info.is_generator:
+            return False, None
+        sent = [
+            (target, *self._send_from_thread(conn, name, payload, target, timeout))
+            for target in targets
+        ]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results: dict[str, Any] = {}
+        errors: dict[str, Exception] = {}
+        for target, call_id, pending in sent:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            try:
+                results[target] = self._wait_in_thread(
+                    conn, name, call_id, pending, left, structure
+                )
+            except UnableToFindCandidate:
+                pass  # it left before the call reached it: it no longer has the callback
+            except Exception as exc:
+                errors[target] = exc
+        if errors:
+            raise broadcast_error(f"broadcast of {name!r}", results, errors)
+        return True, {target: results[target] for target in sorted(results)}
+
+    def _send_from_thread(
+        self,
+        conn: Link,
+        name: str,
+        payload: msgspec.Raw,
+        receiver: str | None,
+        timeout: float | None,
+    ) -> tuple[int, Pending]:
         call_id = next(self._ids)
         pending = self._pending[call_id] = Pending(threaded=True)
         try:
@@ -805,6 +857,17 @@ class Node:
             raise RemoteStoppedUnexpectedly(
                 f"the connection to the controller was lost while calling {name!r}"
             ) from None
+        return call_id, pending
+
+    def _wait_in_thread(
+        self,
+        conn: Link,
+        name: str,
+        call_id: int,
+        pending: Pending,
+        timeout: float | None,
+        structure: Callable[[Any], Any] | None,
+    ) -> Any:
         assert pending.lock is not None
         if not pending.lock.acquire(timeout=-1 if timeout is None else timeout):
             self._pending.pop(call_id, None)
@@ -818,6 +881,6 @@ class Node:
             raise exception_from_error_info(pending.error)
         assert pending.payload is not None
         value = self.codec.decode_value(pending.payload)
-        return True, structure(value) if structure is not None else value
+        return structure(value) if structure is not None else value
 
     # ------------------------------------------------------------------ schedules
