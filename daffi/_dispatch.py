@@ -14,6 +14,7 @@ import functools
 import inspect
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -52,8 +53,6 @@ from daffi.registry._store import CallbackEntry
 from daffi.scheduling import AtTimes, Interval, ScheduleEntry, Scheduler, Trigger
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from daffi._node import Node
 
 __all__ = [
@@ -77,6 +76,12 @@ class _SyncJob:
 
     def __init__(self) -> None:
         self.cancelled = False
+
+
+def _run_in_order(func: Callable[..., Any], calls: list[tuple[list[Any], dict[str, Any]]]) -> None:
+    """Call ``func`` once per item, in order (in a worker thread); the first error stops."""
+    for args, kwargs in calls:
+        func(*args, **kwargs)
 
 
 class Dispatcher:
@@ -286,19 +291,44 @@ class Dispatcher:
             )
         key = (msg.src, msg.id)
         send, receive = self._inbound[key]
-        processed = 0
+        unacknowledged = 0
         try:
             with send, receive:
-                async for payload in receive:
-                    args, kwargs = self.codec.decode_args(payload)
-                    if entry.structure_args is not None:
-                        args, kwargs = entry.structure_args(args, kwargs)
-                    await self.run_entry(entry, args, kwargs)
-                    processed += 1
-                    if processed % CREDIT_BATCH == 0:
+                async for first in receive:
+                    # Every item already here is taken at once: a `def` callback then runs
+                    # them one after the other in a single trip to a worker thread.
+                    payloads = [first]
+                    while len(payloads) < CREDIT_BATCH:
+                        try:
+                            payloads.append(receive.receive_nowait())
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                    calls = [self._decode_arguments(entry, payload) for payload in payloads]
+                    if entry.runs_in_thread:
+                        await anyio.to_thread.run_sync(
+                            _run_in_order,
+                            entry.fn,
+                            calls,
+                            abandon_on_cancel=True,
+                            limiter=self._limiter,
+                        )
+                    else:
+                        for args, kwargs in calls:
+                            await self.run_entry(entry, args, kwargs)
+                    unacknowledged += len(calls)
+                    while unacknowledged >= CREDIT_BATCH:
+                        unacknowledged -= CREDIT_BATCH
                         await self.node._send(Credit(msg.id, msg.src, CREDIT_BATCH, False))
         finally:
             self._inbound.pop(key, None)
+
+    def _decode_arguments(
+        self, entry: CallbackEntry, payload: msgspec.Raw
+    ) -> tuple[list[Any], dict[str, Any]]:
+        args, kwargs = self.codec.decode_args(payload)
+        if entry.structure_args is not None:
+            args, kwargs = entry.structure_args(args, kwargs)
+        return args, kwargs
 
     async def _run_generator(
         self, msg: Call, entry: CallbackEntry, args: list[Any], kwargs: dict[str, Any]
