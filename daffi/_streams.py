@@ -44,8 +44,12 @@ class CreditGate:
         self._error: BaseException | None = None
 
     def grant(self, n: int) -> None:
-        if n <= 0 or n > STREAM_WINDOW:
-            raise ProtocolError(f"invalid stream credit {n}")
+        # A receiver grants credit only for items it received: more than the window in
+        # total would mean it grants for items that were never sent.
+        if n <= 0 or self.available + n > STREAM_WINDOW:
+            raise ProtocolError(
+                f"invalid stream credit {n} ({self.available} still unused of {STREAM_WINDOW})"
+            )
         self.available += n
         self._event.set()
 
@@ -112,6 +116,7 @@ class Download:
         self._outcome = outcome
         self._deadline = deadline
         self._consumed = 0
+        self._handed_out = 0
         self._buffer: list[Any] = []
         self.finished = False
 
@@ -141,7 +146,11 @@ class Download:
                 payloads.append(self._receive.receive_nowait())
             except (anyio.WouldBlock, anyio.EndOfStream):
                 break
-        self._consumed += len(payloads)
+        # Credit for the previous batch only: asking for more means the consumer took all of
+        # it. A consumer that stops part way through a batch grants nothing more, so the
+        # producer stops within one window.
+        self._consumed += self._handed_out
+        self._handed_out = len(payloads)
         if self._consumed >= CREDIT_BATCH:
             granted, self._consumed = self._consumed, 0
             await self._grant(granted)
@@ -152,12 +161,21 @@ class Download:
 
     async def __anext__(self) -> Any:
         if not self._buffer:
+            # Iterated here, item by item: credit follows the items actually taken (below),
+            # not the batches handed out.
+            self._handed_out = 0
             batch = await self.receive_batch()
+            self._handed_out = 0
             if batch is None:
                 raise StopAsyncIteration
             self._buffer = batch
             self._buffer.reverse()
-        return self._buffer.pop()
+        item = self._buffer.pop()
+        self._consumed += 1
+        if self._consumed >= CREDIT_BATCH:
+            granted, self._consumed = self._consumed, 0
+            await self._grant(granted)
+        return item
 
     async def aclose(self) -> None:
         """Stop consuming: the remote generator is cancelled if it is still running."""

@@ -77,6 +77,7 @@ class ScheduleEntry:
     skipped: int = 0
     next_run: float | None = None
     last_error: str | None = None
+    last_skip_logged: float = float("-inf")
     created: float = field(default_factory=time.time)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
@@ -155,38 +156,15 @@ class Scheduler:
         return [entry.describe() for entry in self.entries.values()]
 
     async def _drive(self, entry: ScheduleEntry) -> None:
-        trigger = entry.trigger
         try:
             with entry.scope:
-                async with anyio.create_task_group() as fires:
-                    previous: float | None = None
-                    while True:
-                        fire = trigger.next_fire(self.clock.wall(), previous)
-                        if fire is None:
-                            break
-                        if previous is not None and isinstance(trigger, Interval):
-                            missed = trigger.skipped(previous, fire)
-                            if missed:
-                                entry.skipped += missed
-                                logger.warning(
-                                    "schedule %s (%s): skipped %d run(s) because the previous "
-                                    "run was still going",
-                                    entry.uuid,
-                                    entry.func_name,
-                                    missed,
-                                )
-                        entry.next_run = fire
-                        await self.clock.sleep_until(fire)
-                        # A cancel that lands in the same loop turn as the timer must still
-                        # win: cancel() returning True promises that no run starts.
-                        await anyio.lowlevel.checkpoint_if_cancelled()
-                        previous = fire
-                        entry.runs += 1
-                        if isinstance(trigger, Interval):
-                            await self._run_once(entry)
-                        else:
-                            fires.start_soon(self._run_once, entry)
-                    entry.next_run = None
+                if isinstance(entry.trigger, Interval):
+                    await self._drive_interval(entry, entry.trigger)
+                else:
+                    # Fires of fixed times do not wait for each other: one task each.
+                    async with anyio.create_task_group() as fires:
+                        await self._drive_times(entry, fires)
+                entry.next_run = None
         finally:
             if self.entries.get(entry.uuid) is entry:
                 del self.entries[entry.uuid]
@@ -196,6 +174,59 @@ class Scheduler:
                     entry.func_name,
                     entry.runs,
                 )
+
+    async def _drive_interval(self, entry: ScheduleEntry, trigger: Interval) -> None:
+        previous: float | None = None
+        ended = 0.0  # wall time the previous run ended
+        while True:
+            fire = trigger.next_fire(self.clock.wall(), previous)
+            assert fire is not None  # an interval never ends by itself
+            if previous is not None:
+                missed = trigger.skipped(previous, fire)
+                if missed:
+                    self._note_skip(entry, missed, overran=ended > previous + trigger.interval)
+            await self._wait_for(entry, fire)
+            previous = fire
+            await self._run_once(entry)
+            ended = self.clock.wall()
+
+    async def _drive_times(self, entry: ScheduleEntry, fires: anyio.abc.TaskGroup) -> None:
+        previous: float | None = None
+        while (fire := entry.trigger.next_fire(self.clock.wall(), previous)) is not None:
+            await self._wait_for(entry, fire)
+            previous = fire
+            fires.start_soon(self._run_once, entry)
+
+    async def _wait_for(self, entry: ScheduleEntry, fire: float) -> None:
+        """Sleep until ``fire`` and count the run (raises if the schedule is cancelled)."""
+        entry.next_run = fire
+        await self.clock.sleep_until(fire)
+        # A cancel that lands in the same loop turn as the timer must still win:
+        # cancel() returning True promises that no run starts.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        entry.runs += 1
+
+    def _note_skip(self, entry: ScheduleEntry, missed: int, *, overran: bool) -> None:
+        entry.skipped += missed
+        # One line per schedule and minute at most: a saturated node would otherwise log
+        # thousands of them.
+        now = self.clock.wall()
+        if now - entry.last_skip_logged < 60:
+            return
+        entry.last_skip_logged = now
+        why = (
+            "the previous run was still going"
+            if overran
+            else "the node woke up late (its event loop was busy)"
+        )
+        logger.warning(
+            "schedule %s (%s): skipped %d run(s) because %s (%d skipped in all)",
+            entry.uuid,
+            entry.func_name,
+            missed,
+            why,
+            entry.skipped,
+        )
 
     async def _run_once(self, entry: ScheduleEntry) -> None:
         try:
