@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "demo":
-        from daffi._demo import main as demo
+        from daffi.cli.demo import main as demo
 
         return demo()
 

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def start(role: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daffi._demo", role, sock_dir, repr(t0)], env=env
+            [sys.executable, "-m", "daffi.cli.demo", role, sock_dir, repr(t0)], env=env
         )
         procs.append(proc)
         return proc

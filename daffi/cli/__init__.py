@@ -1,0 +1,1 @@
+"""Command-line programs: ``python -m daffi demo`` and ``python -m daffi controller``."""
