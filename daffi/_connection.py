@@ -342,7 +342,10 @@ class Connection:
             return
         self._closed = True
         self._fail(anyio.ClosedResourceError())
-        self._direct.close()
+        with self._lock:
+            # Under the lock: a thread writing through the duplicate descriptor must not see
+            # it closed (and its number reused) half way.
+            self._direct.close()
         drained, self._drained = self._drained, anyio.Event()
         drained.set()
         with anyio.CancelScope(shield=True):
