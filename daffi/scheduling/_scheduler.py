@@ -77,7 +77,6 @@ class ScheduleEntry:
     skipped: int = 0
     next_run: float | None = None
     last_error: str | None = None
-    last_skip_logged: float = float("-inf")
     created: float = field(default_factory=time.time)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
 
@@ -113,6 +112,8 @@ class Scheduler:
         self.clock: Clock = clock or SystemClock()
         self.on_error = on_error
         self.entries: dict[str, ScheduleEntry] = {}
+        self._last_skip_log = float("-inf")
+        self._skipped_unlogged = 0
         self._task_group: anyio.abc.TaskGroup | None = None
 
     async def run(
@@ -177,18 +178,19 @@ class Scheduler:
 
     async def _drive_interval(self, entry: ScheduleEntry, trigger: Interval) -> None:
         previous: float | None = None
-        ended = 0.0  # wall time the previous run ended
+        took = 0.0  # how long the previous run took
         while True:
             fire = trigger.next_fire(self.clock.wall(), previous)
             assert fire is not None  # an interval never ends by itself
             if previous is not None:
                 missed = trigger.skipped(previous, fire)
                 if missed:
-                    self._note_skip(entry, missed, overran=ended > previous + trigger.interval)
+                    self._note_skip(entry, missed, overran=took >= trigger.interval)
             await self._wait_for(entry, fire)
             previous = fire
+            started = self.clock.wall()
             await self._run_once(entry)
-            ended = self.clock.wall()
+            took = self.clock.wall() - started
 
     async def _drive_times(self, entry: ScheduleEntry, fires: anyio.abc.TaskGroup) -> None:
         previous: float | None = None
@@ -208,25 +210,28 @@ class Scheduler:
 
     def _note_skip(self, entry: ScheduleEntry, missed: int, *, overran: bool) -> None:
         entry.skipped += missed
-        # One line per schedule and minute at most: a saturated node would otherwise log
-        # thousands of them.
+        self._skipped_unlogged += missed
+        # At most one line every 10 s for the whole scheduler: a saturated node would
+        # otherwise log a line per schedule and tick.
         now = self.clock.wall()
-        if now - entry.last_skip_logged < 60:
+        if now - self._last_skip_log < 10:
             return
-        entry.last_skip_logged = now
+        self._last_skip_log = now
         why = (
             "the previous run was still going"
             if overran
             else "the node woke up late (its event loop was busy)"
         )
         logger.warning(
-            "schedule %s (%s): skipped %d run(s) because %s (%d skipped in all)",
+            "schedule %s (%s) skipped %d run(s) because %s; %d run(s) skipped by all "
+            "schedules since the last such line",
             entry.uuid,
             entry.func_name,
             missed,
             why,
-            entry.skipped,
+            self._skipped_unlogged,
         )
+        self._skipped_unlogged = 0
 
     async def _run_once(self, entry: ScheduleEntry) -> None:
         try:

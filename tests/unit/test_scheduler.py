@@ -246,7 +246,27 @@ async def test_overrunning_run_skips_ticks_and_runs_never_overlap(
     assert_walls(record.fires, [start + 10.0, start + 40.0, start + 50.0])
     assert entry.skipped == 2
     assert not record.overlapped
-    assert "skipped 2 run(s)" in caplog.text
+    assert "skipped 2 run(s) because the previous run was still going" in caplog.text
+
+
+async def test_skips_are_logged_once_for_many_schedules(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="daffi.scheduling")
+    async with env.scheduler() as scheduler:
+        records = [Recorder(env, durations={1: 25.0}) for _ in range(20)]
+        entries = [
+            interval_entry(env, record, 10.0, uuid=f"u{i}") for i, record in enumerate(records)
+        ]
+        for entry in entries:
+            scheduler.add(entry)
+        for record in records:
+            await record.wait_runs(2)
+        for entry in entries:
+            scheduler.cancel(entry.uuid)
+    assert all(entry.skipped == 2 for entry in entries)
+    # one line for the 20 schedules that skipped at the same moment, not 20
+    assert caplog.text.count("skipped 2 run(s)") == 1
 
 
 async def test_next_run_is_the_coming_grid_point(env: Env) -> None:
