@@ -42,7 +42,6 @@ from typing import Any
 import anyio
 import anyio.abc
 import anyio.to_thread
-import msgspec
 
 from benchmarks._common import (
     RoundResult,
@@ -50,41 +49,8 @@ from benchmarks._common import (
     print_round,
     wait_for_stdin_eof,
 )
+from benchmarks.compare.lib_floor import FrameReader as _FrameReader
 from benchmarks.floor import encode_frame
-
-_HEADER = 4
-_READ_SIZE = 256 * 1024
-_decoder = msgspec.msgpack.Decoder()
-
-
-class _FrameReader:
-    """Frames parsed from one growing buffer: a read that brings many frames costs one read."""
-
-    def __init__(self, stream: anyio.abc.ByteStream) -> None:
-        self.stream = stream
-        self.buffer = bytearray()
-
-    def buffered(self) -> list[Any]:
-        """Decode every complete frame already in the buffer."""
-        values = []
-        buf = self.buffer
-        while len(buf) >= _HEADER:
-            end = _HEADER + int.from_bytes(buf[:_HEADER], "big")
-            if len(buf) < end:
-                break
-            with memoryview(buf) as view:  # released before the buffer shrinks
-                values.append(_decoder.decode(view[_HEADER:end]))
-            del buf[:end]
-        return values
-
-    async def batch(self) -> list[Any]:
-        """At least one decoded frame: what is buffered, reading more if needed."""
-        while True:
-            values = self.buffered()
-            if values:
-                return values
-            self.buffer += await self.stream.receive(_READ_SIZE)
-
 
 # ---------------------------------------------------------------- server
 
