@@ -43,7 +43,7 @@ from daffi._protocol import (
     Welcome,
     YieldItem,
 )
-from daffi.exceptions import ErrorInfo, ProtocolError
+from daffi.exceptions import ProtocolError, daffi_error_info
 from daffi.transports import Address, Listening, get_transport
 
 __all__ = ["Controller"]
@@ -62,17 +62,7 @@ class _Peer:
 
 
 def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
-    return Error(
-        call_id,
-        dst,
-        ErrorInfo(
-            type_name=kind,
-            module="daffi.exceptions",
-            message=message,
-            process_name=process,
-            kind=kind,
-        ),
-    )
+    return Error(call_id, dst, daffi_error_info(kind, message, process))
 
 
 class Controller:

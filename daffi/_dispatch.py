@@ -46,6 +46,7 @@ from daffi.exceptions import (
     ProtocolError,
     RemoteStoppedUnexpectedly,
     UnableToFindCandidate,
+    daffi_error_info,
     error_info_from_exception,
     exception_from_error_info,
 )
@@ -200,17 +201,7 @@ class Dispatcher:
         )
         if msg.want_result:
             await self.node._send(
-                Error(
-                    msg.id,
-                    msg.src,
-                    ErrorInfo(
-                        type_name="GlobalContextError",
-                        module="daffi.exceptions",
-                        message=text,
-                        process_name=self.name,
-                        kind="GlobalContextError",
-                    ),
-                )
+                Error(msg.id, msg.src, daffi_error_info("GlobalContextError", text, self.name))
             )
 
     def _run_sync_call(self, msg: Call, entry: CallbackEntry, conn: Link, job: _SyncJob) -> None:

@@ -64,14 +64,22 @@ class LocalConnection:
             if self._closed or other._closed:
                 raise anyio.BrokenResourceError(f"connection to {self.peer} is closed")
             other._inbox.append(frame)
-            wake = other._waiting and not other._wake_pending
-            if wake:
-                other._wake_pending = True
+            wake = other._wake_needed()
         if wake:
-            if threading.get_ident() == other._loop_thread:
-                other._event.set()
-            else:
-                other._call_soon(other._wake)
+            other._wake_from_any_thread()
+
+    def _wake_needed(self) -> bool:
+        # With the lock held: whether a wake-up must be sent to a waiting receive.
+        wake = self._waiting and not self._wake_pending
+        if wake:
+            self._wake_pending = True
+        return wake
+
+    def _wake_from_any_thread(self) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._event.set()
+        else:
+            self._call_soon(self._wake)
 
     def _wake(self) -> None:
         self._event.set()
@@ -116,12 +124,7 @@ class LocalConnection:
         if other is not None:
             with other._lock:
                 other._peer_closed = True
-                wake = other._waiting and not other._wake_pending
-                if wake:
-                    other._wake_pending = True
+                wake = other._wake_needed()
             if wake:
-                if threading.get_ident() == other._loop_thread:
-                    other._event.set()
-                else:
-                    other._call_soon(other._wake)
+                other._wake_from_any_thread()
         await anyio.lowlevel.checkpoint()

@@ -62,12 +62,12 @@ from daffi._protocol import (
 from daffi._streams import CreditGate, Download
 from daffi.exceptions import (
     DaffiError,
-    ErrorInfo,
     ProtocolError,
     RemoteStoppedUnexpectedly,
     TimeoutError,
     UnableToFindCandidate,
     broadcast_error,
+    daffi_error_info,
     exception_from_error_info,
 )
 from daffi.registry._inspect import check_arguments, signature_from_info
@@ -246,14 +246,7 @@ class Node:
                 first, _ = await conn.receive()
             if isinstance(first, Reject):
                 raise _Rejected(
-                    exception_from_error_info(
-                        ErrorInfo(
-                            type_name=first.kind,
-                            module="daffi.exceptions",
-                            message=first.reason,
-                            kind=first.kind,
-                        )
-                    )
+                    exception_from_error_info(daffi_error_info(first.kind, first.reason))
                 )
             if not isinstance(first, Welcome):
                 raise ProtocolError(f"expected Welcome from the controller, got {first!r}")
@@ -336,13 +329,7 @@ class Node:
             )
         pending, self._pending = self._pending, {}
         for item in pending.values():
-            item.error = ErrorInfo(
-                type_name="RemoteStoppedUnexpectedly",
-                module="daffi.exceptions",
-                message=why,
-                process_name=self.name,
-                kind="RemoteStoppedUnexpectedly",
-            )
+            item.error = daffi_error_info("RemoteStoppedUnexpectedly", why, self.name)
             item.finish()
         self._set_directory({})
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -274,7 +274,3 @@ class AsyncDownloadProxy:
     async def collect(self) -> list[Any]:
         items = [item async for item in self]
         return items
-
-
-def iterate_async(download: Download | AsyncDownloadProxy) -> AsyncIterator[Any]:
-    return download.__aiter__()

@@ -240,6 +240,17 @@ def _daffi_kind(exc: DaffiError) -> str:
     return DaffiError.__name__
 
 
+def daffi_error_info(kind: str, message: str, process_name: str = "") -> ErrorInfo:
+    """The wire form of a daffi error (``kind`` names its class, e.g. ``"ProtocolError"``)."""
+    return ErrorInfo(
+        type_name=kind,
+        module="daffi.exceptions",
+        message=message,
+        process_name=process_name,
+        kind=kind,
+    )
+
+
 def error_info_from_exception(exc: BaseException, process_name: str) -> ErrorInfo:
     """Describe an exception as plain data that can be sent to another process.
 
