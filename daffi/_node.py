@@ -87,6 +87,12 @@ class _Rejected(Exception):
         self.error = error
 
 
+def _link_lost(doing: str, name: str) -> RemoteStoppedUnexpectedly:
+    return RemoteStoppedUnexpectedly(
+        f"the connection to the controller was lost while {doing} {name!r}"
+    )
+
+
 class Node:
     """A daffi node: offers the callbacks of ``registry`` and calls other nodes' callbacks.
 
@@ -553,9 +559,7 @@ class Node:
             try:
                 await conn.send(msg)
             except anyio.BrokenResourceError:
-                raise RemoteStoppedUnexpectedly(
-                    f"the connection to the controller was lost while calling {name!r}"
-                ) from None
+                raise _link_lost("calling", name) from None
             sent = True
             if timeout is None:
                 await pending.wait()  # no scope of our own: the common case stays cheap
@@ -604,9 +608,7 @@ class Node:
             await conn.send(Call(call_id, name, payload, self.name, receiver, remaining))
         except anyio.BrokenResourceError:
             self._pending.pop(call_id, None)
-            raise RemoteStoppedUnexpectedly(
-                f"the connection to the controller was lost while calling {name!r}"
-            ) from None
+            raise _link_lost("calling", name) from None
         codec = self.codec
 
         def decode(raw: msgspec.Raw) -> Any:
@@ -653,9 +655,7 @@ class Node:
             await conn.send(msg)
         except anyio.BrokenResourceError:
             self._pending.pop(call_id, None)
-            raise RemoteStoppedUnexpectedly(
-                f"the connection to the controller was lost while calling {name!r}"
-            ) from None
+            raise _link_lost("calling", name) from None
         return Upload(self, conn, call_id, name, receiver, pending, timeout)
 
     async def open_uploads(
@@ -679,9 +679,7 @@ class Node:
         try:
             await conn.send(msg)
         except anyio.BrokenResourceError:
-            raise RemoteStoppedUnexpectedly(
-                f"the connection to the controller was lost while sending {name!r}"
-            ) from None
+            raise _link_lost("sending", name) from None
 
     def broadcast_targets(self, name: str) -> list[str]:
         """The other nodes offering ``name``, sorted by name.
@@ -841,9 +839,7 @@ class Node:
             conn.send_threadsafe(Call(call_id, name, payload, self.name, receiver, timeout))
         except anyio.BrokenResourceError:
             self._pending.pop(call_id, None)
-            raise RemoteStoppedUnexpectedly(
-                f"the connection to the controller was lost while calling {name!r}"
-            ) from None
+            raise _link_lost("calling", name) from None
         return call_id, pending
 
     def _wait_in_thread(
