@@ -219,7 +219,10 @@ class Connection:
         Raises:
             anyio.BrokenResourceError: the connection is closed.
         """
-        frame: bytes | bytearray = encode_frame(msg)
+        self.send_frame_threadsafe(encode_frame(msg))
+
+    def send_frame_threadsafe(self, frame: bytes | bytearray) -> None:
+        """Queue one encoded frame from any thread (see :meth:`send_threadsafe`)."""
         with self._lock:
             if self._error is not None:
                 raise self._broken()

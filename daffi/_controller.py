@@ -20,6 +20,7 @@ import anyio
 import anyio.abc
 
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_frame
+from daffi._local_link import LocalConnection
 from daffi._protocol import (
     PROTOCOL_VERSION,
     SYSTEM_PREFIX,
@@ -160,12 +161,16 @@ class Controller:
             try:
                 peer = await self._handshake(conn)
                 if peer is not None:
+                    if isinstance(conn, LocalConnection):
+                        conn.direct = self._take_reply
                     await self._serve_peer(peer)
             except ProtocolError as exc:
                 logger.error("protocol error from %s: %s", conn.peer, exc)
             except anyio.EndOfStream:
                 pass
             finally:
+                if isinstance(conn, LocalConnection):
+                    conn.direct = None
                 tg.cancel_scope.cancel()
                 if peer is not None and self.peers.get(peer.name) is peer:
                     await self._drop_peer(peer)
@@ -263,8 +268,11 @@ class Controller:
         with anyio.CancelScope(shield=True):
             for key, (executor, cb_name) in list(self._in_flight.items()):
                 caller, call_id = key
+                if peer.name not in (executor, caller):
+                    continue
+                if self._in_flight.pop(key, None) is None:
+                    continue  # its reply got there first (sent from a worker thread)
                 if executor == peer.name:
-                    del self._in_flight[key]
                     await self._send_to(
                         caller,
                         _error(
@@ -275,9 +283,8 @@ class Controller:
                             peer.name,
                         ),
                     )
-                elif caller == peer.name:
+                else:
                     # Nobody waits for this result any more: stop the work on its executor.
-                    del self._in_flight[key]
                     await self._send_to(executor, Cancel(call_id, caller))
             await self._broadcast(NodeDown(peer.name, peer.said_bye), exclude=peer.name)
             if self.on_node_event is not None:
@@ -344,7 +351,10 @@ class Controller:
             self._in_flight[(peer.name, msg.id)] = (target_name, msg.name)
         target_peer = self.peers[target_name]
         try:
-            await target_peer.conn.send_frame(frame)
+            conn = target_peer.conn
+            if isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame):
+                return  # the node in this process took it at once
+            await conn.send_frame(frame)
         except anyio.BrokenResourceError:
             self._in_flight.pop((peer.name, msg.id), None)
             if msg.want_result:
@@ -373,7 +383,27 @@ class Controller:
         caller = self.peers.get(msg.dst)
         if caller is not None:
             with contextlib.suppress(anyio.BrokenResourceError):
-                await caller.conn.send_frame(frame)
+                conn = caller.conn
+                if isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame):
+                    return
+                await conn.send_frame(frame)
+
+    def _take_reply(self, msg: Message, frame: bytes | bytearray) -> bool:
+        """The node in this process replies, from any thread: route the reply at once.
+
+        Spares a wake-up of the loop per call when a worker thread answers: the reply goes
+        straight to the caller's connection, which writes it from this thread when it can.
+        Only dictionary reads and one atomic ``pop`` touch the controller's state here.
+        """
+        if not isinstance(msg, Result | Error):
+            return False
+        if self._in_flight.pop((msg.dst, msg.id), None) is None:
+            return True  # the caller cancelled or left; the reply has nowhere to go
+        caller = self.peers.get(msg.dst)
+        if caller is not None:
+            with contextlib.suppress(anyio.BrokenResourceError):
+                caller.conn.send_frame_threadsafe(frame)
+        return True
 
     async def _route_cancel(self, peer: _Peer, msg: Cancel, frame: bytes | bytearray) -> None:
         if msg.src != peer.name:

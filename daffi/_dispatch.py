@@ -138,17 +138,7 @@ class Dispatcher:
         if len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls:
             await self._refuse(msg)
             return
-        entry = self.registry.get(msg.name)
-        conn = self.node.conn
-        if (
-            entry is not None
-            and entry.runs_in_thread
-            and msg.schedule is None
-            and not msg.stream_in
-            and conn is not None
-        ):
-            job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
-            self._pool.submit(self._run_sync_call, msg, entry, conn, job)
+        if self.start_in_thread(msg):
             return
         key = (msg.src, msg.id)
         scope = self._running[key] = anyio.CancelScope()
@@ -157,6 +147,28 @@ class Dispatcher:
         if msg.stream_in:
             self._inbound[key] = anyio.create_memory_object_stream[msgspec.Raw](STREAM_WINDOW)
         tg.start_soon(self._run_call, msg, scope)
+
+    def start_in_thread(self, msg: Call) -> bool:
+        """Start ``msg`` in a worker thread if it is a plain call of a ``def`` callback.
+
+        Synchronous, on daffi's loop: the controller of this process hands such calls over
+        without waking the session task. Returns False for any other call (and when the
+        node is at ``max_concurrent_calls``), which :meth:`on_call` then handles.
+        """
+        entry = self.registry.get(msg.name)
+        conn = self.node.conn
+        if (
+            entry is None
+            or not entry.runs_in_thread
+            or msg.schedule is not None
+            or msg.stream_in
+            or conn is None
+            or len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls
+        ):
+            return False
+        job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
+        self._pool.submit(self._run_sync_call, msg, entry, conn, job)
+        return True
 
     def on_stream(self, msg: StreamItem | StreamEnd) -> None:
         """The next argument item of a streaming call (or its end)."""

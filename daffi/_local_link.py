@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
@@ -39,6 +40,11 @@ class LocalConnection:
         self._event = anyio.Event()
         self._loop_thread = threading.get_ident()
         self._call_soon = loop_call_soon()
+        #: Set by the owner of this end: takes a message sent by the other end right away,
+        #: in the sender's thread, instead of queueing it for :meth:`receive`. Returns False
+        #: for a message it does not take. Only used while nothing is queued, so messages
+        #: keep their order.
+        self.direct: Callable[[Message, bytes | bytearray], bool] | None = None
 
     @classmethod
     def pair(cls) -> tuple[LocalConnection, LocalConnection]:
@@ -48,14 +54,36 @@ class LocalConnection:
         return node_side, controller_side
 
     async def send(self, msg: Message) -> None:
-        await self.send_frame(encode_frame(msg))
+        frame = encode_frame(msg)
+        if self.offer_direct(msg, frame):
+            return  # taken at once: nothing was queued, nothing to wait for
+        await self.send_frame(frame)
 
     async def send_frame(self, frame: bytes | bytearray) -> None:
         self._deliver(frame)
         await anyio.lowlevel.checkpoint()
 
     def send_threadsafe(self, msg: Message) -> None:
-        self._deliver(encode_frame(msg))
+        frame = encode_frame(msg)
+        if not self.offer_direct(msg, frame):
+            self._deliver(frame)
+
+    def send_frame_threadsafe(self, frame: bytes | bytearray) -> None:
+        """Send one encoded frame from any thread (never blocks)."""
+        self._deliver(frame)
+
+    def offer_direct(self, msg: Message, frame: bytes | bytearray) -> bool:
+        """Hand ``msg`` to the other end's :attr:`direct` handler, if it takes it now.
+
+        Saves the receiving task a wake-up. Returns False when the message must be sent the
+        usual way (no handler, messages already queued, or the handler declined).
+        """
+        other = self._other
+        assert other is not None
+        handler = other.direct
+        if handler is None or self._closed or other._closed or other._inbox:
+            return False
+        return handler(msg, frame)
 
     def _deliver(self, frame: bytes | bytearray) -> None:
         other = self._other

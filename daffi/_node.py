@@ -271,6 +271,8 @@ class Node:
             await self._event(self.name, True)
             await self._replay_missed_events()
             failure: ProtocolError | None = None
+            if isinstance(conn, LocalConnection):
+                conn.direct = self._take_direct
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.run_writer)
                 tg.start_soon(self._heartbeat, conn)
@@ -297,6 +299,8 @@ class Node:
             self._stopping = True  # the node itself is being cancelled: no reconnecting
             raise
         finally:
+            if isinstance(conn, LocalConnection):
+                conn.direct = None
             was_connected = self.conn is conn
             self.conn = None
             if self._connected.is_set():
@@ -339,19 +343,33 @@ class Node:
             item.finish()
         self._set_directory({})
 
+    def _take_direct(self, msg: Message, frame: bytes | bytearray) -> bool:
+        """What the controller in this process hands over without queueing (on the loop).
+
+        Replies to this node's calls, and calls of ``def`` callbacks (they start in a worker
+        thread); everything else goes through the session's receive loop.
+        """
+        if isinstance(msg, Result | Error):
+            self._on_reply(msg)
+            return True
+        if isinstance(msg, Call):
+            return self.dispatch.start_in_thread(msg)
+        return False
+
+    def _on_reply(self, msg: Result | Error) -> None:
+        pending = self._pending.get(msg.id)
+        if pending is not None:
+            if isinstance(msg, Result):
+                pending.payload = msg.payload
+            else:
+                pending.error = msg.error
+            pending.finish()
+
     async def _handle(self, msg: Message, tg: anyio.abc.TaskGroup) -> bool:
         if isinstance(msg, Call):
             await self.dispatch.on_call(msg, tg)
-        elif isinstance(msg, Result):
-            pending = self._pending.get(msg.id)
-            if pending is not None:
-                pending.payload = msg.payload
-                pending.finish()
-        elif isinstance(msg, Error):
-            pending = self._pending.get(msg.id)
-            if pending is not None:
-                pending.error = msg.error
-                pending.finish()
+        elif isinstance(msg, Result | Error):
+            self._on_reply(msg)
         elif isinstance(msg, YieldItem):
             pending = self._pending.get(msg.id)
             if pending is not None and pending.items is not None:
