@@ -9,6 +9,7 @@ message without encoding it again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -344,6 +345,16 @@ class Connection:
         if self._closed:
             return
         self._closed = True
+        with self._lock:
+            # What was sent last (a Reject, a Bye) may still wait for the end of the loop
+            # turn: write it first, for a second at most.
+            flush = self._error is None and bool(self._frames) and not self._writing
+            if flush:
+                self._writing = True
+        if flush:
+            with anyio.move_on_after(1, shield=True):
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    await self._flush()
         self._fail(anyio.ClosedResourceError())
         with self._lock:
             # Under the lock: a thread writing through the duplicate descriptor must not see

@@ -9,9 +9,11 @@ every call that node was waiting on is cancelled on its executor.
 from __future__ import annotations
 
 import contextlib
+import hmac
 import itertools
 import logging
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from daffi._local_link import LocalConnection
 from daffi._protocol import (
     PROTOCOL_VERSION,
     SYSTEM_PREFIX,
+    Attach,
     Bye,
     Call,
     CallbackInfo,
@@ -60,6 +63,10 @@ class _Peer:
     conn: Link
     callbacks: dict[str, CallbackInfo] = field(default_factory=dict)
     said_bye: bool = False
+    #: the secret that lets this node open call channels (None: it may not)
+    channel_token: bytes | None = None
+    #: its open call channels
+    channels: set[Link] = field(default_factory=set)
 
 
 def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
@@ -98,8 +105,8 @@ class Controller:
         self.peers: dict[str, _Peer] = {}
         self._providers: dict[str, list[str]] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
-        # (caller, call id) -> (executor, callback name)
-        self._in_flight: dict[tuple[str, int], tuple[str, str]] = {}
+        # (caller, call id) -> (executor, callback name, the caller's call channel or None)
+        self._in_flight: dict[tuple[str, int], tuple[str, str, Link | None]] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -159,7 +166,11 @@ class Controller:
             # Finishes writes the socket could not take at once (large frames, slow peers).
             tg.start_soon(conn.run_writer)
             try:
-                peer = await self._handshake(conn)
+                first = await self._first_message(conn)
+                if isinstance(first, Attach):
+                    await self._serve_channel(conn, first)
+                    return
+                peer = await self._handshake(conn, first) if first is not None else None
                 if peer is not None:
                     if isinstance(conn, LocalConnection):
                         conn.direct = self._take_reply
@@ -176,7 +187,7 @@ class Controller:
                     await self._drop_peer(peer)
                 await conn.aclose()
 
-    async def _handshake(self, conn: Link) -> _Peer | None:
+    async def _first_message(self, conn: Link) -> Message | None:
         with anyio.move_on_after(self.handshake_timeout) as scope:
             msg, _ = await conn.receive()
         if scope.cancelled_caught:
@@ -184,6 +195,9 @@ class Controller:
                 "a connection sent no handshake within %s s; closed", self.handshake_timeout
             )
             return None
+        return msg
+
+    async def _handshake(self, conn: Link, msg: Message) -> _Peer | None:
         if not isinstance(msg, Hello):
             raise ProtocolError(f"expected Hello as the first message, got {type(msg).__name__}")
         conn.peer = repr(msg.name)
@@ -213,9 +227,11 @@ class Controller:
             with contextlib.suppress(anyio.BrokenResourceError):
                 await conn.send(reject)
             return None
-        peer = _Peer(msg.name, conn)
+        # A node in this process has no use for call channels.
+        token = None if isinstance(conn, LocalConnection) else secrets.token_bytes(16)
+        peer = _Peer(msg.name, conn, channel_token=token)
         directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
-        await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory))
+        await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory, token))
         self.peers[peer.name] = peer
         await self._set_callbacks(peer, msg.callbacks)
         logger.info("node %r connected", peer.name)
@@ -254,8 +270,47 @@ class Controller:
             else:
                 raise ProtocolError(f"unexpected {type(msg).__name__} from node {peer.name!r}")
 
+    async def _serve_channel(self, conn: Link, msg: Attach) -> None:
+        """Serve a call channel of a connected node (see :mod:`daffi._channel`)."""
+        conn.peer = f"{msg.name!r} (call channel)"
+        peer = self.peers.get(msg.name)
+        if (
+            msg.version != PROTOCOL_VERSION
+            or peer is None
+            or peer.channel_token is None
+            or not hmac.compare_digest(peer.channel_token, msg.token)
+        ):
+            logger.warning("refused a call channel for node %r: unknown node or token", msg.name)
+            with contextlib.suppress(anyio.BrokenResourceError):
+                await conn.send(Reject("unknown node or channel token", "InitializationError"))
+            return
+        await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack"))
+        peer.channels.add(conn)
+        try:
+            while True:
+                msg_, frame = await conn.receive()
+                if self.peers.get(peer.name) is not peer:
+                    return  # its node left (and maybe came back as a new session)
+                if isinstance(msg_, Call):
+                    await self._route_call(peer, msg_, frame, channel=conn)
+                elif isinstance(msg_, Cancel):
+                    await self._route_cancel(peer, msg_, frame)
+                else:
+                    raise ProtocolError(
+                        f"unexpected {type(msg_).__name__} on a call channel of {peer.name!r}"
+                    )
+        finally:
+            peer.channels.discard(conn)
+            with anyio.CancelScope(shield=True):
+                # Nobody reads the replies of the calls still running for it: cancel them.
+                for key, (executor, _, channel) in list(self._in_flight.items()):
+                    if channel is conn and self._in_flight.pop(key, None) is not None:
+                        await self._send_to(executor, Cancel(key[1], key[0]))
+
     async def _drop_peer(self, peer: _Peer) -> None:
         del self.peers[peer.name]
+        for channel in list(peer.channels):
+            await channel.aclose()  # its handler sees the end and cancels its calls
         for name in peer.callbacks:
             providers = self._providers.get(name)
             if providers is not None and peer.name in providers:
@@ -266,23 +321,25 @@ class Controller:
         how = "left" if peer.said_bye else "disconnected"
         logger.info("node %r %s", peer.name, how)
         with anyio.CancelScope(shield=True):
-            for key, (executor, cb_name) in list(self._in_flight.items()):
+            for key, (executor, cb_name, via) in list(self._in_flight.items()):
                 caller, call_id = key
                 if peer.name not in (executor, caller):
                     continue
                 if self._in_flight.pop(key, None) is None:
                     continue  # its reply got there first (sent from a worker thread)
                 if executor == peer.name:
-                    await self._send_to(
+                    error = _error(
+                        call_id,
                         caller,
-                        _error(
-                            call_id,
-                            caller,
-                            "RemoteStoppedUnexpectedly",
-                            f"process {peer.name!r} {how} while running {cb_name!r}",
-                            peer.name,
-                        ),
+                        "RemoteStoppedUnexpectedly",
+                        f"process {peer.name!r} {how} while running {cb_name!r}",
+                        peer.name,
                     )
+                    if via is not None:
+                        with contextlib.suppress(anyio.BrokenResourceError):
+                            await via.send(error)
+                    else:
+                        await self._send_to(caller, error)
                 else:
                     # Nobody waits for this result any more: stop the work on its executor.
                     await self._send_to(executor, Cancel(call_id, caller))
@@ -322,19 +379,22 @@ class Controller:
         counter = self._round_robin.setdefault(name, itertools.count())
         return candidates[next(counter) % len(candidates)]
 
-    async def _route_call(self, peer: _Peer, msg: Call, frame: bytes | bytearray) -> None:
+    async def _route_call(
+        self, peer: _Peer, msg: Call, frame: bytes | bytearray, *, channel: Link | None = None
+    ) -> None:
         if msg.src != peer.name:
             raise ProtocolError(f"node {peer.name!r} sent a call claiming to be from {msg.src!r}")
         if msg.timeout is not None and not (math.isfinite(msg.timeout) and msg.timeout >= 0):
             raise ProtocolError(f"node {peer.name!r} sent a call with timeout {msg.timeout!r}")
+        reply = channel if channel is not None else peer.conn
         if msg.receiver is not None:
             target = self.peers.get(msg.receiver)
             if target is None:
-                await self._fail(peer, msg, f"process {msg.receiver!r} is not connected")
+                await self._fail(reply, msg, f"process {msg.receiver!r} is not connected")
                 return
             if msg.name not in target.callbacks and not msg.name.startswith(SYSTEM_PREFIX):
                 await self._fail(
-                    peer,
+                    reply,
                     msg,
                     f"process {msg.receiver!r} has no callback {msg.name!r}; it offers "
                     f"{sorted(target.callbacks)}",
@@ -344,11 +404,11 @@ class Controller:
         else:
             target_name = self._pick(peer.name, msg.name)
             if target_name is None:
-                await self._fail(peer, msg, f"no other process offers callback {msg.name!r}")
+                await self._fail(reply, msg, f"no other process offers callback {msg.name!r}")
                 return
         assert target_name is not None
         if msg.want_result:
-            self._in_flight[(peer.name, msg.id)] = (target_name, msg.name)
+            self._in_flight[(peer.name, msg.id)] = (target_name, msg.name, channel)
         target_peer = self.peers[target_name]
         try:
             conn = target_peer.conn
@@ -358,8 +418,8 @@ class Controller:
         except anyio.BrokenResourceError:
             self._in_flight.pop((peer.name, msg.id), None)
             if msg.want_result:
-                await self._send(
-                    peer,
+                await self._send_on(
+                    reply,
                     _error(
                         msg.id,
                         peer.name,
@@ -369,21 +429,27 @@ class Controller:
                     ),
                 )
 
-    async def _fail(self, peer: _Peer, msg: Call, text: str) -> None:
+    async def _fail(self, reply: Link, msg: Call, text: str) -> None:
         if msg.want_result:
-            await self._send(
-                peer, _error(msg.id, peer.name, "UnableToFindCandidate", text, self.name)
+            await self._send_on(
+                reply, _error(msg.id, msg.src, "UnableToFindCandidate", text, self.name)
             )
         else:
-            logger.warning("dropped call %r from %r: %s", msg.name, peer.name, text)
+            logger.warning("dropped call %r from %r: %s", msg.name, msg.src, text)
+
+    def _reply_link(self, dst: str, channel: Link | None) -> Link | None:
+        if channel is not None:
+            return channel
+        caller = self.peers.get(dst)
+        return caller.conn if caller is not None else None
 
     async def _route_reply(self, msg: Result | Error, frame: bytes | bytearray) -> None:
-        if self._in_flight.pop((msg.dst, msg.id), None) is None:
+        entry = self._in_flight.pop((msg.dst, msg.id), None)
+        if entry is None:
             return  # the caller cancelled or left; the reply has nowhere to go
-        caller = self.peers.get(msg.dst)
-        if caller is not None:
+        conn = self._reply_link(msg.dst, entry[2])
+        if conn is not None:
             with contextlib.suppress(anyio.BrokenResourceError):
-                conn = caller.conn
                 if isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame):
                     return
                 await conn.send_frame(frame)
@@ -397,12 +463,13 @@ class Controller:
         """
         if not isinstance(msg, Result | Error):
             return False
-        if self._in_flight.pop((msg.dst, msg.id), None) is None:
+        entry = self._in_flight.pop((msg.dst, msg.id), None)
+        if entry is None:
             return True  # the caller cancelled or left; the reply has nowhere to go
-        caller = self.peers.get(msg.dst)
-        if caller is not None:
+        conn = self._reply_link(msg.dst, entry[2])
+        if conn is not None:
             with contextlib.suppress(anyio.BrokenResourceError):
-                caller.conn.send_frame_threadsafe(frame)
+                conn.send_frame_threadsafe(frame)
         return True
 
     async def _route_cancel(self, peer: _Peer, msg: Cancel, frame: bytes | bytearray) -> None:
@@ -437,8 +504,11 @@ class Controller:
                 await target.conn.send_frame(frame)
 
     async def _send(self, peer: _Peer, msg: Message) -> None:
+        await self._send_on(peer.conn, msg)
+
+    async def _send_on(self, conn: Link, msg: Message) -> None:
         with contextlib.suppress(anyio.BrokenResourceError):
-            await peer.conn.send(msg)
+            await conn.send(msg)
 
     async def _send_to(self, name: str, msg: Message) -> None:
         peer = self.peers.get(name)

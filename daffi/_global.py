@@ -18,6 +18,7 @@ import contextlib
 import inspect
 import logging
 import os
+import socket
 import sys
 import threading
 import uuid
@@ -310,6 +311,7 @@ class Global:
             max_frame_size=self.max_frame_size,
             heartbeat_interval=self.heartbeat_interval,
             max_concurrent_calls=self.max_concurrent_calls,
+            open_channel=None if self._controller else self._channel_opener(),
         )
         self._node.dispatch.on_schedule_error = self._schedule_failed
         await tg.start(self._node.run)
@@ -343,6 +345,15 @@ class Global:
             return await transport.connect(address)
 
         return connect
+
+    def _channel_opener(self) -> Callable[[float], socket.socket | None]:
+        transport = get_transport(self.address.scheme)
+        address = self.address
+
+        def open_channel(timeout: float) -> socket.socket | None:
+            return transport.connect_blocking(address, timeout)
+
+        return open_channel
 
     def _registry_changed(self) -> None:
         node, portal = self._node, self._portal

@@ -22,8 +22,9 @@ import itertools
 import logging
 import math
 import random
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
@@ -31,8 +32,9 @@ import anyio.abc
 import msgspec
 
 from daffi._calls import Pending, Upload, UploadGroup
+from daffi._channel import ChannelClosed, ChannelPool, SyncChannel
 from daffi._codec import default_codec
-from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link
+from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_frame
 from daffi._dispatch import Dispatcher
 from daffi._local_link import LocalConnection
 from daffi._protocol import (
@@ -93,6 +95,15 @@ def _link_lost(doing: str, name: str) -> RemoteStoppedUnexpectedly:
     )
 
 
+class _Failed:
+    """A broadcast target's error, kept beside the other targets' values."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
 class Node:
     """A daffi node: offers the callbacks of ``registry`` and calls other nodes' callbacks.
 
@@ -122,6 +133,7 @@ class Node:
         handshake_timeout: float = 10.0,
         max_backoff: float = 2.0,
         max_concurrent_calls: int = 10_000,
+        open_channel: Callable[[float], socket.socket | None] | None = None,
     ) -> None:
         self.name = name
         self.registry = registry
@@ -145,6 +157,9 @@ class Node:
         self._changed = anyio.Event()
         self._connected = anyio.Event()
         self.fatal_error: DaffiError | None = None
+        self._open_channel = open_channel
+        #: the session's call channels for sync callers (None: they go through the loop)
+        self.channels: ChannelPool | None = None
         #: runs the calls other nodes send here (and hosts the scheduler)
         self.dispatch = Dispatcher(self, workers=workers, max_concurrent_calls=max_concurrent_calls)
 
@@ -257,6 +272,14 @@ class Node:
             if not isinstance(first, Welcome):
                 raise ProtocolError(f"expected Welcome from the controller, got {first!r}")
             self._set_directory({k: {i.name: i for i in v} for k, v in first.directory.items()})
+            if first.channel_token and self._open_channel is not None:
+                self.channels = ChannelPool(
+                    self._open_channel,
+                    self.name,
+                    first.channel_token,
+                    max_frame_size=self.max_frame_size,
+                    handshake_timeout=self.handshake_timeout,
+                )
             self.conn = conn
             self._connected_once = True
             self._connected.set()
@@ -303,6 +326,9 @@ class Node:
                 conn.direct = None
             was_connected = self.conn is conn
             self.conn = None
+            channels, self.channels = self.channels, None
+            if channels is not None:
+                channels.close()
             if self._connected.is_set():
                 self._connected = anyio.Event()
             await conn.aclose()
@@ -799,6 +825,14 @@ class Node:
         payload, info = self.prepare_info(name, args, kwargs, receiver)
         if info.is_generator:
             return False, None
+        pool = self.channels
+        channel = pool.acquire() if pool is not None else None
+        if channel is not None:
+            assert pool is not None
+            values = self._call_on_channel(
+                pool, channel, name, payload, [receiver], timeout, structure
+            )
+            return True, values[0]
         call_id, pending = self._send_from_thread(conn, name, payload, receiver, timeout)
         return True, self._wait_in_thread(conn, name, call_id, pending, timeout, structure)
 
@@ -822,13 +856,32 @@ class Node:
         payload, info = self.prepare_info(name, args, kwargs, targets[0])
         if info.is_generator:
             return False, None
+        pool = self.channels
+        channel = pool.acquire() if pool is not None else None
+        if channel is not None:
+            assert pool is not None
+            outcomes = self._call_on_channel(
+                pool, channel, name, payload, targets, timeout, structure, gather=True
+            )
+            results: dict[str, Any] = {}
+            errors: dict[str, Exception] = {}
+            for target, outcome in zip(targets, outcomes, strict=True):
+                if isinstance(outcome, UnableToFindCandidate):
+                    continue  # it left before the call reached it
+                if isinstance(outcome, _Failed):
+                    errors[target] = outcome.error
+                else:
+                    results[target] = outcome
+            if errors:
+                raise broadcast_error(f"broadcast of {name!r}", results, errors)
+            return True, {target: results[target] for target in sorted(results)}
         sent = [
             (target, *self._send_from_thread(conn, name, payload, target, timeout))
             for target in targets
         ]
         deadline = None if timeout is None else time.monotonic() + timeout
-        results: dict[str, Any] = {}
-        errors: dict[str, Exception] = {}
+        results = {}
+        errors = {}
         for target, call_id, pending in sent:
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
@@ -842,6 +895,80 @@ class Node:
         if errors:
             raise broadcast_error(f"broadcast of {name!r}", results, errors)
         return True, {target: results[target] for target in sorted(results)}
+
+    def _call_on_channel(
+        self,
+        pool: ChannelPool,
+        channel: SyncChannel,
+        name: str,
+        payload: msgspec.Raw,
+        receivers: Sequence[str | None],
+        timeout: float | None,
+        structure: Callable[[Any], Any] | None,
+        *,
+        gather: bool = False,
+    ) -> list[Any]:
+        """Send one call per receiver on ``channel`` and read the replies in this thread.
+
+        Returns the values in ``receivers`` order. With ``gather``, a failed call gives a
+        :class:`_Failed` in its place (an :class:`UnableToFindCandidate` stays as is);
+        otherwise its error is raised.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        ids = {next(self._ids): index for index in range(len(receivers))}
+        replies: list[Result | Error | TimeoutError | None] = [None] * len(receivers)
+        clean = False
+        try:
+            frames = [
+                encode_frame(Call(call_id, name, payload, self.name, receivers[index], timeout))
+                for call_id, index in ids.items()
+            ]
+            channel.send_frame(frames[0] if len(frames) == 1 else b"".join(frames))
+            waiting = len(ids)
+            while waiting:
+                msg = channel.receive(deadline)
+                if isinstance(msg, Result | Error):
+                    index = ids.pop(msg.id, -1)
+                    if index >= 0:
+                        replies[index] = msg
+                        waiting -= 1
+                # anything else (a late reply of an earlier call) is skipped
+            clean = True
+        except builtins.TimeoutError:
+            # Closing the channel (below) makes the controller cancel the remote work.
+            timed_out = TimeoutError(
+                f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
+            )
+            if not gather:
+                raise timed_out from None
+            for index in ids.values():  # the others' replies are kept
+                replies[index] = timed_out
+        except ChannelClosed:
+            if self._stopping:
+                raise RemoteStoppedUnexpectedly(
+                    f"node {self.name!r} stopped before the call to {name!r} finished"
+                ) from None
+            raise _link_lost("calling", name) from None
+        finally:
+            if clean:
+                pool.release(channel)
+            else:
+                pool.discard(channel)
+        values: list[Any] = []
+        for reply in replies:
+            assert reply is not None
+            if isinstance(reply, TimeoutError):
+                values.append(_Failed(reply))
+                continue
+            if isinstance(reply, Error):
+                error = exception_from_error_info(reply.error)
+                if not gather:
+                    raise error
+                values.append(error if isinstance(error, UnableToFindCandidate) else _Failed(error))
+                continue
+            value = self.codec.decode_value(reply.payload)
+            values.append(structure(value) if structure is not None else value)
+        return values
 
     def _send_from_thread(
         self,

@@ -21,6 +21,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "STREAM_WINDOW",
     "SYSTEM_PREFIX",
+    "Attach",
     "Bye",
     "Call",
     "CallbackInfo",
@@ -98,6 +99,8 @@ class Welcome(_Msg, tag=2, frozen=True):
     controller: str
     codec: str
     directory: dict[str, tuple[CallbackInfo, ...]] = {}
+    #: lets the node open call channels (see :class:`Attach`); None: it may not
+    channel_token: bytes | None = None
 
 
 class Reject(_Msg, tag=3, frozen=True):
@@ -125,6 +128,19 @@ class Register(_Msg, tag=6, frozen=True):
     """Node -> controller: the full list of callbacks this node now offers."""
 
     callbacks: tuple[CallbackInfo, ...] = ()
+
+
+class Attach(_Msg, tag=7, frozen=True):
+    """Node -> controller, first frame of a call channel: an extra connection of node
+    ``name`` that carries only its ``Call`` and ``Cancel`` frames and the replies to them.
+
+    ``token`` is the secret the controller sent that node in its ``Welcome``. The
+    controller answers with a ``Welcome`` (empty directory) or a ``Reject``.
+    """
+
+    version: int
+    name: str
+    token: bytes
 
 
 class Call(_Msg, tag=10, frozen=True):
@@ -230,6 +246,7 @@ Message = Union[  # noqa: UP007 - msgspec needs a runtime Union object here
     Hello,
     Welcome,
     Reject,
+    Attach,
     NodeUp,
     NodeDown,
     Register,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import socket
 from dataclasses import dataclass
 from types import TracebackType
 from typing import ClassVar
@@ -55,6 +56,18 @@ class Transport(abc.ABC):
             OSError: If the address is in use or cannot be bound.
             ValueError: If the address lacks what this transport needs.
         """
+
+    def connect_blocking(self, address: Address, timeout: float) -> socket.socket | None:
+        """Open a blocking socket to a listener, for a thread that talks to it directly.
+
+        Sync callers use such a connection as their call channel, which spares them a
+        hand-off to the event loop per call. Optional: the default returns None, and
+        callers then go through the loop.
+
+        Raises:
+            OSError: If the connection fails.
+        """
+        return None
 
     def _check_scheme(self, address: Address) -> None:
         """Reject an address meant for another transport, which is always a caller bug."""

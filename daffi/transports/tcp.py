@@ -68,6 +68,19 @@ class TcpTransport(Transport):
             logger.debug("could not set TCP_NODELAY on a connection to %s", address)
         return stream
 
+    def connect_blocking(self, address: Address, timeout: float) -> socket.socket:
+        """A blocking connection to ``address.host:address.port`` (TCP_NODELAY set)."""
+        host, port = self._host_and_port(address)
+        try:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise _with_address(exc, "connect to", address) from exc
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # pragma: no cover - option unsupported; a latency issue only
+            logger.debug("could not set TCP_NODELAY on a connection to %s", address)
+        return sock
+
     async def listen(self, address: Address) -> Listening:
         """Listen on ``address.host:address.port`` (port 0 picks a free port).
 

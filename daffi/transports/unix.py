@@ -63,6 +63,18 @@ class UnixTransport(Transport):
             raise _with_address(exc, "connect to", address) from exc
         return await _safe_stream(stream)
 
+    def connect_blocking(self, address: Address, timeout: float) -> socket.socket:
+        """A blocking connection to the socket file ``address.path``."""
+        path = self._path(address, "connect to")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except OSError as exc:
+            sock.close()
+            raise _with_address(exc, "connect to", address) from exc
+        return sock
+
     async def listen(self, address: Address) -> Listening:
         """Listen on the socket file ``address.path``.
 
