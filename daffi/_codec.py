@@ -44,6 +44,7 @@ import functools
 import inspect
 import logging
 import reprlib
+import sys
 import types
 import typing
 from collections.abc import Callable
@@ -52,10 +53,10 @@ from decimal import Decimal
 from typing import Any, ClassVar, NoReturn, Union
 from uuid import UUID
 
-import attrs
-import cattrs
 import msgspec
-from cattrs.strategies import configure_union_passthrough
+
+if typing.TYPE_CHECKING:
+    import cattrs
 
 __all__ = [
     "PayloadCodec",
@@ -143,10 +144,23 @@ class PayloadCodec:
     name: ClassVar[str] = "msgpack"
 
     def __init__(self) -> None:
-        self.converter: cattrs.Converter = _make_converter()
+        self._converter: cattrs.Converter | None = None
         self._encode = msgspec.msgpack.Encoder(enc_hook=self._enc_hook).encode
         self._decode_args = msgspec.msgpack.Decoder(tuple[list[Any], dict[str, Any]]).decode
         self._decode_value = msgspec.msgpack.Decoder().decode
+
+    @property
+    def converter(self) -> cattrs.Converter:
+        """The cattrs converter (built, and cattrs imported, on first use: plain values
+        never need it)."""
+        converter = self._converter
+        if converter is None:
+            converter = self._converter = _make_converter()
+        return converter
+
+    @converter.setter
+    def converter(self, converter: cattrs.Converter) -> None:
+        self._converter = converter
 
     def encode_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Encode call arguments as one msgpack array ``[args, kwargs]``.
@@ -522,8 +536,9 @@ def _encode_error(where: str, value: Any, exc: Exception) -> PayloadEncodeError:
 
 def _mismatch_message(label: str, tp: Any, value: Any, exc: Exception) -> str:
     message = f"{label} expects {_type_name(tp)}, got {_repr.repr(value)}"
-    if isinstance(exc, cattrs.BaseValidationError):
-        details = cattrs.transform_error(exc)
+    cattrs_module = sys.modules.get("cattrs")  # only cattrs itself raises its errors
+    if cattrs_module is not None and isinstance(exc, cattrs_module.BaseValidationError):
+        details = cattrs_module.transform_error(exc)
         more = f" and {len(details) - 3} more" if len(details) > 3 else ""
         return f"{message} ({'; '.join(details[:3])}{more})"
     detail = str(exc)
@@ -550,6 +565,9 @@ def _type_name(tp: Any) -> str:
 
 
 def _make_converter() -> cattrs.Converter:
+    import cattrs
+    from cattrs.strategies import configure_union_passthrough
+
     converter = cattrs.Converter()
     # msgspec decodes scalars to their own types already; anything else is the sender's mistake,
     # so be strict instead of cattrs' int("5") / bool("false") leniency.
@@ -573,6 +591,8 @@ def _is_struct(tp: Any) -> bool:
 
 
 def _is_record(tp: Any) -> bool:
+    import attrs
+
     return isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp))
 
 

@@ -9,11 +9,10 @@ every call that node was waiting on is cancelled on its executor.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import itertools
 import logging
 import math
-import secrets
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -67,6 +66,12 @@ class _Peer:
     channel_token: bytes | None = None
     #: its open call channels
     channels: set[Link] = field(default_factory=set)
+
+
+def _same_secret(expected: bytes, given: bytes) -> bool:
+    import hmac  # only a controller serving call channels needs it
+
+    return hmac.compare_digest(expected, given)
 
 
 def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
@@ -228,7 +233,7 @@ class Controller:
                 await conn.send(reject)
             return None
         # A node in this process has no use for call channels.
-        token = None if isinstance(conn, LocalConnection) else secrets.token_bytes(16)
+        token = None if isinstance(conn, LocalConnection) else os.urandom(16)
         peer = _Peer(msg.name, conn, channel_token=token)
         directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
         await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory, token))
@@ -278,7 +283,7 @@ class Controller:
             msg.version != PROTOCOL_VERSION
             or peer is None
             or peer.channel_token is None
-            or not hmac.compare_digest(peer.channel_token, msg.token)
+            or not _same_secret(peer.channel_token, msg.token)
         ):
             logger.warning("refused a call channel for node %r: unknown node or token", msg.name)
             with contextlib.suppress(anyio.BrokenResourceError):

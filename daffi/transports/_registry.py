@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
-from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from ._address import _SCHEME_RE
 from ._base import Transport
 from .memory import MemoryTransport
 from .tcp import TcpTransport
 from .unix import UnixTransport
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 __all__ = ["ENTRY_POINT_GROUP", "available_schemes", "get_transport", "register_transport"]
 
@@ -96,6 +99,8 @@ def available_schemes() -> list[str]:
 def _plugin_entry_points() -> dict[str, EntryPoint]:
     global _entry_points
     if _entry_points is None:
+        from importlib.metadata import entry_points  # costs ~20 ms: only when needed
+
         found: dict[str, EntryPoint] = {}
         for entry_point in entry_points(group=ENTRY_POINT_GROUP):
             # A distribution installed twice (e.g. editable and regular) lists it twice.
