@@ -34,6 +34,8 @@ logger = logging.getLogger("daffi.protocol")
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 _HEADER = 4
 _READ_SIZE = 256 * 1024
+#: on asyncio, how far reading may run ahead of the receiver before the socket is paused
+_READ_AHEAD = 1024 * 1024
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
@@ -148,10 +150,15 @@ class Connection:
         # asyncio with a socket we can write to: flush at the end of each loop turn. Other
         # cases: the first sender writes, through the stream, for everyone (see _flush).
         self._call_soon_local: Callable[[Callable[[], None]], object] | None = None
-        if self._direct.available and sniffio.current_async_library() == "asyncio":
+        self._reader: AsyncioReader | None = None
+        if sniffio.current_async_library() == "asyncio":
             import asyncio
 
-            self._call_soon_local = asyncio.get_running_loop().call_soon
+            from daffi._asyncio_reader import AsyncioReader
+
+            if self._direct.available:
+                self._call_soon_local = asyncio.get_running_loop().call_soon
+            self._reader = AsyncioReader.install(stream, _READ_AHEAD)
 
     # ------------------------------------------------------------------ sending
 
@@ -323,8 +330,12 @@ class Connection:
                             f"{self.peer} sent an undecodable frame: {exc}"
                         ) from exc
                     return msg, frame
+            reader = self._reader
             try:
-                chunk = await self.stream.receive(_READ_SIZE)
+                if reader is not None:
+                    chunk = await reader.read()
+                else:
+                    chunk = await self.stream.receive(_READ_SIZE)
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
                 raise anyio.EndOfStream from exc
             self.last_received = time.monotonic()
@@ -370,6 +381,7 @@ class Connection:
 
 
 if TYPE_CHECKING:
+    from daffi._asyncio_reader import AsyncioReader
     from daffi._local_link import LocalConnection
 
 #: What controllers and nodes talk through: a framed byte stream, or the in-process link.

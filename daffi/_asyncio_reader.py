@@ -1,0 +1,122 @@
+"""Reading an anyio socket stream on asyncio without pausing the transport per receive.
+
+anyio's asyncio ``SocketStream.receive`` resumes the transport's reading before it waits and
+pauses it again after: two ``epoll_ctl`` system calls and the selector's bookkeeping for every
+chunk read, a large share of a busy connection's CPU time. :class:`AsyncioReader` takes the
+read side of such a stream over: it becomes the transport's protocol, buffers what arrives
+and pauses the transport only when a reader falls behind by more than ``limit`` bytes.
+Everything about writing (flow control) and the end of the connection is still passed to
+anyio's own protocol, so the stream's ``send`` and ``aclose`` keep working unchanged.
+
+Only imported on asyncio, and only used with a stream whose internals look as expected; any
+other stream is read through its ``receive`` as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+import anyio
+
+__all__ = ["AsyncioReader"]
+
+
+class AsyncioReader(asyncio.Protocol):
+    """The read side of an anyio asyncio socket stream (see the module docstring)."""
+
+    def __init__(self, transport: asyncio.Transport, inner: Any, limit: int) -> None:
+        self._transport = transport
+        self._inner = inner
+        self._limit = limit
+        self._loop = asyncio.get_running_loop()
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._paused = False
+        self._eof = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    @classmethod
+    def install(cls, stream: anyio.abc.ByteStream, limit: int) -> AsyncioReader | None:
+        """Take over the reading of ``stream``; None if it is not an asyncio socket stream."""
+        transport = getattr(stream, "_transport", None)
+        inner = getattr(stream, "_protocol", None)
+        queue = getattr(inner, "read_queue", None)
+        if (
+            not isinstance(transport, asyncio.Transport)
+            or transport.get_protocol() is not inner
+            or not isinstance(queue, deque)
+            or transport.is_closing()
+        ):
+            return None
+        reader = cls(transport, inner, limit)
+        # What anyio's protocol received before the switch comes first.
+        while queue:
+            reader._append(queue.popleft())
+        reader._eof = bool(getattr(inner, "is_at_eof", False) or getattr(inner, "exception", None))
+        transport.set_protocol(reader)
+        if not transport.is_reading() and not reader._paused:
+            transport.resume_reading()
+        return reader
+
+    # ------------------------------------------------------------------ protocol callbacks
+
+    def data_received(self, data: bytes) -> None:
+        self._append(data)
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._eof = True
+        self._wake()
+        return bool(self._inner.eof_received())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._wake()
+        self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+    # ------------------------------------------------------------------ reading
+
+    async def read(self) -> bytes:
+        """Everything received so far (waiting for something if nothing is).
+
+        Raises:
+            anyio.EndOfStream: the peer closed the connection (or it failed) and everything
+                received before was read.
+        """
+        while not self._chunks:
+            if self._eof:
+                raise anyio.EndOfStream
+            waiter = self._waiter = self._loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+        return data
+
+    def _append(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > self._limit and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
