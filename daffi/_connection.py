@@ -140,6 +140,10 @@ class Connection:
         self._queued = 0
         self._writing = False  # someone on the loop is flushing _frames
         self._kick_pending = False  # a wake-up of run_writer is on its way
+        # Some thread (the loop's or another) writes _frames through the direct socket,
+        # outside the lock; it keeps writing until nothing is queued.
+        self._direct_busy = False
+        self._close_direct = False  # close the direct socket once its writer is done
         self._error: BaseException | None = None
         # Loop-side events:
         self._kick = anyio.Event()
@@ -178,7 +182,7 @@ class Connection:
             self._frames.append(frame)
             self._queued += len(frame)
             lead = schedule = False
-            if self._writing or self._kick_pending:
+            if self._writing or self._kick_pending or self._direct_busy:
                 pass  # the writer in charge sends it
             elif self._call_soon_local is not None:
                 # Written once the tasks ready in this loop turn have run: every frame they
@@ -187,14 +191,18 @@ class Connection:
                 self._flush_scheduled = True
             else:
                 lead = self._writing = True
+            # Decided under the lock: another thread may be draining the queue right now.
+            drained = None
+            if not lead and self._queued > self.high_water:
+                self._drain_wanted = True
+                drained = self._drained
         if schedule:
             assert self._call_soon_local is not None
             self._call_soon_local(self._flush_soon)
         if lead:
             await self._flush()
-        elif self._queued > self.high_water:
-            self._drain_wanted = True
-            await self._drained.wait()
+        elif drained is not None:
+            await drained.wait()
             if self._error is not None:
                 raise self._broken()
 
@@ -202,24 +210,70 @@ class Connection:
         # A plain callback on the loop, between tasks: write what this turn queued.
         with self._lock:
             self._flush_scheduled = False
-            if self._writing or self._kick_pending or not self._frames or self._error:
+            if (
+                self._writing
+                or self._kick_pending
+                or self._direct_busy
+                or not self._frames
+                or self._error
+            ):
                 return
-            frames, self._frames = self._frames, []
-            self._queued = 0
+            self._direct_busy = True
+        self._write_direct()
+
+    def _write_direct(self) -> None:
+        """Write queued frames through the direct socket until none is left (any thread).
+
+        The caller took the ``_direct_busy`` role. The system calls happen outside the lock,
+        so other senders only queue their frames meanwhile, and they go out in the next
+        write: under load, many replies share one system call. What the socket does not
+        take is left to the loop's writer task.
+        """
+        while True:
+            with self._lock:
+                frames = self._frames
+                if not frames or self._error is not None:
+                    self._direct_busy = False
+                    if self._close_direct:
+                        self._direct.close()
+                    signal = self._drain_wanted and self._error is None
+                    break
+                self._frames = []
+                self._queued = 0
             data = frames[0] if len(frames) == 1 else b"".join(frames)
             sent = self._direct.send(data)
             if sent < len(data):
                 # The socket is full: the writer task waits until it can take the rest.
-                rest = data[sent:]
-                self._frames.append(rest)
-                self._queued = len(rest)
-                self._kick_pending = True
-        if sent < len(data):
-            self._kick.set()
-        elif self._drain_wanted:
+                with self._lock:
+                    rest = data[sent:]
+                    self._frames.insert(0, rest)
+                    self._queued += len(rest)
+                    self._direct_busy = False
+                    if self._close_direct:
+                        self._direct.close()
+                    kick = not (self._writing or self._kick_pending)
+                    if kick:
+                        self._kick_pending = True
+                if kick:
+                    self._wake_from_any_thread()
+                return
+        if signal:
+            if threading.get_ident() == self._loop_thread:
+                self._signal_drained()
+            else:
+                self._call_soon(self._signal_drained)
+
+    def _signal_drained(self) -> None:
+        if self._drain_wanted:
             self._drain_wanted = False
             drained, self._drained = self._drained, anyio.Event()
             drained.set()
+
+    def _wake_from_any_thread(self) -> None:
+        if threading.get_ident() == self._loop_thread:
+            self._kick.set()
+        else:
+            self._call_soon(self._wake)
 
     def send_threadsafe(self, msg: Message) -> None:
         """Queue one message from any thread (never blocks; :meth:`run_writer` sends it).
@@ -234,22 +288,20 @@ class Connection:
         with self._lock:
             if self._error is not None:
                 raise self._broken()
-            if not (self._writing or self._kick_pending or self._frames):
-                # Nothing is queued or being written: write from this thread, sparing a
-                # wake-up of the loop; whatever the socket does not take goes to the writer.
-                sent = self._direct.send(frame)
-                if sent == len(frame):
-                    return
-                frame = frame[sent:]
             self._frames.append(frame)
             self._queued += len(frame)
-            if self._writing or self._kick_pending:
-                return  # the writer on the loop picks it up
-            self._kick_pending = True
-        if threading.get_ident() == self._loop_thread:
-            self._kick.set()
+            if self._writing or self._kick_pending or self._direct_busy:
+                return  # the writer in charge picks it up
+            if self._flush_scheduled and threading.get_ident() == self._loop_thread:
+                return  # written at the end of this loop turn
+            # Write from this thread if possible, sparing a wake-up of the loop.
+            mine = self._direct_busy = self._direct.available
+            if not mine:
+                self._kick_pending = True
+        if mine:
+            self._write_direct()
         else:
-            self._call_soon(self._wake)
+            self._wake_from_any_thread()
 
     def _wake(self) -> None:
         self._kick.set()
@@ -261,7 +313,7 @@ class Connection:
             self._kick = anyio.Event()
             with self._lock:
                 self._kick_pending = False
-                if self._writing or not self._frames:
+                if self._writing or self._direct_busy or not self._frames:
                     continue
                 self._writing = True
             await self._flush()
@@ -359,7 +411,12 @@ class Connection:
         with self._lock:
             # What was sent last (a Reject, a Bye) may still wait for the end of the loop
             # turn: write it first, for a second at most.
-            flush = self._error is None and bool(self._frames) and not self._writing
+            flush = (
+                self._error is None
+                and bool(self._frames)
+                and not self._writing
+                and not self._direct_busy
+            )
             if flush:
                 self._writing = True
         if flush:
@@ -368,9 +425,12 @@ class Connection:
                     await self._flush()
         self._fail(anyio.ClosedResourceError())
         with self._lock:
-            # Under the lock: a thread writing through the duplicate descriptor must not see
-            # it closed (and its number reused) half way.
-            self._direct.close()
+            # A thread writing through the duplicate descriptor must not see it closed (and
+            # its number reused) half way: then that thread closes it when done.
+            if self._direct_busy:
+                self._close_direct = True
+            else:
+                self._direct.close()
         drained, self._drained = self._drained, anyio.Event()
         drained.set()
         with anyio.CancelScope(shield=True):
