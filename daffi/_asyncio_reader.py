@@ -3,8 +3,9 @@
 anyio's asyncio ``SocketStream.receive`` resumes the transport's reading before it waits and
 pauses it again after: two ``epoll_ctl`` system calls and the selector's bookkeeping for every
 chunk read, a large share of a busy connection's CPU time. :class:`AsyncioReader` takes the
-read side of such a stream over: it becomes the transport's protocol, buffers what arrives
-and pauses the transport only when a reader falls behind by more than ``limit`` bytes.
+read side of such a stream over: it becomes the transport's (buffered) protocol, reads into
+one reused buffer, and pauses the transport only when a reader falls behind by more than
+``limit`` bytes.
 Everything about writing (flow control) and the end of the connection is still passed to
 anyio's own protocol, so the stream's ``send`` and ``aclose`` keep working unchanged.
 
@@ -23,10 +24,17 @@ import anyio
 __all__ = ["AsyncioReader"]
 
 
-class AsyncioReader(asyncio.Protocol):
+#: bytes read per system call. asyncio's own default (256 KiB) makes every ``recv`` allocate
+#: and free a buffer that large, which costs more than the read itself for small frames.
+_CHUNK = 64 * 1024
+
+
+class AsyncioReader(asyncio.BufferedProtocol):
     """The read side of an anyio asyncio socket stream (see the module docstring)."""
 
     def __init__(self, transport: asyncio.Transport, inner: Any, limit: int) -> None:
+        self._buffer = bytearray(_CHUNK)
+        self._view = memoryview(self._buffer)
         self._transport = transport
         self._inner = inner
         self._limit = limit
@@ -62,8 +70,11 @@ class AsyncioReader(asyncio.Protocol):
 
     # ------------------------------------------------------------------ protocol callbacks
 
-    def data_received(self, data: bytes) -> None:
-        self._append(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._append(bytes(self._view[:nbytes]))
         self._wake()
 
     def eof_received(self) -> bool | None:

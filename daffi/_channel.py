@@ -26,16 +26,13 @@ from collections.abc import Callable
 
 import msgspec
 
-from daffi._connection import _HEADER, _decoder, encode_frame
+from daffi._connection import _HEADER, _decoder, _read_size, encode_frame
 from daffi._protocol import PROTOCOL_VERSION, Attach, Message, Reject, Welcome
 from daffi.exceptions import ProtocolError
 
 __all__ = ["ChannelClosed", "ChannelPool", "ChannelRefused", "SyncChannel"]
 
 logger = logging.getLogger("daffi.node")
-
-_READ_SIZE = 256 * 1024
-
 
 class ChannelClosed(Exception):
     """The channel's connection ended (or failed) before the expected frame arrived."""
@@ -104,7 +101,7 @@ class SyncChannel:
                     raise TimeoutError
                 self.sock.settimeout(left)
             try:
-                chunk = self.sock.recv(_READ_SIZE)
+                chunk = self.sock.recv(_read_size(buf))
             except TimeoutError:
                 raise
             except OSError as exc:

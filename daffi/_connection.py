@@ -33,12 +33,25 @@ logger = logging.getLogger("daffi.protocol")
 
 DEFAULT_MAX_FRAME_SIZE = 64 * 1024 * 1024
 _HEADER = 4
-_READ_SIZE = 256 * 1024
+#: bytes asked for per read while no large frame is pending: a bigger request makes every
+#: ``recv`` allocate (and free) a buffer that large, which costs more than a small read itself
+_READ_SIZE = 64 * 1024
+#: the most asked for in one read when a large frame is pending
+_READ_SIZE_LARGE = 4 * 1024 * 1024
 #: on asyncio, how far reading may run ahead of the receiver before the socket is paused
 _READ_AHEAD = 1024 * 1024
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
+
+
+def _read_size(buf: bytearray) -> int:
+    """How much to read next: more when the frame being received is known to be large."""
+    if len(buf) >= _HEADER:
+        missing = _HEADER + int.from_bytes(buf[:_HEADER], "big") - len(buf)
+        if missing > _READ_SIZE:
+            return min(missing, _READ_SIZE_LARGE)
+    return _READ_SIZE
 
 
 def encode_frame(msg: Message) -> bytearray:
@@ -387,7 +400,7 @@ class Connection:
                 if reader is not None:
                     chunk = await reader.read()
                 else:
-                    chunk = await self.stream.receive(_READ_SIZE)
+                    chunk = await self.stream.receive(_read_size(buf))
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
                 raise anyio.EndOfStream from exc
             self.last_received = time.monotonic()
