@@ -34,6 +34,7 @@ __all__ = ["ChannelClosed", "ChannelPool", "ChannelRefused", "SyncChannel"]
 
 logger = logging.getLogger("daffi.node")
 
+
 class ChannelClosed(Exception):
     """The channel's connection ended (or failed) before the expected frame arrived."""
 

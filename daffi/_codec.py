@@ -51,7 +51,6 @@ from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, NoReturn, Union
-from uuid import UUID
 
 import msgspec
 
@@ -84,8 +83,6 @@ _STREAM_ORIGINS = (
     collections.abc.AsyncIterator,
     collections.abc.AsyncGenerator,
 )
-# The forms msgspec encodes these types to are exactly what msgspec.convert parses back.
-_MSGSPEC_SCALARS = (datetime, date, time, timedelta, UUID, Decimal, bytearray)
 _ENCODE_FIX = (
     "make it a dataclass, attrs class or msgspec.Struct, register unstructure/structure hooks "
     "for them on daffi._codec.default_codec.converter"
@@ -576,7 +573,10 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(bool, _structure_bool)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(bytes, _structure_bytes)
-    for scalar in _MSGSPEC_SCALARS:
+    from uuid import UUID  # with cattrs: only once a callback needs structuring
+
+    # The forms msgspec encodes these types to are exactly what msgspec.convert parses back.
+    for scalar in (datetime, date, time, timedelta, UUID, Decimal, bytearray):
         converter.register_structure_hook(scalar, _structure_with_msgspec)
     converter.register_structure_hook_factory(_is_struct, lambda _: _structure_with_msgspec)
     converter.register_structure_hook_factory(

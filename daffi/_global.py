@@ -21,7 +21,6 @@ import os
 import socket
 import sys
 import threading
-import uuid
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import TracebackType
@@ -65,6 +64,12 @@ logger = logging.getLogger("daffi.global")
 T = TypeVar("T")
 Hook = Callable[..., Any]
 Arguments = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+def _new_uuid() -> str:
+    import uuid  # only schedules need it (uuid imports platform: start-up time)
+
+    return uuid.uuid4().hex
 
 
 def _unwrap(exc: BaseException) -> BaseException:
@@ -143,7 +148,7 @@ class Global:
                 "argument `init_controller=True` or `init_node=True`."
             )
         if process_name is None:
-            process_name = hex(uuid.uuid4().int & 0xFFFFFFFF)
+            process_name = hex(int.from_bytes(os.urandom(4), "big"))
         self.process_name = str(process_name)
         if not self.process_name:
             raise InitializationError("process_name must not be empty")
@@ -774,9 +779,7 @@ class Global:
         modifier: PERIOD,
     ) -> ScheduledTask:
         payload = node.prepare(name, args, kwargs, modifier.receiver)
-        spec = ScheduleSpec(
-            uuid.uuid4().hex, modifier.kind, modifier.interval, modifier.at_time or ()
-        )
+        spec = ScheduleSpec(_new_uuid(), modifier.kind, modifier.interval, modifier.at_time or ())
         ack = await node.roundtrip(name, payload, receiver=modifier.receiver, schedule=spec)
         task = ScheduledTask(str(ack["uuid"]), str(ack["func_name"]), str(ack["receiver"]), self)
         self._scheduled[task.uuid] = task

@@ -10,7 +10,6 @@ import re
 import socket
 import stat
 import sys
-import tempfile
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from typing import Any, ClassVar
@@ -231,6 +230,8 @@ def default_unix_socket_dir() -> str:
     """
     getuid: Callable[[], int] | None = getattr(os, "getuid", None)
     owner = str(getuid()) if getuid is not None else _user_name()
+    import tempfile  # only for the default directory
+
     path = os.path.join(tempfile.gettempdir(), f"daffi-{owner}")
     try:
         os.mkdir(path, 0o700)
