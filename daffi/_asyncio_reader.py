@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -44,6 +45,10 @@ class AsyncioReader(asyncio.BufferedProtocol):
         self._paused = False
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
+        #: Called (on the loop) when data arrives while the reading task waits for it; it
+        #: may consume what was received (see :meth:`take`). Returns whether the task must
+        #: be woken: False spares a task switch when everything was handled.
+        self.on_data: Callable[[], bool] | None = None
 
     @classmethod
     def install(cls, stream: anyio.abc.ByteStream, limit: int) -> AsyncioReader | None:
@@ -75,6 +80,12 @@ class AsyncioReader(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         self._append(bytes(self._view[:nbytes]))
+        on_data = self.on_data
+        waiter = self._waiter
+        # Only while the task waits with nothing pending: then nothing received before can
+        # still be waiting for it, and handling frames here keeps their order.
+        if on_data is not None and waiter is not None and not waiter.done() and not on_data():
+            return
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -96,13 +107,15 @@ class AsyncioReader(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ reading
 
     async def read(self) -> bytes:
-        """Everything received so far (waiting for something if nothing is).
+        """Everything received so far, waiting for something if nothing is.
+
+        May return ``b""`` when :attr:`on_data` took the data and still asked for the task.
 
         Raises:
             anyio.EndOfStream: the peer closed the connection (or it failed) and everything
                 received before was read.
         """
-        while not self._chunks:
+        if not self._chunks:
             if self._eof:
                 raise anyio.EndOfStream
             waiter = self._waiter = self._loop.create_future()
@@ -110,7 +123,13 @@ class AsyncioReader(asyncio.BufferedProtocol):
                 await waiter
             finally:
                 self._waiter = None
+        return self.take()
+
+    def take(self) -> bytes:
+        """Everything received so far, without waiting (``b""`` if nothing)."""
         chunks = self._chunks
+        if not chunks:
+            return b""
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered = 0

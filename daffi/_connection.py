@@ -168,6 +168,10 @@ class Connection:
         # cases: the first sender writes, through the stream, for everyone (see _flush).
         self._call_soon_local: Callable[[Callable[[], None]], object] | None = None
         self._reader: AsyncioReader | None = None
+        #: Set by the connection's owner: takes a message right where it was read, without
+        #: waking the task that receives (asyncio only; see :meth:`_take_directly`). Returns
+        #: False for a message it leaves to :meth:`receive`.
+        self.direct: Callable[[Message, bytes], bool] | None = None
         if sniffio.current_async_library() == "asyncio":
             import asyncio
 
@@ -176,6 +180,8 @@ class Connection:
             if self._direct.available:
                 self._call_soon_local = asyncio.get_running_loop().call_soon
             self._reader = AsyncioReader.install(stream, _READ_AHEAD)
+            if self._reader is not None:
+                self._reader.on_data = self._take_directly
 
     # ------------------------------------------------------------------ sending
 
@@ -305,8 +311,12 @@ class Connection:
             self._queued += len(frame)
             if self._writing or self._kick_pending or self._direct_busy:
                 return  # the writer in charge picks it up
-            if self._flush_scheduled and threading.get_ident() == self._loop_thread:
-                return  # written at the end of this loop turn
+            if self._call_soon_local is not None and threading.get_ident() == self._loop_thread:
+                # On the loop: written at the end of this turn, with whatever else it queues.
+                if not self._flush_scheduled:
+                    self._flush_scheduled = True
+                    self._call_soon_local(self._flush_soon)
+                return
             # Write from this thread if possible, sparing a wake-up of the loop.
             mine = self._direct_busy = self._direct.available
             if not mine:
@@ -356,6 +366,11 @@ class Connection:
         finally:
             drained, self._drained = self._drained, anyio.Event()
             drained.set()
+
+    @property
+    def congested(self) -> bool:
+        """Whether more than ``high_water`` bytes wait to be written."""
+        return self._queued > self.high_water
 
     def _fail(self, exc: BaseException) -> None:
         with self._lock:
@@ -408,6 +423,42 @@ class Connection:
                 buf += chunk
             else:
                 buf[:] = chunk
+
+    def _take_directly(self) -> bool:
+        """Hand complete frames to :attr:`direct` as they arrive (asyncio, on the loop).
+
+        Called by the reader while :meth:`receive` waits for data, so everything before
+        was handled. Returns whether the receiving task must run: a frame ``direct`` does
+        not take, a bad frame (the task raises the error), or the end of the stream.
+        """
+        handler = self.direct
+        reader = self._reader
+        assert reader is not None
+        if handler is None:
+            return True
+        buf = self._buffer
+        chunk = reader.take()
+        if buf:
+            buf += chunk
+        else:
+            buf[:] = chunk
+        self.last_received = time.monotonic()
+        while len(buf) >= _HEADER:
+            size = int.from_bytes(buf[:_HEADER], "big")
+            end = _HEADER + size
+            if size > self.max_frame_size:
+                return True
+            if len(buf) < end:
+                return False  # the rest of this frame is still on its way
+            frame = bytes(buf[:end])
+            try:
+                msg = _decoder.decode(memoryview(frame)[_HEADER:])
+            except msgspec.DecodeError:
+                return True
+            if not handler(msg, frame):
+                return True
+            del buf[:end]
+        return False
 
     async def __aiter__(self) -> AsyncIterator[tuple[Message, bytes]]:
         while True:

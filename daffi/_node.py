@@ -294,8 +294,7 @@ class Node:
             await self._event(self.name, True)
             await self._replay_missed_events()
             failure: ProtocolError | None = None
-            if isinstance(conn, LocalConnection):
-                conn.direct = self._take_direct
+            conn.direct = self._take_direct
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.run_writer)
                 tg.start_soon(self._heartbeat, conn)
@@ -322,8 +321,7 @@ class Node:
             self._stopping = True  # the node itself is being cancelled: no reconnecting
             raise
         finally:
-            if isinstance(conn, LocalConnection):
-                conn.direct = None
+            conn.direct = None
             was_connected = self.conn is conn
             self.conn = None
             channels, self.channels = self.channels, None
