@@ -172,6 +172,7 @@ class Connection:
         #: waking the task that receives (asyncio only; see :meth:`_take_directly`). Returns
         #: False for a message it leaves to :meth:`receive`.
         self.direct: Callable[[Message, bytes], bool] | None = None
+        self._direct_error: Exception | None = None
         if sniffio.current_async_library() == "asyncio":
             import asyncio
 
@@ -392,6 +393,9 @@ class Connection:
         """
         buf = self._buffer
         while True:
+            if self._direct_error is not None:
+                error, self._direct_error = self._direct_error, None
+                raise error
             if len(buf) >= _HEADER:
                 size = int.from_bytes(buf[:_HEADER], "big")
                 if size > self.max_frame_size:
@@ -455,7 +459,14 @@ class Connection:
                 msg = _decoder.decode(memoryview(frame)[_HEADER:])
             except msgspec.DecodeError:
                 return True
-            if not handler(msg, frame):
+            try:
+                taken = handler(msg, frame)
+            except Exception as exc:
+                # Raised by the task in receive(), as if the task had handled the frame.
+                self._direct_error = exc
+                del buf[:end]
+                return True
+            if not taken:
                 return True
             del buf[:end]
         return False
