@@ -201,7 +201,7 @@ class Connection:
                 raise self._broken()
             self._frames.append(frame)
             self._queued += len(frame)
-            lead = schedule = False
+            lead = schedule = now = False
             if self._writing or self._kick_pending or self._direct_busy:
                 pass  # the writer in charge sends it
             elif self._call_soon_local is not None:
@@ -209,6 +209,9 @@ class Connection:
                 # queue goes out in the same system call, with no task switch.
                 schedule = not self._flush_scheduled
                 self._flush_scheduled = True
+            elif self._direct.available:
+                # No end-of-turn hook (trio): write now, sparing the stream's send machinery.
+                now = self._direct_busy = True
             else:
                 lead = self._writing = True
             # Decided under the lock: another thread may be draining the queue right now.
@@ -219,6 +222,8 @@ class Connection:
         if schedule:
             assert self._call_soon_local is not None
             self._call_soon_local(self._flush_soon)
+        elif now:
+            self._write_direct()
         if lead:
             await self._flush()
         elif drained is not None:
