@@ -51,6 +51,7 @@ class SyncChannel:
         self.max_frame_size = max_frame_size
         self._buffer = bytearray()
         self._closed = False
+        self._timeout: float | None = sock.gettimeout()
 
     def send(self, msg: Message) -> None:
         """Write one message (blocking until the kernel took all of it).
@@ -60,8 +61,15 @@ class SyncChannel:
         """
         self.send_frame(encode_frame(msg))
 
+    def _set_timeout(self, timeout: float | None) -> None:
+        # settimeout() costs system calls (the socket's blocking flag) even when nothing
+        # changes: only call it when something does.
+        if timeout != self._timeout:
+            self.sock.settimeout(timeout)
+            self._timeout = timeout
+
     def send_frame(self, frame: bytes | bytearray) -> None:
-        self.sock.settimeout(None)
+        self._set_timeout(None)
         try:
             self.sock.sendall(frame)
         except OSError as exc:
@@ -95,12 +103,12 @@ class SyncChannel:
                             f"the controller sent an undecodable frame: {exc}"
                         ) from exc
             if deadline is None:
-                self.sock.settimeout(None)
+                self._set_timeout(None)
             else:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError
-                self.sock.settimeout(left)
+                self._set_timeout(left)
             try:
                 chunk = self.sock.recv(_read_size(buf))
             except TimeoutError:

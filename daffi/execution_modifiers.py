@@ -248,6 +248,8 @@ def normalize_modifier(value: object) -> ExecModifier:
     """
     if isinstance(value, (FG, BG, BROADCAST, PERIOD)):
         return value
+    if value is FG:  # the default of every fetcher: one shared (frozen) instance
+        return _DEFAULT_FG
     if isinstance(value, type) and issubclass(value, PERIOD):
         raise InitializationError(
             "PERIOD cannot be used without arguments: give it 'at_time' or 'interval', "
@@ -337,3 +339,7 @@ def _utc_text(stamp: float) -> str:
         return datetime.fromtimestamp(stamp, timezone.utc).isoformat()
     except (OverflowError, OSError, ValueError):
         return "out of the datetime range"
+
+
+#: what a fetcher without a modifier uses (modifiers are frozen: one instance is shared)
+_DEFAULT_FG = FG()

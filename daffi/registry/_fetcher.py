@@ -23,8 +23,12 @@ __all__ = ["Fetcher", "fetcher"]
 
 
 def _current_global() -> Any:
+    # daffi._context imports the runtime; importing it here at module level would be
+    # circular, so it is looked up once, on the first call.
+    global _current_global
     from daffi._context import current_global
 
+    _current_global = current_global
     return current_global()
 
 
