@@ -27,7 +27,7 @@ from collections.abc import Callable
 import msgspec
 
 from daffi._connection import _HEADER, _decoder, _read_size, encode_frame
-from daffi._protocol import PROTOCOL_VERSION, Attach, Message, Reject, Welcome
+from daffi._protocol import PROTOCOL_VERSION, Attach, Call, Error, Message, Reject, Result, Welcome
 from daffi.exceptions import ProtocolError
 
 __all__ = ["ChannelClosed", "ChannelPool", "ChannelRefused", "SyncChannel"]
@@ -158,7 +158,8 @@ class ChannelPool:
         self.handshake_timeout = handshake_timeout
         self._lock = threading.Lock()
         self._idle: list[SyncChannel] = []
-        self._all: set[SyncChannel] = set()
+        self._all: set[SyncChannel] = set()  # call channels, busy or idle
+        self._work: set[SyncChannel] = set()  # work channels (see serve_work)
         self._closed = False
         #: set once opening a channel failed: callers go through the loop from then on
         self.disabled = False
@@ -212,19 +213,54 @@ class ChannelPool:
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, []
-            busy, self._all = self._all - set(idle), set()
+            busy, self._all = (self._all - set(idle)) | self._work, set()
+            self._work = set()
         for channel in idle:
             channel.close()
         for channel in busy:
             channel.shutdown()  # the thread using it closes it when it gives it back
 
-    def _open(self) -> SyncChannel | None:
+    def serve_work(self, run: Callable[[Call], Result | Error]) -> None:
+        """Open a work channel and answer the calls it brings with ``run`` until it closes.
+
+        The body of a thread of the node's: the controller sends calls of ``def``
+        callbacks there while the thread is free, so they run without a hand-off from the
+        node's event loop to a worker thread.
+        """
+        try:
+            channel = self._open(work=True)
+        except (OSError, ChannelClosed, ChannelRefused, ProtocolError, TimeoutError) as exc:
+            logger.info("node %r: no work channel (%s)", self.node, exc)
+            return
+        if channel is None:
+            return
+        with self._lock:
+            if self._closed:
+                channel.close()
+                return
+            self._work.add(channel)
+        try:
+            while True:
+                msg = channel.receive(None)
+                if not isinstance(msg, Call):
+                    raise ProtocolError(f"unexpected {type(msg).__name__} on a work channel")
+                channel.send(run(msg))
+        except (ChannelClosed, OSError):
+            pass  # the session ended, or the controller went away
+        except ProtocolError as exc:
+            logger.error("node %r: work channel closed: %s", self.node, exc)
+        finally:
+            with self._lock:
+                self._work.discard(channel)
+            channel.close()
+
+    def _open(self, *, work: bool = False) -> SyncChannel | None:
         sock = self._open_socket(self.handshake_timeout)
         if sock is None:
             return None
         channel = SyncChannel(sock, max_frame_size=self.max_frame_size)
         try:
-            channel.send(Attach(PROTOCOL_VERSION, self.node, self._token))
+            channel.send(Attach(PROTOCOL_VERSION, self.node, self._token, work))
             answer = channel.receive(time.monotonic() + self.handshake_timeout)
             if isinstance(answer, Reject):
                 raise ChannelRefused(answer.reason)

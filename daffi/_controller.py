@@ -67,6 +67,9 @@ class _Peer:
     channel_token: bytes | None = None
     #: its open call channels
     channels: set[Link] = field(default_factory=set)
+    #: its work channels, and those with no call running (ready for a def callback's call)
+    work: set[Link] = field(default_factory=set)
+    work_idle: list[Link] = field(default_factory=list)
 
 
 #: replies larger than this (bytes) from the node in this process are routed by the loop
@@ -117,6 +120,8 @@ class Controller:
         self._round_robin: dict[str, itertools.count[int]] = {}
         # (caller, call id) -> (executor, callback name, the caller's call channel or None)
         self._in_flight: dict[tuple[str, int], tuple[str, str, Link | None]] = {}
+        # (caller, call id) -> the work channel running it
+        self._on_work: dict[tuple[str, int], Link] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._loop_thread = threading.get_ident()
 
@@ -295,6 +300,9 @@ class Controller:
                 await conn.send(Reject("unknown node or channel token", "InitializationError"))
             return
         await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack"))
+        if msg.work:
+            await self._serve_work_channel(peer, conn)
+            return
         peer.channels.add(conn)
         conn.direct = self._direct_handler(peer, conn)
         try:
@@ -319,10 +327,78 @@ class Controller:
                     if channel is conn and self._in_flight.pop(key, None) is not None:
                         await self._send_to(executor, Cancel(key[1], key[0]))
 
+    async def _serve_work_channel(self, peer: _Peer, conn: Link) -> None:
+        """Serve a work channel of ``peer``: calls go out on it, one at a time, and come
+        back answered (see :meth:`_callee_link`)."""
+        conn.peer = f"{peer.name!r} (work channel)"
+        peer.work.add(conn)
+        peer.work_idle.append(conn)
+
+        def take(msg: Message, frame: bytes | bytearray) -> bool:
+            if not isinstance(msg, Result | Error) or self.peers.get(peer.name) is not peer:
+                return False
+            self._work_done(peer, conn, msg)
+            self._reply_now(peer, msg, frame)
+            return True
+
+        conn.direct = take
+        try:
+            while True:
+                msg, frame = await conn.receive()
+                if self.peers.get(peer.name) is not peer:
+                    return
+                if not isinstance(msg, Result | Error):
+                    raise ProtocolError(
+                        f"unexpected {type(msg).__name__} on a work channel of {peer.name!r}"
+                    )
+                self._work_done(peer, conn, msg)
+                await self._route_reply(peer, msg, frame)
+        finally:
+            conn.direct = None
+            peer.work.discard(conn)
+            with contextlib.suppress(ValueError):
+                peer.work_idle.remove(conn)
+            with anyio.CancelScope(shield=True):
+                for key, channel in list(self._on_work.items()):
+                    if channel is not conn or self._on_work.pop(key, None) is None:
+                        continue
+                    entry = self._in_flight.pop(key, None)
+                    if entry is None:
+                        continue
+                    caller, call_id = key
+                    error = _error(
+                        call_id,
+                        caller,
+                        "RemoteStoppedUnexpectedly",
+                        f"process {peer.name!r} lost its work connection while running "
+                        f"{entry[1]!r}",
+                        peer.name,
+                    )
+                    reply = self._reply_link(caller, entry[2])
+                    if reply is not None:
+                        await self._send_on(reply, error)
+
+    def _work_done(self, peer: _Peer, conn: Link, msg: Result | Error) -> None:
+        # The node answered the call its work channel ran: the channel is free again.
+        if self._on_work.pop((msg.dst, msg.id), None) is conn and conn not in peer.work_idle:
+            peer.work_idle.append(conn)
+
+    def _callee_link(self, target: _Peer, msg: Call, caller: str) -> Link:
+        """Where to send ``msg`` for ``target``: an idle work channel for a plain call of a
+        ``def`` callback that wants its result (its thread runs it at once, with no hand-off
+        from the node's loop to a worker thread), else the node's connection."""
+        if target.work_idle and msg.want_result and msg.schedule is None and not msg.stream_in:
+            info = target.callbacks.get(msg.name)
+            if info is not None and not info.is_async and not info.is_generator:
+                conn = target.work_idle.pop()
+                self._on_work[(caller, msg.id)] = conn
+                return conn
+        return target.conn
+
     async def _drop_peer(self, peer: _Peer) -> None:
         del self.peers[peer.name]
-        for channel in list(peer.channels):
-            await channel.aclose()  # its handler sees the end and cancels its calls
+        for channel in [*peer.channels, *peer.work]:
+            await channel.aclose()  # its handler sees the end and settles its calls
         for name in peer.callbacks:
             providers = self._providers.get(name)
             if providers is not None and peer.name in providers:
@@ -423,7 +499,15 @@ class Controller:
             self._in_flight[(peer.name, msg.id)] = (target_name, msg.name, channel)
         target_peer = self.peers[target_name]
         try:
-            conn = target_peer.conn
+            conn = self._callee_link(target_peer, msg, peer.name)
+            if conn is not target_peer.conn:
+                try:
+                    await conn.send_frame(frame)
+                    return
+                except anyio.BrokenResourceError:
+                    # A work channel closing: its node's connection takes the call.
+                    self._on_work.pop((peer.name, msg.id), None)
+                    conn = target_peer.conn
             if isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame):
                 return  # the node in this process took it at once
             await conn.send_frame(frame)
@@ -550,10 +634,20 @@ class Controller:
             if target_name is None:
                 return False
             target = self.peers[target_name]
-        conn = target.conn
-        if isinstance(conn, Connection) and conn.congested:
-            return False  # the serving task waits for the target to catch up
         key = (peer.name, msg.id)
+        conn = self._callee_link(target, msg, peer.name)
+        if conn is not target.conn:
+            self._in_flight[key] = (target.name, msg.name, channel)
+            try:
+                conn.send_frame_threadsafe(frame)
+                return True
+            except anyio.BrokenResourceError:
+                # A work channel closing: its node's connection takes the call.
+                self._on_work.pop(key, None)
+                conn = target.conn
+        if isinstance(conn, Connection) and conn.congested:
+            self._in_flight.pop(key, None)
+            return False  # the serving task waits for the target to catch up
         if msg.want_result:
             self._in_flight[key] = (target.name, msg.name, channel)
         try:

@@ -216,34 +216,59 @@ class Dispatcher:
                 Error(msg.id, msg.src, daffi_error_info("GlobalContextError", text, self.name))
             )
 
+    def run_here(self, msg: Call) -> Result | Error:
+        """Run a call of a ``def`` callback in the calling thread (a work channel's thread).
+
+        Always returns a reply, even for a call cancelled meanwhile: the controller routes
+        it nowhere then, and the reply tells it the channel is free again.
+        """
+        entry = self.registry.get(msg.name)
+        if entry is None or not entry.runs_in_thread or msg.schedule is not None:
+            text = f"process {self.name!r} has no def callback {msg.name!r} to run here"
+            return Error(
+                msg.id, msg.src, daffi_error_info("UnableToFindCandidate", text, self.name)
+            )
+        key = (msg.src, msg.id)
+        if len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls:
+            text = (
+                f"process {self.name!r} is overloaded: {self.max_concurrent_calls} calls are "
+                "already running (max_concurrent_calls); retry later"
+            )
+            return Error(msg.id, msg.src, daffi_error_info("GlobalContextError", text, self.name))
+        job = self._sync_jobs[key] = _SyncJob()
+        return self._call_sync(msg, entry, job)
+
+    def _call_sync(self, msg: Call, entry: CallbackEntry, job: _SyncJob) -> Result | Error:
+        key = (msg.src, msg.id)
+        try:
+            args, kwargs = self.codec.decode_args(msg.payload)
+            if entry.structure_args is not None:
+                args, kwargs = entry.structure_args(args, kwargs)
+            value = entry.fn(*args, **kwargs)
+            return Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
+        except Exception as exc:
+            if not isinstance(exc, DaffiError):
+                logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
+            return Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
+        finally:
+            self._sync_jobs.pop(key, None)
+
     def _run_sync_call(self, msg: Call, entry: CallbackEntry, conn: Link, job: _SyncJob) -> None:
         """Run a sync callback in a worker thread and send its reply from there.
 
         A cancel (or the caller's deadline passing) drops the result; the callback itself
         cannot be interrupted.
         """
-        key = (msg.src, msg.id)
         started = time.monotonic()
-        reply: Result | Error | None = None
-        try:
-            if job.cancelled:
-                return
-            args, kwargs = self.codec.decode_args(msg.payload)
-            if entry.structure_args is not None:
-                args, kwargs = entry.structure_args(args, kwargs)
-            value = entry.fn(*args, **kwargs)
-            reply = Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
-        except Exception as exc:
-            if not isinstance(exc, DaffiError):
-                logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
-            reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
-        finally:
-            self._sync_jobs.pop(key, None)
+        if job.cancelled:
+            self._sync_jobs.pop((msg.src, msg.id), None)
+            return
+        reply = self._call_sync(msg, entry, job)
         late = msg.timeout is not None and time.monotonic() - started > msg.timeout
         if job.cancelled or late:
             logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
             return
-        if msg.want_result and reply is not None:
+        if msg.want_result:
             with contextlib.suppress(anyio.BrokenResourceError):
                 conn.send_threadsafe(reply)
 

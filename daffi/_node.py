@@ -23,6 +23,7 @@ import logging
 import math
 import random
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -160,6 +161,7 @@ class Node:
         self._open_channel = open_channel
         #: the session's call channels for sync callers (None: they go through the loop)
         self.channels: ChannelPool | None = None
+        self._work_started = False
         #: runs the calls other nodes send here (and hosts the scheduler)
         self.dispatch = Dispatcher(self, workers=workers, max_concurrent_calls=max_concurrent_calls)
 
@@ -251,6 +253,7 @@ class Node:
             # If the link is broken, the next handshake carries the callbacks.
             with contextlib.suppress(anyio.BrokenResourceError):
                 await conn.send(Register(self.registry.infos()))
+            self._start_work_channel()
 
     # ------------------------------------------------------------------ session
 
@@ -280,6 +283,8 @@ class Node:
                     max_frame_size=self.max_frame_size,
                     handshake_timeout=self.handshake_timeout,
                 )
+                self._work_started = False
+                self._start_work_channel()
             self.conn = conn
             self._connected_once = True
             self._connected.set()
@@ -366,6 +371,26 @@ class Node:
             item.error = daffi_error_info("RemoteStoppedUnexpectedly", why, self.name)
             item.finish()
         self._set_directory({})
+
+    def _start_work_channel(self) -> None:
+        """Open the session's work channel once this node offers a ``def`` callback.
+
+        One thread blocks on it; the controller sends it such calls while it is free, so
+        they run without a hand-off from this loop to a worker thread (the others still go
+        through the node's connection and the worker pool).
+        """
+        pool = self.channels
+        if pool is None or self._work_started:
+            return
+        if not any(not i.is_async and not i.is_generator for i in self.registry.infos()):
+            return
+        self._work_started = True
+        threading.Thread(
+            target=pool.serve_work,
+            args=(self.dispatch.run_here,),
+            name=f"daffi-{self.name}-work",
+            daemon=True,
+        ).start()
 
     def _take_direct(self, msg: Message, frame: bytes | bytearray) -> bool:
         """What the controller in this process hands over without queueing (on the loop).

@@ -141,6 +141,9 @@ class Attach(_Msg, tag=7, frozen=True):
     version: int
     name: str
     token: bytes
+    #: a *work* channel instead: the controller sends it calls of the node's ``def``
+    #: callbacks, one at a time, and the node answers each on it (see daffi._channel)
+    work: bool = False
 
 
 class Call(_Msg, tag=10, frozen=True):
