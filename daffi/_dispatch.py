@@ -148,6 +148,10 @@ class Dispatcher:
             self._inbound[key] = anyio.create_memory_object_stream[msgspec.Raw](STREAM_WINDOW)
         tg.start_soon(self._run_call, msg, scope)
 
+    def reserve_thread(self) -> None:
+        """One of the ``workers`` threads is a work channel's: the pool keeps one fewer."""
+        self._pool.size = max(1, self.workers - 1)
+
     def start_in_thread(self, msg: Call) -> bool:
         """Start ``msg`` in a worker thread if it is a plain call of a ``def`` callback.
 

@@ -380,11 +380,13 @@ class Node:
         through the node's connection and the worker pool).
         """
         pool = self.channels
-        if pool is None or self._work_started:
+        if pool is None or self._work_started or self.workers < 2:
             return
         if not any(not i.is_async and not i.is_generator for i in self.registry.infos()):
             return
         self._work_started = True
+        # The work thread is one of the `workers` threads that may run def callbacks.
+        self.dispatch.reserve_thread()
         threading.Thread(
             target=pool.serve_work,
             args=(self.dispatch.run_here,),
