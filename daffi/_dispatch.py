@@ -250,7 +250,9 @@ class Dispatcher:
                 args, kwargs = entry.structure_args(args, kwargs)
             value = entry.fn(*args, **kwargs)
             return Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
-        except Exception as exc:
+        except BaseException as exc:
+            # In a worker thread even SystemExit or KeyboardInterrupt raised by the callback
+            # (signals only reach the main thread) is the call's failure: the caller gets it.
             if not isinstance(exc, DaffiError):
                 logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
             return Error(msg.id, msg.src, error_info_from_exception(exc, self.name))

@@ -10,26 +10,21 @@ controller's side of the channels.
 from __future__ import annotations
 
 import builtins
-import shutil
 import socket
-import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 import anyio.to_thread
-import msgspec
 import pytest
 
 from daffi import BROADCAST, FG, Global
 from daffi._channel import ChannelPool
 from daffi._codec import default_codec
-from daffi._connection import _decoder, encode_frame
-from daffi._controller import Controller
-from daffi._node import Node
+from daffi._connection import encode_frame
 from daffi._protocol import (
     PROTOCOL_VERSION,
     Attach,
@@ -49,6 +44,20 @@ from daffi.exceptions import (
 )
 from daffi.exceptions import TimeoutError as DaffiTimeoutError
 from daffi.registry import CallbackRegistry
+
+from ._helpers import (
+    Net,
+    Outcome,
+    closed_by_peer,
+    controller_of,
+    encoded_args,
+    node_of,
+    pool_of,
+    raw_connect,
+    read_frame,
+    registry_with,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -127,207 +136,12 @@ class Sleeper:
         return sleepy_cb
 
 
-class Outcome:
-    """Runs ``fn`` in a thread; keeps its value or exception and when it ended."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self._fn = fn
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.ended_at: float | None = None
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.value = self._fn()
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.ended_at = time.monotonic()
-            self.done.set()
-
-
 # ---------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    """A short private directory for the Unix socket (AF_UNIX paths are ~104 bytes at most)."""
-    path = tempfile.mkdtemp(prefix="daffi-c-", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-class Net:
-    """Starts a controller and nodes on one transport; stops them all at teardown."""
-
-    def __init__(self, sock_dir: str) -> None:
-        self.sock_dir = sock_dir
-        self.transport = "unix"
-        self.controller: Global | None = None
-        self.started: list[Global] = []
-
-    def _where(self) -> dict[str, Any]:
-        if self.transport == "tcp":
-            assert self.controller is not None
-            return {"host": "127.0.0.1", "port": self.controller.port}
-        return {"unix_sock_path": self.sock_dir}
-
-    def start_controller(
-        self,
-        callbacks: dict[str, Callable[..., Any]] | None = None,
-        *,
-        name: str = "ctrl",
-        backend: str = "asyncio",
-        transport: str = "unix",
-    ) -> Global:
-        self.transport = transport
-        where: dict[str, Any] = (
-            {"host": "127.0.0.1", "port": 0}
-            if transport == "tcp"
-            else {"unix_sock_path": self.sock_dir}
-        )
-        g = Global(
-            name,
-            init_controller=True,
-            registry=registry_with(callbacks),
-            connect_timeout=5,
-            backend=backend,
-            **where,
-        )
-        self.started.append(g)
-        self.controller = g
-        return g
-
-    def node(
-        self,
-        name: str,
-        callbacks: dict[str, Callable[..., Any]] | None = None,
-        *,
-        backend: str = "asyncio",
-    ) -> Global:
-        g = Global(
-            name,
-            registry=registry_with(callbacks),
-            connect_timeout=5,
-            backend=backend,
-            **self._where(),
-        )
-        self.started.append(g)
-        return g
-
-    def stop_all(self) -> None:
-        for g in reversed(self.started):
-            g.stop()
-
-
-@pytest.fixture
-def net(sock_dir: str) -> Iterator[Net]:
-    network = Net(sock_dir)
-    try:
-        yield network
-    finally:
-        network.stop_all()
-
-
-def registry_with(callbacks: dict[str, Callable[..., Any]] | None) -> CallbackRegistry:
-    registry = CallbackRegistry()
-    for name, func in (callbacks or {}).items():
-        registry.add(func, name)
-    return registry
-
-
-def node_of(g: Global) -> Node:
-    assert g._node is not None
-    return g._node
-
-
-def pool_of(g: Global) -> ChannelPool:
-    pool = node_of(g).channels
-    assert pool is not None, f"{g!r} has no call channels"
-    return pool
-
-
-def controller_of(g: Global) -> Controller:
-    assert g._controller is not None
-    return g._controller
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def wait_busy_channel(pool: ChannelPool, timeout: float = 3.0) -> None:
     """Wait until a caller holds a channel (it is open and not idle)."""
     assert wait_until(lambda: len(pool._all) > len(pool._idle), timeout)
-
-
-def raw_connect(controller: Global) -> socket.socket:
-    """A plain blocking socket to the controller's listener."""
-    address = controller.address
-    if address.scheme == "tcp":
-        assert address.host is not None
-        assert address.port is not None
-        sock = socket.create_connection((address.host, address.port), timeout=2)
-    else:
-        assert address.path is not None
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(2)
-        sock.connect(address.path)
-    return sock
-
-
-def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
-    data = bytearray()
-    while len(data) < size:
-        chunk = sock.recv(size - len(data))
-        if not chunk:
-            return None
-        data += chunk
-    return bytes(data)
-
-
-def read_frame(sock: socket.socket, timeout: float = 2.0) -> Message | None:
-    """The next frame from ``sock``, or None if the peer closed the connection."""
-    sock.settimeout(timeout)
-    header = _recv_exact(sock, 4)
-    if header is None:
-        return None
-    body = _recv_exact(sock, int.from_bytes(header, "big"))
-    if body is None:
-        return None
-    return _decoder.decode(body)
-
-
-def closed_by_peer(sock: socket.socket, timeout: float = 2.0) -> bool:
-    """True if the peer closes ``sock`` within ``timeout`` (frames before that are skipped)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            return False
-        except OSError:
-            return True  # reset by the peer
-        if not chunk:
-            return True
-
-
-def encoded_args(*args: Any) -> msgspec.Raw:
-    return msgspec.Raw(default_codec.encode_args(args, {}))
 
 
 def call_add(g: Global, a: int, b: int) -> int:

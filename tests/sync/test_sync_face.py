@@ -6,8 +6,6 @@ once in its own background thread; async fetchers are awaited from loops made wi
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -69,16 +67,6 @@ class Departures:
     def wait_for(self, name: str, timeout: float = 5) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: name in self.names, timeout)
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    """A short private directory for the Unix socket (AF_UNIX paths are ~104 bytes at most)."""
-    path = tempfile.mkdtemp(prefix="daffi-s-", dir="/tmp")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
