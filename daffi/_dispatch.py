@@ -220,6 +220,11 @@ class Dispatcher:
                 Error(msg.id, msg.src, daffi_error_info("GlobalContextError", text, self.name))
             )
 
+    def _encode(self, value: Any, msg: Call, what: str = "the result of") -> msgspec.Raw:
+        payload = self.codec.encode_value(value)
+        self.node.check_size(payload, f"{what} {msg.name!r}")
+        return msgspec.Raw(payload)
+
     def run_here(self, msg: Call) -> Result | Error:
         """Run a call of a ``def`` callback in the calling thread (a work channel's thread).
 
@@ -249,7 +254,7 @@ class Dispatcher:
             if entry.structure_args is not None:
                 args, kwargs = entry.structure_args(args, kwargs)
             value = entry.fn(*args, **kwargs)
-            return Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
+            return Result(msg.id, msg.src, self._encode(value, msg))
         except BaseException as exc:
             # In a worker thread even SystemExit or KeyboardInterrupt raised by the callback
             # (signals only reach the main thread) is the call's failure: the caller gets it.
@@ -284,7 +289,7 @@ class Dispatcher:
         with scope:
             try:
                 value = await self._execute(msg)
-                reply = Result(msg.id, msg.src, msgspec.Raw(self.codec.encode_value(value)))
+                reply = Result(msg.id, msg.src, self._encode(value, msg))
             except Exception as exc:
                 if not isinstance(exc, DaffiError):
                     logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
@@ -374,7 +379,7 @@ class Dispatcher:
             raise RemoteStoppedUnexpectedly("not connected to the controller")
 
         async def emit(value: Any) -> None:
-            payload = msgspec.Raw(self.codec.encode_value(value))
+            payload = self._encode(value, msg, "a value yielded by")
             await gate.take()
             await conn.send(YieldItem(msg.id, msg.src, payload))
 

@@ -34,7 +34,7 @@ import msgspec
 
 from daffi._calls import Pending, Upload, UploadGroup
 from daffi._channel import ChannelClosed, ChannelPool, SyncChannel
-from daffi._codec import default_codec
+from daffi._codec import PayloadEncodeError, default_codec
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_frame
 from daffi._dispatch import Dispatcher
 from daffi._local_link import LocalConnection
@@ -88,6 +88,10 @@ class _Rejected(Exception):
     def __init__(self, error: DaffiError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+#: room kept in a frame for the envelope around a payload (names, ids, options), at most
+FRAME_OVERHEAD = 64 * 1024
 
 
 def _link_lost(doing: str, name: str) -> RemoteStoppedUnexpectedly:
@@ -591,7 +595,27 @@ class Node:
         info = self._target_info(name, receiver)
         if kwargs or len(args) != self._plain_arity(info):
             check_arguments(self._signature(info), name, args, kwargs)
-        return msgspec.Raw(self.codec.encode_args(args, kwargs)), info
+        payload = self.codec.encode_args(args, kwargs)
+        self.check_size(payload, f"the arguments of {name!r}")
+        return msgspec.Raw(payload), info
+
+    def check_size(self, payload: bytes, what: str) -> None:
+        """Refuse a payload too large for one frame, before anything is sent.
+
+        A peer closes a connection that sends an oversized frame (every call on it would
+        fail), so the sender says it plainly instead.
+
+        Raises:
+            PayloadEncodeError: ``payload`` does not fit in ``max_frame_size``.
+        """
+        overhead = min(FRAME_OVERHEAD, self.max_frame_size // 8)
+        if len(payload) > self.max_frame_size - overhead:
+            raise PayloadEncodeError(
+                f"{what} encode to {len(payload):,} bytes, more than one frame carries "
+                f"(max_frame_size {self.max_frame_size:,} bytes, less {overhead:,} for the "
+                "envelope); send it in pieces with a stream, or raise max_frame_size on "
+                "every process"
+            )
 
     async def roundtrip(
         self,
