@@ -24,9 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import msgspec
-
-from daffi._connection import _HEADER, _decoder, _read_size, encode_frame
+from daffi._connection import _read_size, encode_frame, take_frame
 from daffi._protocol import PROTOCOL_VERSION, Attach, Call, Error, Message, Reject, Result, Welcome
 from daffi.exceptions import ProtocolError
 
@@ -85,23 +83,9 @@ class SyncChannel:
         """
         buf = self._buffer
         while True:
-            if len(buf) >= _HEADER:
-                size = int.from_bytes(buf[:_HEADER], "big")
-                if size > self.max_frame_size:
-                    raise ProtocolError(
-                        f"the controller sent a frame of {size} bytes, over the limit of "
-                        f"{self.max_frame_size} bytes (max_frame_size)"
-                    )
-                end = _HEADER + size
-                if len(buf) >= end:
-                    body = bytes(memoryview(buf)[_HEADER:end])
-                    del buf[:end]
-                    try:
-                        return _decoder.decode(body)
-                    except msgspec.DecodeError as exc:
-                        raise ProtocolError(
-                            f"the controller sent an undecodable frame: {exc}"
-                        ) from exc
+            taken = take_frame(buf, self.max_frame_size, "the controller")
+            if taken is not None:
+                return taken[0]
             if deadline is None:
                 self._set_timeout(None)
             else:

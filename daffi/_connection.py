@@ -45,6 +45,35 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 
 
+def take_frame(buf: bytearray, max_frame_size: int, peer: str) -> tuple[Message, bytes] | None:
+    """Take the first whole frame out of ``buf``: its message and its bytes.
+
+    Returns None (and leaves ``buf`` alone) while the frame is incomplete.
+
+    Raises:
+        ProtocolError: the frame announces more than ``max_frame_size`` bytes, or does not
+            decode (then it is left in ``buf``).
+    """
+    if len(buf) < _HEADER:
+        return None
+    size = int.from_bytes(buf[:_HEADER], "big")
+    if size > max_frame_size:
+        raise ProtocolError(
+            f"{peer} sent a frame of {size} bytes, over the limit of {max_frame_size} bytes "
+            "(max_frame_size); closing the connection"
+        )
+    end = _HEADER + size
+    if len(buf) < end:
+        return None
+    frame = bytes(buf[:end])
+    try:
+        msg = _decoder.decode(memoryview(frame)[_HEADER:])
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(f"{peer} sent an undecodable frame: {exc}") from exc
+    del buf[:end]
+    return msg, frame
+
+
 def _read_size(buf: bytearray) -> int:
     """How much to read next: more when the frame being received is known to be large."""
     if len(buf) >= _HEADER:
@@ -401,24 +430,9 @@ class Connection:
             if self._direct_error is not None:
                 error, self._direct_error = self._direct_error, None
                 raise error
-            if len(buf) >= _HEADER:
-                size = int.from_bytes(buf[:_HEADER], "big")
-                if size > self.max_frame_size:
-                    raise ProtocolError(
-                        f"{self.peer} sent a frame of {size} bytes, over the limit of "
-                        f"{self.max_frame_size} bytes (max_frame_size); closing the connection"
-                    )
-                end = _HEADER + size
-                if len(buf) >= end:
-                    frame = bytes(buf[:end])
-                    del buf[:end]
-                    try:
-                        msg = _decoder.decode(memoryview(frame)[_HEADER:])
-                    except msgspec.DecodeError as exc:
-                        raise ProtocolError(
-                            f"{self.peer} sent an undecodable frame: {exc}"
-                        ) from exc
-                    return msg, frame
+            taken = take_frame(buf, self.max_frame_size, self.peer)
+            if taken is not None:
+                return taken
             reader = self._reader
             try:
                 if reader is not None:
@@ -452,29 +466,26 @@ class Connection:
         else:
             buf[:] = chunk
         self.last_received = time.monotonic()
-        while len(buf) >= _HEADER:
-            size = int.from_bytes(buf[:_HEADER], "big")
-            end = _HEADER + size
-            if size > self.max_frame_size:
-                return True
-            if len(buf) < end:
+        while True:
+            size = len(buf)
+            try:
+                taken = take_frame(buf, self.max_frame_size, self.peer)
+            except ProtocolError:
+                return True  # the task meets the same error in receive() and raises it
+            if taken is None:
                 return False  # the rest of this frame is still on its way
-            frame = bytes(buf[:end])
+            msg, frame = taken
             try:
-                msg = _decoder.decode(memoryview(frame)[_HEADER:])
-            except msgspec.DecodeError:
-                return True
-            try:
-                taken = handler(msg, frame)
+                handled = handler(msg, frame)
             except Exception as exc:
                 # Raised by the task in receive(), as if the task had handled the frame.
                 self._direct_error = exc
-                del buf[:end]
                 return True
-            if not taken:
+            if not handled:
+                # The task takes this one (and what follows) in receive(): put it back.
+                buf[:0] = frame
+                assert len(buf) == size
                 return True
-            del buf[:end]
-        return False
 
     async def __aiter__(self) -> AsyncIterator[tuple[Message, bytes]]:
         while True:

@@ -475,29 +475,13 @@ class Controller:
         if msg.timeout is not None and not (math.isfinite(msg.timeout) and msg.timeout >= 0):
             raise ProtocolError(f"node {peer.name!r} sent a call with timeout {msg.timeout!r}")
         reply = channel if channel is not None else peer.conn
-        if msg.receiver is not None:
-            target = self.peers.get(msg.receiver)
-            if target is None:
-                await self._fail(reply, msg, f"process {msg.receiver!r} is not connected")
-                return
-            if msg.name not in target.callbacks and not msg.name.startswith(SYSTEM_PREFIX):
-                await self._fail(
-                    reply,
-                    msg,
-                    f"process {msg.receiver!r} has no callback {msg.name!r}; it offers "
-                    f"{sorted(target.callbacks)}",
-                )
-                return
-            target_name: str | None = target.name
-        else:
-            target_name = self._pick(peer.name, msg.name)
-            if target_name is None:
-                await self._fail(reply, msg, f"no other process offers callback {msg.name!r}")
-                return
-        assert target_name is not None
+        target_peer = self._target(peer, msg)
+        if target_peer is None:
+            await self._fail(reply, msg, self._why_no_target(peer, msg))
+            return
+        target_name = target_peer.name
         if msg.want_result:
             self._in_flight[(peer.name, msg.id)] = (target_name, msg.name, channel)
-        target_peer = self.peers[target_name]
         try:
             conn = self._callee_link(target_peer, msg, peer.name)
             if conn is not target_peer.conn:
@@ -524,6 +508,29 @@ class Controller:
                         target_name,
                     ),
                 )
+
+    def _target(self, peer: _Peer, msg: Call) -> _Peer | None:
+        """The node that runs ``msg``: its pinned receiver, or the next in round-robin."""
+        if msg.receiver is not None:
+            target = self.peers.get(msg.receiver)
+            if target is None or (
+                msg.name not in target.callbacks and not msg.name.startswith(SYSTEM_PREFIX)
+            ):
+                return None
+            return target
+        name = self._pick(peer.name, msg.name)
+        return None if name is None else self.peers[name]
+
+    def _why_no_target(self, peer: _Peer, msg: Call) -> str:
+        if msg.receiver is None:
+            return f"no other process offers callback {msg.name!r}"
+        target = self.peers.get(msg.receiver)
+        if target is None:
+            return f"process {msg.receiver!r} is not connected"
+        return (
+            f"process {msg.receiver!r} has no callback {msg.name!r}; it offers "
+            f"{sorted(target.callbacks)}"
+        )
 
     async def _fail(self, reply: Link, msg: Call, text: str) -> None:
         if msg.want_result:
@@ -623,17 +630,9 @@ class Controller:
             return False
         if msg.timeout is not None and not (math.isfinite(msg.timeout) and msg.timeout >= 0):
             return False
-        if msg.receiver is not None:
-            target = self.peers.get(msg.receiver)
-            if target is None or (
-                msg.name not in target.callbacks and not msg.name.startswith(SYSTEM_PREFIX)
-            ):
-                return False
-        else:
-            target_name = self._pick(peer.name, msg.name)
-            if target_name is None:
-                return False
-            target = self.peers[target_name]
+        target = self._target(peer, msg)
+        if target is None:
+            return False
         key = (peer.name, msg.id)
         conn = self._callee_link(target, msg, peer.name)
         if conn is not target.conn:
