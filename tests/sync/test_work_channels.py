@@ -225,6 +225,19 @@ def work_ready(ctrl: Global, node: Global, timeout: float = 3.0) -> tuple[_Peer,
     return controller_of(ctrl).peers[name], channel
 
 
+def worker_and_client(
+    net: Net, backend: str, callbacks: dict[str, Callable[..., Any]], name: str
+) -> tuple[Global, Global, Global, _Peer, SyncChannel]:
+    """A controller, a "worker" offering ``callbacks`` with its work channel ready, and a
+    "client" that sees ``name`` offered."""
+    ctrl = net.start_controller({}, backend=backend)
+    worker = net.node("worker", callbacks, backend=backend)
+    client = net.node("client", backend=backend)
+    peer, channel = work_ready(ctrl, worker)
+    client.wait_function(name, timeout=5)
+    return ctrl, worker, client, peer, channel
+
+
 def all_idle(ctrl: Global, peer: _Peer) -> bool:
     return peer.work_idle == list(peer.work) and not controller_of(ctrl)._on_work
 
@@ -328,11 +341,7 @@ def test_sequential_calls_run_on_the_work_thread(net: Net, backend: str, transpo
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_concurrent_calls_still_run_at_once(net: Net, backend: str) -> None:
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"nap": rec.nap_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    peer, _ = work_ready(ctrl, worker)
-    client.wait_function("nap", timeout=5)
+    ctrl, _worker, client, peer, _ = worker_and_client(net, backend, {"nap": rec.nap_cb()}, "nap")
     callers = 6
     # open the caller's call channels beforehand, so that the calls start together
     pool = pool_of(client)
@@ -371,11 +380,9 @@ def test_concurrent_calls_still_run_at_once(net: Net, backend: str) -> None:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_busy_work_channel_sends_calls_through_the_pool(net: Net, backend: str) -> None:
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"nap": rec.nap_cb(), "add": rec.add_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    peer, channel = work_ready(ctrl, worker)
-    client.wait_function("nap", timeout=5)
+    ctrl, worker, client, peer, channel = worker_and_client(
+        net, backend, {"nap": rec.nap_cb(), "add": rec.add_cb()}, "nap"
+    )
     client.wait_function("add", timeout=5)
 
     slow = Outcome(lambda: call_nap(client, 1.0))
@@ -432,11 +439,9 @@ def test_def_callback_registered_later_opens_the_work_channel(net: Net, backend:
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_remote_exception_on_the_work_channel(net: Net, backend: str) -> None:
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"explode": rec.explode_cb(), "add": rec.add_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    peer, channel = work_ready(ctrl, worker)
-    client.wait_function("explode", timeout=5)
+    ctrl, worker, client, peer, channel = worker_and_client(
+        net, backend, {"explode": rec.explode_cb(), "add": rec.add_cb()}, "explode"
+    )
     for _ in range(3):
         with client.as_current(), pytest.raises(ValueError, match="boom") as info:
             explode()
@@ -458,11 +463,7 @@ def test_calls_not_on_a_call_channel_use_the_work_thread_too(
 ) -> None:
     """Calls that reach the controller through a node's connection are routed the same way."""
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"add": rec.add_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    peer, _ = work_ready(ctrl, worker)
-    client.wait_function("add", timeout=5)
+    ctrl, _worker, client, peer, _ = worker_and_client(net, backend, {"add": rec.add_cb()}, "add")
     ctrl.wait_function("add", timeout=5)
     calls = 20
     if path == "loop":
@@ -487,11 +488,7 @@ def test_calls_not_on_a_call_channel_use_the_work_thread_too(
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fire_and_forget_calls_do_not_take_the_work_channel(net: Net, backend: str) -> None:
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"add": rec.add_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    peer, _ = work_ready(ctrl, worker)
-    client.wait_function("add", timeout=5)
+    ctrl, _worker, client, peer, _ = worker_and_client(net, backend, {"add": rec.add_cb()}, "add")
     with client.as_current():
         for i in range(3):
             assert add.call(i, i, exec_modifier=BG(return_result=False)) is None
@@ -505,11 +502,9 @@ def test_fire_and_forget_calls_do_not_take_the_work_channel(net: Net, backend: s
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_many_threads_many_calls_no_lost_or_duplicated_replies(net: Net, backend: str) -> None:
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"add": rec.add_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    peer, channel = work_ready(ctrl, worker)
-    client.wait_function("add", timeout=5)
+    ctrl, worker, client, peer, channel = worker_and_client(
+        net, backend, {"add": rec.add_cb()}, "add"
+    )
     threads, calls = 8, 40
     barrier = threading.Barrier(threads)
 
@@ -584,11 +579,9 @@ def test_caller_leaving_mid_call_frees_the_work_channel(net: Net, backend: str) 
 def test_base_exception_in_a_callback_on_the_work_channel(net: Net, backend: str) -> None:
     """A BaseException that is not an Exception is the call's failure, like any other."""
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"fatal": rec.fatal_cb(), "add": rec.add_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    peer, channel = work_ready(ctrl, worker)
-    client.wait_function("fatal", timeout=5)
+    ctrl, worker, client, peer, channel = worker_and_client(
+        net, backend, {"fatal": rec.fatal_cb(), "add": rec.add_cb()}, "fatal"
+    )
     t0 = time.monotonic()
     with client.as_current(), pytest.raises(RemoteCallError) as caught:
         fatal.call(exec_modifier=FG(timeout=5))
@@ -607,11 +600,9 @@ def test_base_exception_in_a_callback_on_the_work_channel(net: Net, backend: str
 def test_base_exception_in_a_callback_on_the_pool_path(net: Net, backend: str) -> None:
     """The same callback as above, while the work channel is busy: it runs in the pool."""
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"fatal": rec.fatal_cb(), "nap": rec.nap_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    work_ready(ctrl, worker)
-    client.wait_function("fatal", timeout=5)
+    _ctrl, _worker, client, _, _ = worker_and_client(
+        net, backend, {"fatal": rec.fatal_cb(), "nap": rec.nap_cb()}, "fatal"
+    )
     busy = Outcome(lambda: call_nap(client, 3))
     assert rec.started.wait(3)
     t0 = time.monotonic()
@@ -636,11 +627,9 @@ def test_base_exception_in_a_callback_on_the_pool_path(net: Net, backend: str) -
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_timeout_frees_the_work_channel_once_the_callback_returns(net: Net, backend: str) -> None:
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"nap": rec.nap_cb(), "add": rec.add_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    peer, channel = work_ready(ctrl, worker)
-    client.wait_function("nap", timeout=5)
+    ctrl, worker, client, peer, channel = worker_and_client(
+        net, backend, {"nap": rec.nap_cb(), "add": rec.add_cb()}, "nap"
+    )
     controller = controller_of(ctrl)
 
     t0 = time.monotonic()
@@ -664,11 +653,7 @@ def test_timeout_frees_the_work_channel_once_the_callback_returns(net: Net, back
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_worker_stopped_while_its_work_thread_runs_a_call(net: Net, backend: str) -> None:
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"nap": rec.nap_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    work_ready(ctrl, worker)
-    client.wait_function("nap", timeout=5)
+    ctrl, worker, client, _, _ = worker_and_client(net, backend, {"nap": rec.nap_cb()}, "nap")
 
     outcome = Outcome(lambda: call_nap(client, 3))
     assert rec.started.wait(3)
@@ -691,11 +676,9 @@ def test_worker_stopped_while_its_work_thread_runs_a_call(net: Net, backend: str
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_work_socket_dying_mid_call_fails_only_that_call(net: Net, backend: str) -> None:
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"nap": rec.nap_cb(), "add": rec.add_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    peer, channel = work_ready(ctrl, worker)
-    client.wait_function("nap", timeout=5)
+    ctrl, worker, client, peer, channel = worker_and_client(
+        net, backend, {"nap": rec.nap_cb(), "add": rec.add_cb()}, "nap"
+    )
     controller = controller_of(ctrl)
 
     outcome = Outcome(lambda: call_nap(client, 2))
@@ -727,11 +710,9 @@ def test_work_socket_dying_mid_call_fails_only_that_call(net: Net, backend: str)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_work_channel_comes_back_after_the_controller_restarts(net: Net, backend: str) -> None:
     rec = Recorder()
-    ctrl = net.start_controller({}, backend=backend)
-    worker = net.node("worker", {"add": rec.add_cb()}, backend=backend)
-    client = net.node("client", backend=backend)
-    _, old_channel = work_ready(ctrl, worker)
-    client.wait_function("add", timeout=5)
+    ctrl, worker, client, _, old_channel = worker_and_client(
+        net, backend, {"add": rec.add_cb()}, "add"
+    )
     assert call_add(client, 1, 1) == 2
     old_pool = pool_of(worker)
     ctrl.stop()
