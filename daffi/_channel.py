@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from daffi._connection import _read_size, encode_frame, take_frame
+from daffi._connection import _read_size, encode_frame, first_frame
 from daffi._protocol import PROTOCOL_VERSION, Attach, Call, Error, Message, Reject, Result, Welcome
 from daffi.exceptions import ProtocolError
 
@@ -83,8 +83,9 @@ class SyncChannel:
         """
         buf = self._buffer
         while True:
-            taken = take_frame(buf, self.max_frame_size, "the controller")
+            taken = first_frame(buf, self.max_frame_size, "the controller")
             if taken is not None:
+                del buf[: len(taken[1])]
                 return taken[0]
             if deadline is None:
                 self._set_timeout(None)

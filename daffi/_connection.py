@@ -45,14 +45,15 @@ _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 
 
-def take_frame(buf: bytearray, max_frame_size: int, peer: str) -> tuple[Message, bytes] | None:
-    """Take the first whole frame out of ``buf``: its message and its bytes.
+def first_frame(buf: bytearray, max_frame_size: int, peer: str) -> tuple[Message, bytes] | None:
+    """The first whole frame in ``buf``: its message and its bytes (``buf`` is left alone;
+    the caller deletes ``len(frame)`` bytes once it took the message).
 
-    Returns None (and leaves ``buf`` alone) while the frame is incomplete.
+    Returns None while the frame is incomplete.
 
     Raises:
         ProtocolError: the frame announces more than ``max_frame_size`` bytes, or does not
-            decode (then it is left in ``buf``).
+            decode.
     """
     if len(buf) < _HEADER:
         return None
@@ -70,7 +71,6 @@ def take_frame(buf: bytearray, max_frame_size: int, peer: str) -> tuple[Message,
         msg = _decoder.decode(memoryview(frame)[_HEADER:])
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"{peer} sent an undecodable frame: {exc}") from exc
-    del buf[:end]
     return msg, frame
 
 
@@ -287,9 +287,7 @@ class Connection:
             with self._lock:
                 frames = self._frames
                 if not frames or self._error is not None:
-                    self._direct_busy = False
-                    if self._close_direct:
-                        self._direct.close()
+                    self._release_direct()
                     signal = self._drain_wanted and self._error is None
                     break
                 self._frames = []
@@ -302,9 +300,7 @@ class Connection:
                     rest = data[sent:]
                     self._frames.insert(0, rest)
                     self._queued += len(rest)
-                    self._direct_busy = False
-                    if self._close_direct:
-                        self._direct.close()
+                    self._release_direct()
                     kick = not (self._writing or self._kick_pending)
                     if kick:
                         self._kick_pending = True
@@ -316,6 +312,13 @@ class Connection:
                 self._signal_drained()
             else:
                 self._call_soon(self._signal_drained)
+
+    def _release_direct(self) -> None:
+        # With the lock held: give up the direct-writer role (closing the socket if the
+        # connection was closed meanwhile).
+        self._direct_busy = False
+        if self._close_direct:
+            self._direct.close()
 
     def _signal_drained(self) -> None:
         if self._drain_wanted:
@@ -430,8 +433,9 @@ class Connection:
             if self._direct_error is not None:
                 error, self._direct_error = self._direct_error, None
                 raise error
-            taken = take_frame(buf, self.max_frame_size, self.peer)
+            taken = first_frame(buf, self.max_frame_size, self.peer)
             if taken is not None:
+                del buf[: len(taken[1])]
                 return taken
             reader = self._reader
             try:
@@ -467,9 +471,8 @@ class Connection:
             buf[:] = chunk
         self.last_received = time.monotonic()
         while True:
-            size = len(buf)
             try:
-                taken = take_frame(buf, self.max_frame_size, self.peer)
+                taken = first_frame(buf, self.max_frame_size, self.peer)
             except ProtocolError:
                 return True  # the task meets the same error in receive() and raises it
             if taken is None:
@@ -479,13 +482,12 @@ class Connection:
                 handled = handler(msg, frame)
             except Exception as exc:
                 # Raised by the task in receive(), as if the task had handled the frame.
+                del buf[: len(frame)]
                 self._direct_error = exc
                 return True
             if not handled:
-                # The task takes this one (and what follows) in receive(): put it back.
-                buf[:0] = frame
-                assert len(buf) == size
-                return True
+                return True  # the task takes this one (and what follows) in receive()
+            del buf[: len(frame)]
 
     async def __aiter__(self) -> AsyncIterator[tuple[Message, bytes]]:
         while True:

@@ -549,15 +549,18 @@ class Controller:
     async def _route_reply(
         self, peer: _Peer, msg: Result | Error, frame: bytes | bytearray
     ) -> None:
-        entry = self._take_in_flight(peer, msg)
-        if entry is None:
-            return  # the caller cancelled or left; the reply has nowhere to go
-        conn = self._reply_link(msg.dst, entry[2])
+        conn = self._reply_destination(peer, msg)
         if conn is not None:
             with contextlib.suppress(anyio.BrokenResourceError):
                 if isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame):
                     return
                 await conn.send_frame(frame)
+
+    def _reply_destination(self, peer: _Peer, msg: Result | Error) -> Link | None:
+        """Where ``peer``'s reply goes (its call's route is done), or None: nowhere (the
+        caller cancelled or left, or ``peer`` does not run that call)."""
+        entry = self._take_in_flight(peer, msg)
+        return None if entry is None else self._reply_link(msg.dst, entry[2])
 
     def _take_in_flight(
         self, peer: _Peer, msg: Result | Error
@@ -607,10 +610,7 @@ class Controller:
         return take
 
     def _reply_now(self, peer: _Peer, msg: Result | Error, frame: bytes | bytearray) -> None:
-        entry = self._take_in_flight(peer, msg)
-        if entry is None:
-            return  # the caller cancelled or left; the reply has nowhere to go
-        conn = self._reply_link(msg.dst, entry[2])
+        conn = self._reply_destination(peer, msg)
         if conn is not None:
             with contextlib.suppress(anyio.BrokenResourceError):
                 # The node in this process takes messages directly on the loop only.

@@ -135,7 +135,7 @@ class Dispatcher:
 
     async def on_call(self, msg: Call, tg: anyio.abc.TaskGroup) -> None:
         """Start running ``msg`` (in a worker thread, or as a task of ``tg``)."""
-        if len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls:
+        if self._full:
             await self._refuse(msg)
             return
         if self.start_in_thread(msg):
@@ -167,7 +167,7 @@ class Dispatcher:
             or msg.schedule is not None
             or msg.stream_in
             or conn is None
-            or len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls
+            or self._full
         ):
             return False
         job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
@@ -207,18 +207,26 @@ class Dispatcher:
         if sync_job is not None:
             sync_job.cancelled = True
 
+    @property
+    def _full(self) -> bool:
+        """Whether ``max_concurrent_calls`` calls already run here."""
+        return len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls
+
     async def _refuse(self, msg: Call) -> None:
+        refusal = self._overloaded(msg)
+        if msg.want_result:
+            await self.node._send(refusal)
+
+    def _overloaded(self, msg: Call) -> Error:
+        """The answer to a call arriving while ``max_concurrent_calls`` already run."""
+        logger.warning(
+            "node %r refused a call of %r from %r: overloaded", self.name, msg.name, msg.src
+        )
         text = (
             f"process {self.name!r} is overloaded: {self.max_concurrent_calls} calls are "
             "already running (max_concurrent_calls); retry later"
         )
-        logger.warning(
-            "node %r refused a call of %r from %r: overloaded", self.name, msg.name, msg.src
-        )
-        if msg.want_result:
-            await self.node._send(
-                Error(msg.id, msg.src, daffi_error_info("GlobalContextError", text, self.name))
-            )
+        return Error(msg.id, msg.src, daffi_error_info("GlobalContextError", text, self.name))
 
     def _encode(self, value: Any, msg: Call, what: str = "the result of") -> msgspec.Raw:
         payload = self.codec.encode_value(value)
@@ -237,14 +245,9 @@ class Dispatcher:
             return Error(
                 msg.id, msg.src, daffi_error_info("UnableToFindCandidate", text, self.name)
             )
-        key = (msg.src, msg.id)
-        if len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls:
-            text = (
-                f"process {self.name!r} is overloaded: {self.max_concurrent_calls} calls are "
-                "already running (max_concurrent_calls); retry later"
-            )
-            return Error(msg.id, msg.src, daffi_error_info("GlobalContextError", text, self.name))
-        job = self._sync_jobs[key] = _SyncJob()
+        if self._full:
+            return self._overloaded(msg)
+        job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
         return self._call_sync(msg, entry, job)
 
     def _call_sync(self, msg: Call, entry: CallbackEntry, job: _SyncJob) -> Result | Error:

@@ -100,6 +100,15 @@ def _link_lost(doing: str, name: str) -> RemoteStoppedUnexpectedly:
     )
 
 
+def _broadcast_outcome(
+    name: str, results: dict[str, Any], errors: dict[str, Exception]
+) -> dict[str, Any]:
+    """A broadcast's answer: the values by node name, or the error carrying them."""
+    if errors:
+        raise broadcast_error(f"broadcast of {name!r}", results, errors)
+    return {target: results[target] for target in sorted(results)}
+
+
 class _Failed:
     """A broadcast target's error, kept beside the other targets' values."""
 
@@ -825,10 +834,7 @@ class Node:
         async with anyio.create_task_group() as tg:
             for target in targets:
                 tg.start_soon(one, target)
-        if errors:
-            raise broadcast_error(f"broadcast of {name!r}", results, errors)
-        ordered = {target: results[target] for target in sorted(results)}
-        return ordered
+        return _broadcast_outcome(name, results, errors)
 
     async def _connection(self, timeout: float | None) -> Link:
         conn = self.conn
@@ -921,9 +927,7 @@ class Node:
                     errors[target] = outcome.error
                 else:
                     results[target] = outcome
-            if errors:
-                raise broadcast_error(f"broadcast of {name!r}", results, errors)
-            return True, {target: results[target] for target in sorted(results)}
+            return True, _broadcast_outcome(name, results, errors)
         sent = [
             (target, *self._send_from_thread(conn, name, payload, target, timeout))
             for target in targets
@@ -941,9 +945,7 @@ class Node:
                 pass  # it left before the call reached it: it no longer has the callback
             except Exception as exc:
                 errors[target] = exc
-        if errors:
-            raise broadcast_error(f"broadcast of {name!r}", results, errors)
-        return True, {target: results[target] for target in sorted(results)}
+        return True, _broadcast_outcome(name, results, errors)
 
     def _call_on_channel(
         self,
