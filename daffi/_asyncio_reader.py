@@ -45,6 +45,7 @@ class AsyncioReader(asyncio.BufferedProtocol):
         self._paused = False
         self._eof = False
         self._waiter: asyncio.Future[None] | None = None
+        self._stopped = False
         #: Called (on the loop) when data arrives while the reading task waits for it; it
         #: may consume what was received (see :meth:`take`). Returns whether the task must
         #: be woken: False spares a task switch when everything was handled.
@@ -125,6 +126,13 @@ class AsyncioReader(asyncio.BufferedProtocol):
                 self._waiter = None
         return self.take()
 
+    def stop(self) -> None:
+        """Read nothing more (the socket is handed over to a thread)."""
+        self._stopped = True
+        self._paused = True
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
+
     def take(self) -> bytes:
         """Everything received so far, without waiting (``b""`` if nothing)."""
         chunks = self._chunks
@@ -133,7 +141,7 @@ class AsyncioReader(asyncio.BufferedProtocol):
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered = 0
-        if self._paused:
+        if self._paused and not self._stopped:
             self._paused = False
             if not self._transport.is_closing():
                 self._transport.resume_reading()

@@ -66,12 +66,29 @@ class SyncChannel:
             self.sock.settimeout(timeout)
             self._timeout = timeout
 
-    def send_frame(self, frame: bytes | bytearray) -> None:
-        self._set_timeout(None)
+    def send_frame(self, frame: bytes | bytearray, deadline: float | None = None) -> None:
+        """Write one frame, waiting for room until ``deadline`` (``time.monotonic()``).
+
+        Raises:
+            TimeoutError: the deadline passed first (the channel is then unusable).
+            ChannelClosed: the connection failed.
+        """
+        self._set_deadline(deadline)
         try:
             self.sock.sendall(frame)
+        except TimeoutError:
+            raise
         except OSError as exc:
             raise ChannelClosed(str(exc)) from exc
+
+    def _set_deadline(self, deadline: float | None) -> None:
+        if deadline is None:
+            self._set_timeout(None)
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        self._set_timeout(left)
 
     def receive(self, deadline: float | None) -> Message:
         """The next message, waiting until ``deadline`` (``time.monotonic()``) at most.
@@ -87,13 +104,7 @@ class SyncChannel:
             if taken is not None:
                 del buf[: len(taken[1])]
                 return taken[0]
-            if deadline is None:
-                self._set_timeout(None)
-            else:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError
-                self._set_timeout(left)
+            self._set_deadline(deadline)
             try:
                 chunk = self.sock.recv(_read_size(buf))
             except TimeoutError:

@@ -489,6 +489,35 @@ class Connection:
                 return True  # the task takes this one (and what follows) in receive()
             del buf[: len(frame)]
 
+    def detach_socket(self) -> tuple[socket.socket, bytes] | None:
+        """Hand the connection's socket over to a thread: a blocking duplicate of it, and
+        what was received but not yet taken as messages (on the loop).
+
+        The loop reads nothing more from it; closing this connection afterwards closes
+        only its own descriptor (no shutdown), so the peer sees nothing of the hand-over.
+        Returns None when that cannot be done: frames waiting to be sent, another event
+        loop library, a stream with no socket.
+        """
+        if os.name != "posix" or self._closed or self._frames or self._direct_busy:
+            return None
+        library = sniffio.current_async_library()
+        if library == "asyncio" and self._reader is None:
+            return None  # anyio's own protocol would go on reading into its queue
+        if library not in ("asyncio", "trio"):
+            return None
+        try:
+            raw = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            duplicate = socket.socket(fileno=os.dup(raw.fileno()))
+        except (anyio.TypedAttributeLookupError, OSError, AttributeError, ValueError):
+            return None
+        duplicate.setblocking(True)
+        leftover = bytes(self._buffer)
+        self._buffer.clear()
+        if self._reader is not None:
+            self._reader.stop()
+            leftover += self._reader.take()
+        return duplicate, leftover
+
     async def __aiter__(self) -> AsyncIterator[tuple[Message, bytes]]:
         while True:
             try:

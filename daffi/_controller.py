@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Union
 
 import anyio
 import anyio.abc
@@ -50,6 +51,12 @@ from daffi._protocol import (
 from daffi.exceptions import ProtocolError, daffi_error_info
 from daffi.transports import Address, Listening, get_transport
 
+if TYPE_CHECKING:
+    from daffi._served import ServedChannel
+
+#: Where replies can go: a node's link, or one of its call channels (a served one too).
+Outlet = Union[Link, "ServedChannel"]
+
 __all__ = ["Controller"]
 
 logger = logging.getLogger("daffi.controller")
@@ -66,7 +73,7 @@ class _Peer:
     #: the secret that lets this node open call channels (None: it may not)
     channel_token: bytes | None = None
     #: its open call channels
-    channels: set[Link] = field(default_factory=set)
+    channels: set[Outlet] = field(default_factory=set)
     #: its work channels, and those with no call running (ready for a def callback's call)
     work: set[Link] = field(default_factory=set)
     work_idle: list[Link] = field(default_factory=list)
@@ -80,6 +87,10 @@ def _same_secret(expected: bytes, given: bytes) -> bool:
     import hmac  # only a controller serving call channels needs it
 
     return hmac.compare_digest(expected, given)
+
+
+def _valid_timeout(msg: Call) -> bool:
+    return msg.timeout is None or (math.isfinite(msg.timeout) and msg.timeout >= 0)
 
 
 def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
@@ -119,11 +130,15 @@ class Controller:
         self._providers: dict[str, list[str]] = {}
         self._round_robin: dict[str, itertools.count[int]] = {}
         # (caller, call id) -> (executor, callback name, the caller's call channel or None)
-        self._in_flight: dict[tuple[str, int], tuple[str, str, Link | None]] = {}
+        self._in_flight: dict[tuple[str, int], tuple[str, str, Outlet | None]] = {}
         # (caller, call id) -> the work channel running it
         self._on_work: dict[tuple[str, int], Link] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._loop_thread = threading.get_ident()
+        #: the node in this process, if any (its connection is the in-process link)
+        self._local: _Peer | None = None
+        #: call channels served by a thread of their own (see daffi._served)
+        self._served_threads = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -248,6 +263,8 @@ class Controller:
         directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
         await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory, token))
         self.peers[peer.name] = peer
+        if isinstance(conn, LocalConnection):
+            self._local = peer
         await self._set_callbacks(peer, msg.callbacks)
         logger.info("node %r connected", peer.name)
         if self.on_node_event is not None:
@@ -299,19 +316,30 @@ class Controller:
             with contextlib.suppress(anyio.BrokenResourceError):
                 await conn.send(Reject("unknown node or channel token", "InitializationError"))
             return
-        await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack"))
+        welcome = Welcome(PROTOCOL_VERSION, self.name, "msgpack")
         if msg.work:
+            await conn.send(welcome)
             await self._serve_work_channel(peer, conn)
             return
-        peer.channels.add(conn)
-        conn.direct = self._direct_handler(peer, conn)
+        served = self._serve_in_thread(peer, conn, welcome)
+        link: Outlet = conn
+        if served is None:
+            await conn.send(welcome)
+            conn.direct = self._direct_handler(peer, conn)
+        else:
+            link = served
+        peer.channels.add(link)
         try:
             while True:
-                msg_, frame = await conn.receive()
+                hint: _Peer | None = None
+                if served is None:
+                    msg_, frame = await conn.receive()
+                else:
+                    msg_, frame, hint = await served.receive()
                 if self.peers.get(peer.name) is not peer:
                     return  # its node left (and maybe came back as a new session)
                 if isinstance(msg_, Call):
-                    await self._route_call(peer, msg_, frame, channel=conn)
+                    await self._route_call(peer, msg_, frame, channel=link, target=hint)
                 elif isinstance(msg_, Cancel):
                     await self._route_cancel(peer, msg_, frame)
                 else:
@@ -320,12 +348,91 @@ class Controller:
                     )
         finally:
             conn.direct = None
-            peer.channels.discard(conn)
+            peer.channels.discard(link)
+            if served is not None:
+                self._served_threads -= 1
+                await served.aclose()
             with anyio.CancelScope(shield=True):
                 # Nobody reads the replies of the calls still running for it: cancel them.
                 for key, (executor, _, channel) in list(self._in_flight.items()):
-                    if channel is conn and self._in_flight.pop(key, None) is not None:
+                    if channel is link and self._in_flight.pop(key, None) is not None:
                         await self._send_to(executor, Cancel(key[1], key[0]))
+
+    def _serve_in_thread(self, peer: _Peer, conn: Link, welcome: Welcome) -> ServedChannel | None:
+        """Hand call channel ``conn`` of ``peer`` to a thread of its own, if this process
+        has a node with ``def`` callbacks (and a thread for it to spare); None: the loop
+        serves it. The thread runs that node's plain calls of those callbacks itself (see
+        :mod:`daffi._served`)."""
+        local = self._local
+        if local is None or self.peers.get(local.name) is not local:
+            return None
+        local_conn = local.conn
+        if not isinstance(conn, Connection) or not isinstance(local_conn, LocalConnection):
+            return None
+        if self._served_threads >= local_conn.inline_slots_of_other:
+            return None
+        if all(info.is_async or info.is_generator for info in local.callbacks.values()):
+            return None
+        detached = conn.detach_socket()
+        if detached is None:
+            return None
+        from daffi._served import ServedChannel
+
+        sock, leftover = detached
+        served = ServedChannel(
+            sock,
+            leftover,
+            first=encode_frame(welcome),
+            route=self._served_route(peer),
+            peer=conn.peer,
+            max_frame_size=self.max_frame_size,
+        )
+        self._served_threads += 1
+        served.start()
+        return served
+
+    def _served_route(self, peer: _Peer) -> Callable[[Call], tuple[Result | Error | None, Any]]:
+        """What a served call channel of ``peer`` does with a call, in its thread: runs it
+        if it is a plain call of a ``def`` callback of the node in this process (as one of
+        that node's workers), else leaves it to :meth:`_route_call` with the target it
+        chose (so round-robin advances once per call).
+
+        Reads the directory without the loop: each lookup sees a whole old or new state.
+        """
+
+        def route(msg: Call) -> tuple[Result | Error | None, Any]:
+            local = self._local
+            if (
+                local is None
+                or not msg.want_result
+                or msg.schedule is not None
+                or msg.stream_in
+                or msg.src != peer.name
+                or self.peers.get(peer.name) is not peer
+                or not _valid_timeout(msg)
+            ):
+                return None, None
+            if msg.receiver is None:
+                try:
+                    target = self._target(peer, msg)
+                except (KeyError, ValueError):  # the directory changed under our feet
+                    return None, None
+                if target is not local:
+                    return None, target
+            elif msg.receiver != local.name:
+                return None, None
+            info = local.callbacks.get(msg.name)
+            local_conn = local.conn
+            if (
+                info is None
+                or info.is_async
+                or info.is_generator
+                or not isinstance(local_conn, LocalConnection)
+            ):
+                return None, local
+            return local_conn.run_inline(msg), local
+
+        return route
 
     async def _serve_work_channel(self, peer: _Peer, conn: Link) -> None:
         """Serve a work channel of ``peer``: calls go out on it, one at a time, and come
@@ -397,6 +504,8 @@ class Controller:
 
     async def _drop_peer(self, peer: _Peer) -> None:
         del self.peers[peer.name]
+        if self._local is peer:
+            self._local = None
         for channel in [*peer.channels, *peer.work]:
             await channel.aclose()  # its handler sees the end and settles its calls
         for name in peer.callbacks:
@@ -468,14 +577,23 @@ class Controller:
         return candidates[next(counter) % len(candidates)]
 
     async def _route_call(
-        self, peer: _Peer, msg: Call, frame: bytes | bytearray, *, channel: Link | None = None
+        self,
+        peer: _Peer,
+        msg: Call,
+        frame: bytes | bytearray,
+        *,
+        channel: Outlet | None = None,
+        target: _Peer | None = None,
     ) -> None:
         if msg.src != peer.name:
             raise ProtocolError(f"node {peer.name!r} sent a call claiming to be from {msg.src!r}")
-        if msg.timeout is not None and not (math.isfinite(msg.timeout) and msg.timeout >= 0):
+        if not _valid_timeout(msg):
             raise ProtocolError(f"node {peer.name!r} sent a call with timeout {msg.timeout!r}")
         reply = channel if channel is not None else peer.conn
-        target_peer = self._target(peer, msg)
+        if target is not None and self.peers.get(target.name) is target:
+            target_peer: _Peer | None = target  # chosen already (a served channel's thread)
+        else:
+            target_peer = self._target(peer, msg)
         if target_peer is None:
             await self._fail(reply, msg, self._why_no_target(peer, msg))
             return
@@ -532,7 +650,7 @@ class Controller:
             f"{sorted(target.callbacks)}"
         )
 
-    async def _fail(self, reply: Link, msg: Call, text: str) -> None:
+    async def _fail(self, reply: Outlet, msg: Call, text: str) -> None:
         if msg.want_result:
             await self._send_on(
                 reply, _error(msg.id, msg.src, "UnableToFindCandidate", text, self.name)
@@ -540,7 +658,7 @@ class Controller:
         else:
             logger.warning("dropped call %r from %r: %s", msg.name, msg.src, text)
 
-    def _reply_link(self, dst: str, channel: Link | None) -> Link | None:
+    def _reply_link(self, dst: str, channel: Outlet | None) -> Outlet | None:
         if channel is not None:
             return channel
         caller = self.peers.get(dst)
@@ -556,7 +674,7 @@ class Controller:
                     return
                 await conn.send_frame(frame)
 
-    def _reply_destination(self, peer: _Peer, msg: Result | Error) -> Link | None:
+    def _reply_destination(self, peer: _Peer, msg: Result | Error) -> Outlet | None:
         """Where ``peer``'s reply goes (its call's route is done), or None: nowhere (the
         caller cancelled or left, or ``peer`` does not run that call)."""
         entry = self._take_in_flight(peer, msg)
@@ -564,7 +682,7 @@ class Controller:
 
     def _take_in_flight(
         self, peer: _Peer, msg: Result | Error
-    ) -> tuple[str, str, Link | None] | None:
+    ) -> tuple[str, str, Outlet | None] | None:
         """Pop the route of the call ``msg`` answers, if ``peer`` is the node running it."""
         key = (msg.dst, msg.id)
         entry = self._in_flight.get(key)
@@ -628,7 +746,7 @@ class Controller:
         (errors to report, a congested target, anything unusual)."""
         if msg.src != peer.name:
             return False
-        if msg.timeout is not None and not (math.isfinite(msg.timeout) and msg.timeout >= 0):
+        if not _valid_timeout(msg):
             return False
         target = self._target(peer, msg)
         if target is None:
@@ -691,7 +809,7 @@ class Controller:
     async def _send(self, peer: _Peer, msg: Message) -> None:
         await self._send_on(peer.conn, msg)
 
-    async def _send_on(self, conn: Link, msg: Message) -> None:
+    async def _send_on(self, conn: Outlet, msg: Message) -> None:
         with contextlib.suppress(anyio.BrokenResourceError):
             await conn.send(msg)
 

@@ -250,6 +250,30 @@ class Dispatcher:
         job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
         return self._call_sync(msg, entry, job)
 
+    def run_inline(self, msg: Call) -> Result | Error | None:
+        """Run a plain call of a ``def`` callback in the calling thread, as one of the
+        ``workers``; None (nothing done) for any other call or when all of them are busy.
+
+        For the controller in this process: a thread serving a call channel runs the calls
+        it reads this way, so they need no hand-off to the loop and a worker thread.
+        """
+        entry = self.registry.get(msg.name)
+        if (
+            entry is None
+            or not entry.runs_in_thread
+            or msg.schedule is not None
+            or msg.stream_in
+            or not self._pool.claim()
+        ):
+            return None
+        try:
+            if self._full:
+                return self._overloaded(msg)
+            job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
+            return self._call_sync(msg, entry, job)
+        finally:
+            self._pool.release()
+
     def _call_sync(self, msg: Call, entry: CallbackEntry, job: _SyncJob) -> Result | Error:
         key = (msg.src, msg.id)
         try:

@@ -18,7 +18,7 @@ import msgspec
 
 from daffi._connection import _HEADER, _decoder, encode_frame
 from daffi._crossloop import loop_call_soon
-from daffi._protocol import Message
+from daffi._protocol import Call, Error, Message, Result
 from daffi.exceptions import ProtocolError
 
 __all__ = ["LocalConnection"]
@@ -45,6 +45,11 @@ class LocalConnection:
         #: for a message it does not take. Only used while nothing is queued, so messages
         #: keep their order.
         self.direct: Callable[[Message, bytes | bytearray], bool] | None = None
+        #: Set by the node's end: runs a plain call of a ``def`` callback in the calling
+        #: thread, or returns None (see :meth:`Dispatcher.run_inline`); with how many
+        #: threads may do so at once. Used by the controller's end through :meth:`run_inline`.
+        self.inline: Callable[[Call], Result | Error | None] | None = None
+        self.inline_slots = 0
 
     @classmethod
     def pair(cls) -> tuple[LocalConnection, LocalConnection]:
@@ -84,6 +89,21 @@ class LocalConnection:
         if handler is None or self._closed or other._closed or other._inbox:
             return False
         return handler(msg, frame)
+
+    def run_inline(self, msg: Call) -> Result | Error | None:
+        """Have the other end (the node) run ``msg`` in this thread; None if it does not."""
+        other = self._other
+        assert other is not None
+        inline = other.inline
+        if inline is None or self._closed or other._closed:
+            return None
+        return inline(msg)
+
+    @property
+    def inline_slots_of_other(self) -> int:
+        """How many threads may run the other end's calls at once (0: none)."""
+        other = self._other
+        return 0 if other is None or other.inline is None else other.inline_slots
 
     def _deliver(self, frame: bytes | bytearray) -> None:
         other = self._other

@@ -26,14 +26,13 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 import msgspec
 
 from daffi._calls import Pending, Upload, UploadGroup
-from daffi._channel import ChannelClosed, ChannelPool, SyncChannel
 from daffi._codec import PayloadEncodeError, default_codec
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_frame
 from daffi._dispatch import Dispatcher
@@ -75,6 +74,9 @@ from daffi.exceptions import (
 )
 from daffi.registry._inspect import check_arguments, signature_from_info
 from daffi.registry._store import CallbackRegistry
+
+if TYPE_CHECKING:
+    from daffi._channel import ChannelPool, SyncChannel
 
 __all__ = ["Node"]
 
@@ -289,6 +291,8 @@ class Node:
                 raise ProtocolError(f"expected Welcome from the controller, got {first!r}")
             self._set_directory({k: {i.name: i for i in v} for k, v in first.directory.items()})
             if first.channel_token and self._open_channel is not None:
+                from daffi._channel import ChannelPool  # not for a node beside its controller
+
                 self.channels = ChannelPool(
                     self._open_channel,
                     self.name,
@@ -313,6 +317,9 @@ class Node:
             await self._replay_missed_events()
             failure: ProtocolError | None = None
             conn.direct = self._take_direct
+            if isinstance(conn, LocalConnection):
+                conn.inline_slots = self.workers
+                conn.inline = self.dispatch.run_inline
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.run_writer)
                 tg.start_soon(self._heartbeat, conn)
@@ -340,6 +347,8 @@ class Node:
             raise
         finally:
             conn.direct = None
+            if isinstance(conn, LocalConnection):
+                conn.inline = None
             was_connected = self.conn is conn
             self.conn = None
             channels, self.channels = self.channels, None
@@ -965,6 +974,8 @@ class Node:
         :class:`_Failed` in its place (an :class:`UnableToFindCandidate` stays as is);
         otherwise its error is raised.
         """
+        from daffi._channel import ChannelClosed  # loaded with the pool already
+
         deadline = None if timeout is None else time.monotonic() + timeout
         ids = {next(self._ids): index for index in range(len(receivers))}
         replies: list[Result | Error | TimeoutError | None] = [None] * len(receivers)
@@ -974,7 +985,7 @@ class Node:
                 encode_frame(Call(call_id, name, payload, self.name, receivers[index], timeout))
                 for call_id, index in ids.items()
             ]
-            channel.send_frame(frames[0] if len(frames) == 1 else b"".join(frames))
+            channel.send_frame(frames[0] if len(frames) == 1 else b"".join(frames), deadline)
             waiting = len(ids)
             while waiting:
                 msg = channel.receive(deadline)
