@@ -52,7 +52,7 @@ from daffi.exceptions import (
 )
 from daffi.execution_modifiers import BG, BROADCAST, FG, PERIOD, ExecModifier
 from daffi.registry._store import CallbackRegistry, default_registry
-from daffi.transports import Address, default_unix_socket_dir, get_transport
+from daffi.transports import Address, get_transport
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -240,6 +240,8 @@ class Global:
             )
         directory = os.fspath(unix_sock_path) if unix_sock_path is not None else None
         if directory is None:
+            from daffi.transports.unix import default_unix_socket_dir
+
             directory = default_unix_socket_dir()
         return Address("unix", path=os.path.join(directory, "daffi.sock"))
 

@@ -129,6 +129,9 @@ class Derived:
 DERIVED = (
     Derived("startup", "start to first successful call", "ms", "W1-unix", "startup_ms"),
     Derived("rss-W1", "server RSS after W1 unix", "MiB", "W1-unix", "server_rss_mib"),
+    # RSS counts the shared libraries' pages the process maps, which varies with the page
+    # cache by ~2 MiB from one minute to the next here; the anonymous part does not.
+    Derived("anon-W1", "server anonymous RSS after W1 unix", "MiB", "W1-unix", "server_anon_mib"),
     Derived("rss-W3", "server RSS after W3 (1 MiB echo)", "MiB", "W3-unix", "server_rss_mib"),
 )
 
@@ -285,12 +288,12 @@ def stop_all(children: Sequence[Child]) -> None:
         child.close()
 
 
-def rss_mib(pid: int) -> float | None:
-    """VmRSS of a live process, in MiB."""
+def rss_mib(pid: int, field: str = "VmRSS:") -> float | None:
+    """VmRSS (or another memory ``field`` of /proc/PID/status) of a live process, in MiB."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
     except OSError:
         return None
@@ -404,6 +407,7 @@ class Runner:
                 (_proto.RESULT, _proto.NA), self.settings.client_timeout, "result"
             )
             server_rss = rss_mib(server.pid)
+            server_anon = rss_mib(server.pid, "RssAnon:")
             node_rss = [r for r in map(rss_mib, (n.pid for n in nodes)) if r is not None]
             status = client.wait_exit(EXIT_GRACE)
         if prefix == _proto.NA:
@@ -428,6 +432,7 @@ class Runner:
             # from starting the server process to the client's first successful call
             "startup_ms": (first - t0) * 1000 if first is not None else None,
             "server_rss_mib": server_rss,
+            "server_anon_mib": server_anon,
             "node_rss_mib": max(node_rss, default=None),
             "note": "; ".join(notes),
         }

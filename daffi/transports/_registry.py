@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from typing import TYPE_CHECKING
 
 from ._address import _SCHEME_RE
 from ._base import Transport
-from .memory import MemoryTransport
-from .tcp import TcpTransport
-from .unix import UnixTransport
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -22,10 +20,11 @@ logger = logging.getLogger("daffi.transports")
 #: Entry-point group third-party packages use to provide transports.
 ENTRY_POINT_GROUP = "daffi.transports"
 
-_BUILTIN: dict[str, type[Transport]] = {
-    "tcp": TcpTransport,
-    "unix": UnixTransport,
-    "memory": MemoryTransport,
+#: The built-in transports, imported on first use (a process needs one or two of them).
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "tcp": ("daffi.transports.tcp", "TcpTransport"),
+    "unix": ("daffi.transports.unix", "UnixTransport"),
+    "memory": ("daffi.transports.memory", "MemoryTransport"),
 }
 _registered: dict[str, type[Transport]] = {}
 _instances: dict[str, Transport] = {}
@@ -79,7 +78,7 @@ def get_transport(scheme: str) -> Transport:
         instance = _instances.get(scheme)
         if instance is not None:
             return instance
-        transport = _registered.get(scheme) or _BUILTIN.get(scheme) or _load_plugin(scheme)
+        transport = _registered.get(scheme) or _builtin(scheme) or _load_plugin(scheme)
         if transport is None:
             raise ValueError(
                 f"unknown transport scheme {scheme!r}; known schemes: "
@@ -88,6 +87,14 @@ def get_transport(scheme: str) -> Transport:
             )
         instance = _instances[scheme] = transport()
         return instance
+
+
+def _builtin(scheme: str) -> type[Transport] | None:
+    where = _BUILTIN.get(scheme)
+    if where is None:
+        return None
+    transport: type[Transport] = getattr(importlib.import_module(where[0]), where[1])
+    return transport
 
 
 def available_schemes() -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import getpass
 import logging
 import os
 import re
@@ -245,6 +244,8 @@ def default_unix_socket_dir() -> str:
 
 
 def _user_name() -> str:
+    import getpass  # only for the default socket directory
+
     try:
         name = getpass.getuser()
     except Exception:  # getpass raises OSError or ImportError when it cannot tell
