@@ -490,8 +490,9 @@ class Connection:
             del buf[: len(frame)]
 
     def detach_socket(self) -> tuple[socket.socket, bytes] | None:
-        """Hand the connection's socket over to a thread: a blocking duplicate of it, and
-        what was received but not yet taken as messages (on the loop).
+        """Hand the connection's socket over to a thread: a duplicate of it (non-blocking,
+        as the original: they share that flag), and what was received but not yet taken as
+        messages (on the loop).
 
         The loop reads nothing more from it; closing this connection afterwards closes
         only its own descriptor (no shutdown), so the peer sees nothing of the hand-over.
@@ -510,7 +511,6 @@ class Connection:
             duplicate = socket.socket(fileno=os.dup(raw.fileno()))
         except (anyio.TypedAttributeLookupError, OSError, AttributeError, ValueError):
             return None
-        duplicate.setblocking(True)
         leftover = bytes(self._buffer)
         self._buffer.clear()
         if self._reader is not None:

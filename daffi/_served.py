@@ -113,7 +113,12 @@ class ServedChannel:
         self._call_soon = loop_call_soon()
 
     def start(self) -> None:
-        threading.Thread(target=self._serve, name="daffi-channel", daemon=True).start()
+        """Start the channel's thread; if none can be started, the channel just ends."""
+        try:
+            threading.Thread(target=self._serve, name="daffi-channel", daemon=True).start()
+        except RuntimeError as exc:  # "can't start new thread"
+            logger.warning("call channel of %s closed: %s", self.peer, exc)
+            self._finish(None)
 
     # ------------------------------------------------------------------ loop side
 

@@ -858,3 +858,34 @@ def test_channel_reads_calls_while_a_large_reply_waits_to_be_written(
         replies = [read_reply(sock, timeout=5) for _ in range(2)]
     assert sorted(reply.id for reply in replies) == [1, 2]
     assert all(decoded(reply) == data for reply in replies)
+
+
+# ---------------------------------------------------------------- no thread to spare
+
+
+class _NoChannelThreads(threading.Thread):
+    """Channel threads cannot start, as when the process has reached its thread limit
+    (the others still can: the patch replaces ``threading.Thread`` for everyone)."""
+
+    def start(self) -> None:
+        if self.name == SERVED_THREAD:
+            raise RuntimeError("can't start new thread")
+        super().start()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_no_thread_for_the_channel_closes_it_and_calls_go_through_the_loop(
+    net: Net, backend: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the channel's thread cannot start, the channel ends before its Welcome: the client
+    gives up channels for the session and its calls take the loop path, still answered."""
+    rec = Recorder()
+    ctrl, client = ctrl_and_client(net, backend, {"add": rec.add_cb()})
+    monkeypatch.setattr("daffi._served.threading.Thread", _NoChannelThreads)
+    with caplog.at_level(logging.WARNING, logger="daffi.controller"):
+        assert [run(client, add, i, 1) for i in range(3)] == [1, 2, 3]
+    assert "can't start new thread" in caplog.text
+    assert SERVED_THREAD not in rec.threads
+    assert all(POOL_THREAD.match(name) for name in rec.threads), rec.threads
+    assert wait_until(lambda: served_count(ctrl) == 0)
+    assert pool_of(client).disabled
