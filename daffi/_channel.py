@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from daffi._connection import _read_size, encode_frame, first_frame
+from daffi._connection import FrameReader, encode_frame
 from daffi._protocol import PROTOCOL_VERSION, Attach, Call, Error, Message, Reject, Result, Welcome
 from daffi.exceptions import ProtocolError
 
@@ -47,7 +47,7 @@ class SyncChannel:
     def __init__(self, sock: socket.socket, *, max_frame_size: int) -> None:
         self.sock = sock
         self.max_frame_size = max_frame_size
-        self._buffer = bytearray()
+        self._frames = FrameReader(max_frame_size, "the controller")
         self._closed = False
         self._timeout: float | None = sock.gettimeout()
 
@@ -98,22 +98,20 @@ class SyncChannel:
             ChannelClosed: the connection ended or failed.
             ProtocolError: a malformed or oversized frame.
         """
-        buf = self._buffer
+        frames = self._frames
         while True:
-            taken = first_frame(buf, self.max_frame_size, "the controller")
+            taken = frames.next_frame()
             if taken is not None:
-                del buf[: len(taken[1])]
                 return taken[0]
             self._set_deadline(deadline)
             try:
-                chunk = self.sock.recv(_read_size(buf))
+                received = frames.read_from(self.sock)
             except TimeoutError:
                 raise
             except OSError as exc:
                 raise ChannelClosed(str(exc)) from exc
-            if not chunk:
+            if not received:
                 raise ChannelClosed("the controller closed the connection")
-            buf += chunk
 
     def shutdown(self) -> None:
         """Wake a thread blocked on this channel (it sees the connection end); any thread."""

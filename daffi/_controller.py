@@ -329,6 +329,9 @@ class Controller:
         else:
             link = served
         peer.channels.add(link)
+        if served is not None:
+            self._served_threads += 1
+            served.start()  # once it is among the peer's channels (its first reply may be fast)
         try:
             while True:
                 hint: _Peer | None = None
@@ -359,9 +362,9 @@ class Controller:
                         await self._send_to(executor, Cancel(key[1], key[0]))
 
     def _serve_in_thread(self, peer: _Peer, conn: Link, welcome: Welcome) -> ServedChannel | None:
-        """Hand call channel ``conn`` of ``peer`` to a thread of its own, if this process
-        has a node with ``def`` callbacks (and a thread for it to spare); None: the loop
-        serves it. The thread runs that node's plain calls of those callbacks itself (see
+        """Hand call channel ``conn`` of ``peer`` over to a thread of its own (to start), if
+        this process has a node with ``def`` callbacks (and a thread for it to spare); None:
+        the loop serves it. The thread runs that node's plain calls of those callbacks itself (see
         :mod:`daffi._served`)."""
         local = self._local
         if local is None or self.peers.get(local.name) is not local:
@@ -387,8 +390,6 @@ class Controller:
             peer=conn.peer,
             max_frame_size=self.max_frame_size,
         )
-        self._served_threads += 1
-        served.start()
         return served
 
     def _served_route(self, peer: _Peer) -> Callable[[Call], tuple[Result | Error | None, Any]]:

@@ -36,7 +36,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from daffi._connection import _read_size, encode_frame, first_frame
+from daffi._connection import FrameReader, encode_frame
 from daffi._crossloop import loop_call_soon
 from daffi._protocol import Call, Error, Message, Result
 from daffi.exceptions import ProtocolError
@@ -88,7 +88,7 @@ class ServedChannel:
         sock.setblocking(False)  # the thread waits in poll(), for reading and writing
         self._fd = sock.fileno()
         self._first = first
-        self._buffer = bytearray(leftover)
+        self._frames = FrameReader(max_frame_size, peer, leftover)
         self._route = route
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -102,7 +102,7 @@ class ServedChannel:
         self._wake_pending = False  # a byte is in the wake-up pipe
         self._closing = False  # aclose() was called
         self._closed = False  # the thread closed the socket and the pipe
-        self._inbox: deque[tuple[Message, bytes, Any]] = deque()  # for the loop
+        self._inbox: deque[tuple[Message, bytes | bytearray, Any]] = deque()  # for the loop
         self._inbox_bytes = 0
         self._throttled = False  # the thread stopped reading until the loop takes more
         self._end: BaseException | None = None  # set when the thread is done
@@ -122,7 +122,7 @@ class ServedChannel:
 
     # ------------------------------------------------------------------ loop side
 
-    async def receive(self) -> tuple[Message, bytes, Any]:
+    async def receive(self) -> tuple[Message, bytes | bytearray, Any]:
         """The next message the thread left to the loop, with the routing choice made for
         it (None if none).
 
@@ -209,7 +209,7 @@ class ServedChannel:
                 hint: Any = None
                 # More frames already read (a broadcast's calls): the loop starts them all
                 # at once, rather than one after another here.
-                if isinstance(msg, Call) and not self._buffer:
+                if isinstance(msg, Call) and not self._frames.pending:
                     reply, hint = self._route(msg)
                     if reply is not None:
                         self._write(encode_frame(reply))
@@ -225,13 +225,11 @@ class ServedChannel:
         finally:
             self._finish(end)
 
-    def _next(self) -> tuple[Message, bytes]:
+    def _next(self) -> tuple[Message, bytes | bytearray]:
         """The next frame, writing what the loop queued while waiting for it."""
-        buf = self._buffer
         while True:
-            taken = first_frame(buf, self.max_frame_size, self.peer)
+            taken = self._frames.next_frame()
             if taken is not None:
-                del buf[: len(taken[1])]
                 return taken
             with self._lock:
                 frames, self._outbox = self._outbox, []
@@ -267,14 +265,13 @@ class ServedChannel:
 
     def _read(self) -> None:
         try:
-            chunk = self._sock.recv(_read_size(self._buffer))
+            received = self._frames.read_from(self._sock)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             raise _Ended from None
-        if not chunk:
+        if not received:
             raise _Ended
-        self._buffer += chunk
 
     def _write(self, data: bytes | bytearray) -> None:
         """Write all of ``data``; while the socket has no room, go on reading, and hand
@@ -294,12 +291,10 @@ class ServedChannel:
             readable, _ = self._wait(writing=True)
             if readable:
                 self._read()
-                buf = self._buffer
-                while (taken := first_frame(buf, self.max_frame_size, self.peer)) is not None:
-                    del buf[: len(taken[1])]
+                while (taken := self._frames.next_frame()) is not None:
                     self._post((taken[0], taken[1], None))
 
-    def _post(self, item: tuple[Message, bytes, Any]) -> None:
+    def _post(self, item: tuple[Message, bytes | bytearray, Any]) -> None:
         with self._lock:
             self._inbox.append(item)
             self._inbox_bytes += len(item[1])
