@@ -6,22 +6,22 @@ import math
 import numbers
 import re
 from datetime import timedelta
-from fractions import Fraction
 
 from daffi.exceptions import InitializationError
 
 __all__ = ["parse_duration"]
 
-# Seconds per unit, and every spelling of each unit (matched after lower-casing).
-_UNIT_SECONDS: dict[str, Fraction] = {
-    "weeks": Fraction(7 * 24 * 3600),
-    "days": Fraction(24 * 3600),
-    "hours": Fraction(3600),
-    "minutes": Fraction(60),
-    "seconds": Fraction(1),
-    "milliseconds": Fraction(1, 10**3),
-    "microseconds": Fraction(1, 10**6),
-    "nanoseconds": Fraction(1, 10**9),
+# Seconds per unit as (numerator, denominator), and every spelling of each unit (matched
+# after lower-casing). Text is summed exactly, with fractions.Fraction, imported on first use.
+_UNIT_SECONDS: dict[str, tuple[int, int]] = {
+    "weeks": (7 * 24 * 3600, 1),
+    "days": (24 * 3600, 1),
+    "hours": (3600, 1),
+    "minutes": (60, 1),
+    "seconds": (1, 1),
+    "milliseconds": (1, 10**3),
+    "microseconds": (1, 10**6),
+    "nanoseconds": (1, 10**9),
 }
 _UNIT_SPELLINGS: dict[str, tuple[str, ...]] = {
     "weeks": ("w", "week", "weeks"),
@@ -118,6 +118,8 @@ def _parse_text(value: str, what: str) -> float:
     sign = -1 if text.startswith("-") else 1
     if text.startswith(("+", "-")):
         text = text[1:].lstrip()
+    from fractions import Fraction
+
     total = Fraction(0)
     seen: dict[str, str] = {}
     pos = 0
@@ -139,7 +141,7 @@ def _parse_text(value: str, what: str) -> float:
             )
         seen[unit] = spelling
         try:
-            total += Fraction(part.group("number")) * _UNIT_SECONDS[unit]
+            total += Fraction(part.group("number")) * Fraction(*_UNIT_SECONDS[unit])
         except ValueError:  # a number with more digits than int() accepts
             raise OverflowError from None
         pos = part.end()
