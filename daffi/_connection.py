@@ -79,15 +79,18 @@ def _decode_frame(frame: bytes | bytearray, peer: str) -> Message:
 
 #: frames larger than this are read straight into a buffer of their own (see FrameReader)
 _LARGE_FRAME = 256 * 1024
+#: that buffer holds this much at first (or twice what was received), then doubles
+_LARGE_STEP = 1024 * 1024
 
 
 class FrameReader:
     """Frames read off a socket by one thread (call channels, served channels).
 
     Small frames are read 64 KiB at a time into a shared buffer. A large frame is read with
-    ``recv_into`` straight into a buffer of its exact size, which becomes the frame: no
-    chunk is allocated per read, appended, then copied out again (for a 1 MiB frame those
-    copies cost more than the reads themselves).
+    ``recv_into`` straight into a buffer of its own, which becomes the frame: no chunk is
+    allocated per read, appended, then copied out again (for a 1 MiB frame those copies
+    cost more than the reads themselves). That buffer grows with what arrives (1 MiB, then
+    doubling), so a header alone never makes the reader hold a whole ``max_frame_size``.
 
     Args:
         max_frame_size: frames announcing a larger body raise :class:`ProtocolError`.
@@ -100,6 +103,7 @@ class FrameReader:
         self.peer = peer
         self._buf = bytearray(received)
         self._large: bytearray | None = None  # the large frame being read
+        self._total = 0  # its size
         self._have = 0  # bytes of it read so far
 
     @property
@@ -115,7 +119,7 @@ class FrameReader:
         """
         large = self._large
         if large is not None:
-            if self._have < len(large):
+            if self._have < self._total:
                 return None
             self._large = None
             return _decode_frame(large, self.peer), large
@@ -127,7 +131,9 @@ class FrameReader:
         if len(buf) >= _HEADER:
             total = _HEADER + int.from_bytes(buf[:_HEADER], "big")
             if total > _LARGE_FRAME:
-                large = self._large = bytearray(total)
+                self._total = total
+                # Not all of it at once: a 4-byte header must not make us hold 64 MiB.
+                large = self._large = bytearray(min(total, max(2 * len(buf), _LARGE_STEP)))
                 self._have = len(buf)
                 large[: self._have] = buf
                 buf.clear()
@@ -140,9 +146,9 @@ class FrameReader:
         nothing to read, ``TimeoutError``, ``OSError``).
         """
         large = self._large
-        if large is not None:
-            if self._have == len(large):
-                return True  # whole: next_frame() takes it first
+        if large is not None and self._have < self._total:  # (whole: what follows it is read)
+            if self._have == len(large):  # room for as much again as was received
+                large.extend(bytes(min(self._total, 2 * len(large)) - len(large)))
             got = sock.recv_into(memoryview(large)[self._have :])
             self._have += got
             return got > 0
