@@ -66,7 +66,10 @@ class Net:
         name: str = "ctrl",
         backend: str = "asyncio",
         transport: str = "unix",
+        **options: Any,
     ) -> Global:
+        """The controller, its own node offering ``callbacks``; ``options`` go to ``Global``
+        (``workers``, ``max_concurrent_calls``...)."""
         self.transport = transport
         where: dict[str, Any] = (
             {"host": "127.0.0.1", "port": 0}
@@ -80,6 +83,7 @@ class Net:
             connect_timeout=5,
             backend=backend,
             **where,
+            **options,
         )
         self.started.append(g)
         self.controller = g

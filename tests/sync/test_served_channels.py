@@ -63,7 +63,6 @@ from ._helpers import (
     pool_of,
     raw_connect,
     read_frame,
-    registry_with,
     wait_until,
 )
 
@@ -236,24 +235,7 @@ def start_controller(
     transport: str = "unix",
     **options: Any,
 ) -> Global:
-    """``Net.start_controller`` with the Global options it does not pass (``workers``,
-    ``max_concurrent_calls``)."""
-    net.transport = transport
-    where: dict[str, Any] = (
-        {"host": "127.0.0.1", "port": 0} if transport == "tcp" else {"unix_sock_path": net.sock_dir}
-    )
-    g = Global(
-        "ctrl",
-        init_controller=True,
-        registry=registry_with(callbacks),
-        connect_timeout=5,
-        backend=backend,
-        **where,
-        **options,
-    )
-    net.started.append(g)
-    net.controller = g
-    return g
+    return net.start_controller(callbacks, backend=backend, transport=transport, **options)
 
 
 def ctrl_and_client(
@@ -552,6 +534,21 @@ def test_timeout_abandons_the_channel_whose_thread_ends_after_the_callback(
 # ---------------------------------------------------------------- ends of either side
 
 
+def nap_in_background(client: Global, rec: Recorder) -> Outcome:
+    """A 1 s call of the recorder's nap callback, running once this returns."""
+    busy = Outcome(lambda: run(client, nap, 1.0))
+    assert rec.started.wait(3)
+    return busy
+
+
+def assert_failed_at_once(busy: Outcome, since: float) -> None:
+    """The call in ``busy`` failed as its link went away, without waiting for the callback."""
+    assert busy.done.wait(3)
+    assert busy.ended_at is not None
+    assert busy.ended_at - since < 0.8, "the caller waited for the callback"
+    assert isinstance(busy.error, RemoteStoppedUnexpectedly), repr(busy.error)
+
+
 @pytest.mark.parametrize("state", ["idle", "busy"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_client_stopping_ends_its_served_channel(net: Net, backend: str, state: str) -> None:
@@ -562,19 +559,13 @@ def test_client_stopping_ends_its_served_channel(net: Net, backend: str, state: 
     assert run(client, add, 1, 2) == 3
     assert served_count(ctrl) == 1
     assert len(channel_threads() - before) == 1
-    busy = None
-    if state == "busy":
-        busy = Outcome(lambda: run(client, nap, 1.0))
-        assert rec.started.wait(3)
+    busy = nap_in_background(client, rec) if state == "busy" else None
 
     t0 = time.monotonic()
     client.stop()
     assert wait_until(lambda: "client" not in controller.peers)
     if busy is not None:
-        assert busy.done.wait(3)
-        assert busy.ended_at is not None
-        assert busy.ended_at - t0 < 0.8, "the caller waited for the callback"
-        assert isinstance(busy.error, RemoteStoppedUnexpectedly), repr(busy.error)
+        assert_failed_at_once(busy, t0)
         # the callback cannot be interrupted: the channel's thread ends once it returns
         assert not rec.finished.is_set()
         assert served_count(ctrl) == 1
@@ -599,18 +590,12 @@ def test_controller_stopping_fails_the_next_call_and_ends_the_thread(
     ctrl, client = ctrl_and_client(net, backend, {"nap": rec.nap_cb(), "add": rec.add_cb()})
     assert run(client, add, 1, 2) == 3
     assert served_count(ctrl) == 1
-    busy = None
-    if state == "busy":
-        busy = Outcome(lambda: run(client, nap, 1.0))
-        assert rec.started.wait(3)
+    busy = nap_in_background(client, rec) if state == "busy" else None
 
     t0 = time.monotonic()
     ctrl.stop()
     if busy is not None:
-        assert busy.done.wait(3)
-        assert busy.ended_at is not None
-        assert busy.ended_at - t0 < 0.8, "the caller waited for the callback"
-        assert isinstance(busy.error, RemoteStoppedUnexpectedly), repr(busy.error)
+        assert_failed_at_once(busy, t0)
     following = Outcome(lambda: run(client, add, 3, 4))
     assert following.done.wait(5), "the next call hangs after the controller stopped"
     assert isinstance(following.error, RemoteStoppedUnexpectedly | UnableToFindCandidate), repr(
