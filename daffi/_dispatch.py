@@ -51,10 +51,10 @@ from daffi.exceptions import (
     exception_from_error_info,
 )
 from daffi.registry._store import CallbackEntry
-from daffi.scheduling import AtTimes, Interval, ScheduleEntry, Scheduler, Trigger
 
 if TYPE_CHECKING:
     from daffi._node import Node
+    from daffi.scheduling import ScheduleEntry, Scheduler, Trigger
 
 __all__ = [
     "SYSTEM_CANCEL_SCHEDULE",
@@ -110,7 +110,10 @@ class Dispatcher:
         ] = {}
         self._gates: dict[tuple[str, int], CreditGate] = {}
         self._limiter: anyio.CapacityLimiter | None = None
-        self.scheduler = Scheduler(on_error=self._report_schedule_error)
+        # The scheduler (and the scheduling code) starts with the first schedule accepted.
+        self._scheduler: Scheduler | None = None
+        self._scheduler_started: anyio.Event | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
         #: called with (uuid, error) when a schedule this node requested fails elsewhere
         self.on_schedule_error: Callable[[str, DaffiError], None] | None = None
 
@@ -121,15 +124,32 @@ class Dispatcher:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Host the scheduler until cancelled; then stop the worker threads."""
+        """Host the scheduler (once a schedule needs it) until cancelled; then stop the
+        worker threads."""
         self._limiter = anyio.CapacityLimiter(self.workers)
         try:
             async with anyio.create_task_group() as tg:
-                await tg.start(self.scheduler.run)
+                self._task_group = tg
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
+            self._task_group = None
             self._pool.shutdown()
+
+    async def _running_scheduler(self) -> Scheduler:
+        """The node's scheduler, started in :meth:`run`'s task group on first need."""
+        if self._scheduler_started is None:
+            if self._task_group is None:
+                raise RuntimeError("the scheduler is not running")
+            from daffi.scheduling import Scheduler
+
+            self._scheduler_started = anyio.Event()
+            self._scheduler = Scheduler(on_error=self._report_schedule_error)
+            await self._task_group.start(self._scheduler.run)
+            self._scheduler_started.set()
+        await self._scheduler_started.wait()
+        assert self._scheduler is not None
+        return self._scheduler
 
     # ------------------------------------------------------------------ incoming messages
 
@@ -345,7 +365,8 @@ class Dispatcher:
         if entry.structure_args is not None:
             args, kwargs = entry.structure_args(args, kwargs)
         if msg.schedule is not None:
-            return self._accept_schedule(msg, msg.schedule, entry, args, kwargs)
+            scheduler = await self._running_scheduler()
+            return self._accept_schedule(msg, msg.schedule, entry, args, kwargs, scheduler)
         if entry.is_generator or entry.is_async_generator:
             return await self._run_generator(msg, entry, args, kwargs)
         return await self.run_entry(entry, args, kwargs)
@@ -447,7 +468,10 @@ class Dispatcher:
         entry: CallbackEntry,
         args: list[Any],
         kwargs: dict[str, Any],
+        scheduler: Scheduler,
     ) -> dict[str, str]:
+        from daffi.scheduling import AtTimes, Interval, ScheduleEntry
+
         if entry.is_generator or entry.is_async_generator:
             raise ArgumentsError(
                 f"cannot schedule {entry.name!r}: it is a generator callback, whose values "
@@ -462,7 +486,7 @@ class Dispatcher:
             ) from None
         trigger: Trigger
         if spec.kind == "interval" and spec.interval is not None and spec.interval > 0:
-            trigger = Interval(spec.interval, start=self.scheduler.clock.wall())
+            trigger = Interval(spec.interval, start=scheduler.clock.wall())
         elif spec.kind == "at_time" and spec.at_time:
             trigger = AtTimes(tuple(sorted(spec.at_time)))
         else:
@@ -474,7 +498,7 @@ class Dispatcher:
                 raise UnableToFindCandidate(f"callback {entry.name!r} is no longer registered")
             await self.run_entry(current, args, kwargs)
 
-        self.scheduler.add(ScheduleEntry(spec.uuid, entry.name, trigger, run, requester=msg.src))
+        scheduler.add(ScheduleEntry(spec.uuid, entry.name, trigger, run, requester=msg.src))
         logger.info(
             "node %r: scheduled %r for %r (%s, uuid %s)",
             self.name,
@@ -500,10 +524,11 @@ class Dispatcher:
 
     async def local_system_call(self, name: str, args: Any, *, src: str = "") -> Any:
         """Answer one of the system calls every node serves (schedules and their errors)."""
+        scheduler = self._scheduler
         if name == SYSTEM_CANCEL_SCHEDULE:
-            return self.scheduler.cancel(str(args[0]))
+            return scheduler is not None and scheduler.cancel(str(args[0]))
         if name == SYSTEM_LIST_SCHEDULES:
-            return self.scheduler.describe()
+            return [] if scheduler is None else scheduler.describe()
         if name == SYSTEM_SCHEDULE_ERROR:
             info = msgspec.convert(args[1], ErrorInfo)
             error = exception_from_error_info(info)

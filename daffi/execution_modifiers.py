@@ -22,7 +22,6 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Final, Literal, TypeAlias
 
 from daffi.exceptions import InitializationError
-from daffi.scheduling import parse_duration
 
 __all__ = [
     "ALL_EXEC_MODIFIERS",
@@ -268,6 +267,8 @@ def _optional_duration(
 ) -> float | None:
     if value is None:
         return None
+    from daffi.scheduling._durations import parse_duration  # loaded on first use
+
     return parse_duration(value, what=what, allow_zero=allow_zero)
 
 

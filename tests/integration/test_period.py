@@ -315,6 +315,45 @@ async def test_listing_and_cancel_by_uuid_from_a_third_node(make_node: NodeFacto
             assert await task.cancel_async() is False
 
 
+async def test_a_node_that_never_scheduled_lists_and_cancels_nothing(
+    make_node: NodeFactory,
+) -> None:
+    """Its scheduler starts with its first schedule: before that, it has nothing to list
+    or cancel (and answers so)."""
+    with anyio.fail_after(10):
+        async with make_node("exec", {"tick": Runs().tick}), make_node("req") as req:
+            await req.wait_function_async("tick", timeout=5)
+            assert await req.get_scheduled_tasks_async("exec") == []
+            assert await req.cancel_scheduled_task_by_uuid_async("exec", "no-such") is False
+
+
+async def test_first_schedules_requested_at_once_all_run(make_node: NodeFactory) -> None:
+    """Several schedules reaching a node that has none yet: its scheduler starts once and
+    runs every one of them."""
+    runs = Runs()
+    with anyio.fail_after(10):
+        async with make_node("exec", {"tick": runs.tick}), make_node("req") as req:
+            await req.wait_function_async("tick", timeout=5)
+            tasks: list[ScheduledTask] = []
+
+            async def schedule(n: int) -> None:
+                with req.as_current():
+                    tasks.append(await tick.call(n, exec_modifier=PERIOD(interval=INTERVAL)))
+
+            async with anyio.create_task_group() as tg:
+                for n in range(4):
+                    tg.start_soon(schedule, n)
+
+            async def every_one_ran() -> bool:
+                return {n for _, n in runs.calls} == set(range(4))
+
+            await eventually(every_one_ran)
+            listing = await req.get_scheduled_tasks_async("exec")
+            assert uuids(listing) == {task.uuid for task in tasks}
+            for task in tasks:
+                assert await task.cancel_async() is True
+
+
 async def test_listing_an_unknown_process_fails(make_node: NodeFactory) -> None:
     with anyio.fail_after(10):
         async with make_node("req") as req:
