@@ -133,6 +133,9 @@ class Controller:
         self._in_flight: dict[tuple[str, int], tuple[str, str, Outlet | None]] = {}
         # (caller, call id) -> the work channel running it
         self._on_work: dict[tuple[str, int], Link] = {}
+        # (caller, call id) -> the target the direct path chose for a call it then left to
+        # the serving task (congested target): round-robin advances once per call
+        self._chosen: dict[tuple[str, int], _Peer] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._loop_thread = threading.get_ident()
         #: the node in this process, if any (its connection is the in-process link)
@@ -507,6 +510,8 @@ class Controller:
         del self.peers[peer.name]
         if self._local is peer:
             self._local = None
+        for key in [key for key in self._chosen if key[0] == peer.name]:
+            del self._chosen[key]
         for channel in [*peer.channels, *peer.work]:
             await channel.aclose()  # its handler sees the end and settles its calls
         for name in peer.callbacks:
@@ -591,6 +596,8 @@ class Controller:
         if not _valid_timeout(msg):
             raise ProtocolError(f"node {peer.name!r} sent a call with timeout {msg.timeout!r}")
         reply = channel if channel is not None else peer.conn
+        if target is None:
+            target = self._chosen.pop((peer.name, msg.id), None)
         if target is not None and self.peers.get(target.name) is target:
             target_peer: _Peer | None = target  # chosen already (a served channel's thread)
         else:
@@ -765,7 +772,8 @@ class Controller:
                 conn = target.conn
         if isinstance(conn, Connection) and conn.congested:
             self._in_flight.pop(key, None)
-            return False  # the serving task waits for the target to catch up
+            self._chosen[key] = target  # the serving task waits for it to catch up
+            return False
         if msg.want_result:
             self._in_flight[key] = (target.name, msg.name, channel)
         try:
