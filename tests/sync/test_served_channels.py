@@ -874,3 +874,33 @@ def test_no_thread_for_the_channel_closes_it_and_calls_go_through_the_loop(
     assert all(POOL_THREAD.match(name) for name in rec.threads), rec.threads
     assert wait_until(lambda: served_count(ctrl) == 0)
     assert pool_of(client).disabled
+
+
+# ---------------------------------------------------------------- nested calls
+
+
+@fetcher
+def relay(x):
+    pass
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_callback_run_by_the_channel_thread_can_call_another_node(net: Net, backend: str) -> None:
+    """A ``def`` callback the channel's thread runs makes a sync call of its own (to another
+    node, through the controller's loop): no deadlock, both answers right."""
+    threads: list[str] = []
+    other_rec = Recorder()
+    ctrl: Global | None = None
+
+    def relay_cb(x: int) -> int:
+        threads.append(threading.current_thread().name)
+        assert ctrl is not None
+        return run(ctrl, remote_add, x, 1) * 10
+
+    ctrl, client = ctrl_and_client(net, backend, {"relay": relay_cb})
+    net.node("other", {"remote_add": other_rec.add_cb()}, backend=backend)
+    client.wait_function("relay", timeout=5)
+    ctrl.wait_function("remote_add", timeout=5)
+    assert [run(client, relay, x) for x in range(5)] == [10, 20, 30, 40, 50]
+    assert threads == [SERVED_THREAD] * 5
+    assert len(other_rec.threads) == 5
