@@ -93,6 +93,19 @@ def _valid_timeout(msg: Call) -> bool:
     return msg.timeout is None or (math.isfinite(msg.timeout) and msg.timeout >= 0)
 
 
+def _runs_in_a_thread(info: CallbackInfo | None, msg: Call) -> bool:
+    """Whether ``msg`` is a plain call (wanting its result) of the ``def`` callback ``info``:
+    one a thread runs start to end, so a work or served channel's thread can take it."""
+    return (
+        info is not None
+        and not info.is_async
+        and not info.is_generator
+        and msg.want_result
+        and msg.schedule is None
+        and not msg.stream_in
+    )
+
+
 def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
     return Error(call_id, dst, daffi_error_info(kind, message, process))
 
@@ -405,42 +418,32 @@ class Controller:
         """
 
         def route(msg: Call) -> tuple[Result | Error | None, Any]:
-            local = self._local
             if (
-                local is None
-                or not msg.want_result
-                or msg.schedule is not None
-                or msg.stream_in
-                or msg.src != peer.name
-                or self.peers.get(peer.name) is not peer
+                msg.src != peer.name
                 or not _valid_timeout(msg)
+                or self.peers.get(peer.name) is not peer
             ):
                 return None, None
-            if msg.receiver is None:
-                try:
-                    target = self._target(peer, msg)
-                except (KeyError, ValueError):  # the directory changed under our feet
-                    return None, None
-                if target is not local:
-                    return None, target
-            elif msg.receiver != local.name:
+            try:
+                target = self._target(peer, msg)
+            except (KeyError, ValueError):  # the directory changed under our feet
                 return None, None
-            info = local.callbacks.get(msg.name)
-            local_conn = local.conn
+            local = self._local
+            local_conn = None if local is None else local.conn
             if (
-                info is None
-                or info.is_async
-                or info.is_generator
+                target is None
+                or target is not local
                 or not isinstance(local_conn, LocalConnection)
+                or not _runs_in_a_thread(local.callbacks.get(msg.name), msg)
             ):
-                return None, local
+                return None, target
             return local_conn.run_inline(msg), local
 
         return route
 
     async def _serve_work_channel(self, peer: _Peer, conn: Link) -> None:
         """Serve a work channel of ``peer``: calls go out on it, one at a time, and come
-        back answered (see :meth:`_callee_link`)."""
+        back answered (see :meth:`_sent_to_work_channel`)."""
         conn.peer = f"{peer.name!r} (work channel)"
         peer.work.add(conn)
         peer.work_idle.append(conn)
@@ -494,17 +497,24 @@ class Controller:
         if self._on_work.pop((msg.dst, msg.id), None) is conn and conn not in peer.work_idle:
             peer.work_idle.append(conn)
 
-    def _callee_link(self, target: _Peer, msg: Call, caller: str) -> Link:
-        """Where to send ``msg`` for ``target``: an idle work channel for a plain call of a
-        ``def`` callback that wants its result (its thread runs it at once, with no hand-off
-        from the node's loop to a worker thread), else the node's connection."""
-        if target.work_idle and msg.want_result and msg.schedule is None and not msg.stream_in:
-            info = target.callbacks.get(msg.name)
-            if info is not None and not info.is_async and not info.is_generator:
-                conn = target.work_idle.pop()
-                self._on_work[(caller, msg.id)] = conn
-                return conn
-        return target.conn
+    def _sent_to_work_channel(
+        self, target: _Peer, msg: Call, caller: str, frame: bytes | bytearray
+    ) -> bool:
+        """Send ``msg`` on an idle work channel of ``target`` if it is a plain call of a
+        ``def`` callback (the channel's thread runs it at once, with no hand-off from the
+        node's loop to a worker thread); whether it went there. The call is in flight
+        already: its reply may come back before this returns."""
+        if not (target.work_idle and _runs_in_a_thread(target.callbacks.get(msg.name), msg)):
+            return False
+        conn = target.work_idle.pop()
+        key = (caller, msg.id)
+        self._on_work[key] = conn
+        try:
+            conn.send_frame_threadsafe(frame)  # one call at a time: nothing to wait for
+        except anyio.BrokenResourceError:
+            self._on_work.pop(key, None)  # a work channel closing: the node's connection
+            return False
+        return True
 
     async def _drop_peer(self, peer: _Peer) -> None:
         del self.peers[peer.name]
@@ -609,15 +619,9 @@ class Controller:
         if msg.want_result:
             self._in_flight[(peer.name, msg.id)] = (target_name, msg.name, channel)
         try:
-            conn = self._callee_link(target_peer, msg, peer.name)
-            if conn is not target_peer.conn:
-                try:
-                    await conn.send_frame(frame)
-                    return
-                except anyio.BrokenResourceError:
-                    # A work channel closing: its node's connection takes the call.
-                    self._on_work.pop((peer.name, msg.id), None)
-                    conn = target_peer.conn
+            if self._sent_to_work_channel(target_peer, msg, peer.name, frame):
+                return
+            conn = target_peer.conn
             if isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame):
                 return  # the node in this process took it at once
             await conn.send_frame(frame)
@@ -760,22 +764,15 @@ class Controller:
         if target is None:
             return False
         key = (peer.name, msg.id)
-        conn = self._callee_link(target, msg, peer.name)
-        if conn is not target.conn:
+        if msg.want_result:
             self._in_flight[key] = (target.name, msg.name, channel)
-            try:
-                conn.send_frame_threadsafe(frame)
-                return True
-            except anyio.BrokenResourceError:
-                # A work channel closing: its node's connection takes the call.
-                self._on_work.pop(key, None)
-                conn = target.conn
+        if self._sent_to_work_channel(target, msg, peer.name, frame):
+            return True
+        conn = target.conn
         if isinstance(conn, Connection) and conn.congested:
             self._in_flight.pop(key, None)
             self._chosen[key] = target  # the serving task waits for it to catch up
             return False
-        if msg.want_result:
-            self._in_flight[key] = (target.name, msg.name, channel)
         try:
             if not (isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame)):
                 conn.send_frame_threadsafe(frame)

@@ -179,16 +179,9 @@ class Dispatcher:
         without waking the session task. Returns False for any other call (and when the
         node is at ``max_concurrent_calls``), which :meth:`on_call` then handles.
         """
-        entry = self.registry.get(msg.name)
+        entry = self._plain_entry(msg)
         conn = self.node.conn
-        if (
-            entry is None
-            or not entry.runs_in_thread
-            or msg.schedule is not None
-            or msg.stream_in
-            or conn is None
-            or self._full
-        ):
+        if entry is None or conn is None or self._full:
             return False
         job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
         self._pool.submit(self._run_sync_call, msg, entry, conn, job)
@@ -259,16 +252,13 @@ class Dispatcher:
         Always returns a reply, even for a call cancelled meanwhile: the controller routes
         it nowhere then, and the reply tells it the channel is free again.
         """
-        entry = self.registry.get(msg.name)
-        if entry is None or not entry.runs_in_thread or msg.schedule is not None:
+        entry = self._plain_entry(msg)
+        if entry is None:
             text = f"process {self.name!r} has no def callback {msg.name!r} to run here"
             return Error(
                 msg.id, msg.src, daffi_error_info("UnableToFindCandidate", text, self.name)
             )
-        if self._full:
-            return self._overloaded(msg)
-        job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
-        return self._call_sync(msg, entry, job)
+        return self._run_now(msg, entry)
 
     def run_inline(self, msg: Call) -> Result | Error | None:
         """Run a plain call of a ``def`` callback in the calling thread, as one of the
@@ -277,24 +267,31 @@ class Dispatcher:
         For the controller in this process: a thread serving a call channel runs the calls
         it reads this way, so they need no hand-off to the loop and a worker thread.
         """
-        entry = self.registry.get(msg.name)
-        if (
-            entry is None
-            or not entry.runs_in_thread
-            or msg.schedule is not None
-            or msg.stream_in
-            or not self._pool.claim()
-        ):
+        entry = self._plain_entry(msg)
+        if entry is None or not self._pool.claim():
             return None
         try:
-            if self._full:
-                return self._overloaded(msg)
-            job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
-            return self._call_sync(msg, entry, job)
+            return self._run_now(msg, entry)
         finally:
             self._pool.release()
 
-    def _call_sync(self, msg: Call, entry: CallbackEntry, job: _SyncJob) -> Result | Error:
+    def _plain_entry(self, msg: Call) -> CallbackEntry | None:
+        """The callback ``msg`` calls, if a thread runs it start to end: a ``def`` callback
+        (no generator), called plainly (no schedule, no stream of arguments)."""
+        entry = self.registry.get(msg.name)
+        if entry is None or not entry.runs_in_thread or msg.schedule is not None or msg.stream_in:
+            return None
+        return entry
+
+    def _run_now(self, msg: Call, entry: CallbackEntry) -> Result | Error:
+        """Run ``entry`` for ``msg`` in the calling thread, unless ``max_concurrent_calls``
+        calls already run here."""
+        if self._full:
+            return self._overloaded(msg)
+        self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
+        return self._call_sync(msg, entry)
+
+    def _call_sync(self, msg: Call, entry: CallbackEntry) -> Result | Error:
         key = (msg.src, msg.id)
         try:
             args, kwargs = self.codec.decode_args(msg.payload)
@@ -321,7 +318,7 @@ class Dispatcher:
         if job.cancelled:
             self._sync_jobs.pop((msg.src, msg.id), None)
             return
-        reply = self._call_sync(msg, entry, job)
+        reply = self._call_sync(msg, entry)
         late = msg.timeout is not None and time.monotonic() - started > msg.timeout
         if job.cancelled or late:
             logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)

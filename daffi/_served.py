@@ -61,7 +61,8 @@ class ServedChannel:
     """A call channel read and written by a thread of its own (see the module docstring).
 
     Args:
-        sock: the channel's connected socket (blocking); the channel owns it.
+        sock: the channel's connected socket; the channel owns it (and makes it
+            non-blocking: its thread waits in ``poll``).
         leftover: bytes already received on it, not yet taken as messages.
         first: a frame to write before anything else (the channel's ``Welcome``).
         route: runs or routes each ``Call`` read, in the channel's thread.

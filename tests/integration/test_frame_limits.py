@@ -8,9 +8,10 @@ the callee's as a remote error), and the connections stay up.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
@@ -60,9 +61,9 @@ def _registry() -> CallbackRegistry:
     return registry
 
 
-async def test_oversized_arguments_and_results_are_refused_and_nothing_breaks(
-    sock_dir: str, anyio_backend: str
-) -> None:
+@contextlib.asynccontextmanager
+async def server_and_client(sock_dir: str) -> AsyncIterator[tuple[Global, Global]]:
+    """A controller whose node offers ``echo`` and ``grow``, and a client; both at LIMIT."""
     async with (
         Global(
             process_name="server",
@@ -78,6 +79,13 @@ async def test_oversized_arguments_and_results_are_refused_and_nothing_breaks(
             max_frame_size=LIMIT,
         ) as client,
     ):
+        yield server, client
+
+
+async def test_oversized_arguments_and_results_are_refused_and_nothing_breaks(
+    sock_dir: str, anyio_backend: str
+) -> None:
+    async with server_and_client(sock_dir) as (server, client):
         await client.wait_function_async("echo", timeout=5)
         node = client._node
         assert node is not None
@@ -140,21 +148,7 @@ async def test_a_generous_limit_leaves_room_for_the_envelope(
     sock_dir: str, anyio_backend: str
 ) -> None:
     """A payload just under the limit, less the envelope, still goes through."""
-    async with (
-        Global(
-            process_name="server",
-            init_controller=True,
-            unix_sock_path=sock_dir,
-            registry=_registry(),
-            max_frame_size=LIMIT,
-        ),
-        Global(
-            process_name="client",
-            unix_sock_path=sock_dir,
-            registry=CallbackRegistry(),
-            max_frame_size=LIMIT,
-        ) as client,
-    ):
+    async with server_and_client(sock_dir) as (_, client):
         await client.wait_function_async("echo", timeout=5)
         size = LIMIT - LIMIT // 8 - 64  # the envelope room is 1/8 of a small limit
         with client.as_current():

@@ -147,20 +147,24 @@ def _drop_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     ]
 
 
+@asynccontextmanager
+async def ctrl_and_client(sock_dir: str) -> AsyncIterator[tuple[Global, Global]]:
+    """A controller whose node offers ``slow``, and a client node."""
+    async with (
+        Global(
+            "ctrl", init_controller=True, unix_sock_path=sock_dir, registry=_registry(slow=slow_cb)
+        ) as ctrl,
+        Global("client", unix_sock_path=sock_dir, registry=CallbackRegistry()) as client,
+    ):
+        yield ctrl, client
+
+
 async def test_forged_replies_from_another_node_are_dropped(
     anyio_backend: str, sock_dir: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="daffi.controller")
     with anyio.fail_after(30):
-        async with (
-            Global(
-                "ctrl",
-                init_controller=True,
-                unix_sock_path=sock_dir,
-                registry=_registry(slow=slow_cb),
-            ) as ctrl,
-            Global("client", unix_sock_path=sock_dir, registry=CallbackRegistry()) as client,
-        ):
+        async with ctrl_and_client(sock_dir) as (ctrl, client):
             await client.wait_function_async("slow", timeout=5)
             async with rogue_connection(ctrl.address, "client") as rogue, spraying(rogue):
                 with client.as_current():
@@ -222,15 +226,7 @@ async def test_one_burst_of_forged_replies_does_not_finish_the_call(
     """A node that runs none of the client's calls cannot answer them, even with the right
     ids (one burst, no declined message before it: the direct path alone on asyncio)."""
     with anyio.fail_after(30):
-        async with (
-            Global(
-                "ctrl",
-                init_controller=True,
-                unix_sock_path=sock_dir,
-                registry=_registry(slow=slow_cb),
-            ) as ctrl,
-            Global("client", unix_sock_path=sock_dir, registry=CallbackRegistry()) as client,
-        ):
+        async with ctrl_and_client(sock_dir) as (ctrl, client):
             await client.wait_function_async("slow", timeout=5)
             async with rogue_connection(ctrl.address, "client") as rogue:
                 with client.as_current():

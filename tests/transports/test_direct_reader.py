@@ -133,6 +133,13 @@ class Pair:
             self.raw.sendall(piece)
             await anyio.sleep(pause)
 
+    async def deliver(self, data: bytes, *, split: bool) -> None:
+        """Send ``data`` at once, or (``split``) in pieces the reader sees one by one."""
+        if split:
+            await self.send_in_pieces(data)
+        else:
+            self.send(data)
+
 
 @asynccontextmanager
 async def connected_pair(**kwargs: object) -> AsyncIterator[Pair]:
@@ -287,10 +294,7 @@ async def test_oversized_frame_is_a_protocol_error(anyio_backend: str, split: bo
     _require_asyncio(anyio_backend)
     async with connected_pair(max_frame_size=1024) as pair, receiving(pair) as rec:
         data = _stream_bytes([_result(1)]) + (10_000).to_bytes(4, "big") + b"x" * 100
-        if split:
-            await pair.send_in_pieces(data)
-        else:
-            pair.send(data)
+        await pair.deliver(data, split=split)
         with anyio.fail_after(5):
             await rec.done.wait()
         assert isinstance(rec.error, ProtocolError)
@@ -305,10 +309,7 @@ async def test_undecodable_frame_is_a_protocol_error(anyio_backend: str, split: 
     _require_asyncio(anyio_backend)
     async with connected_pair() as pair, receiving(pair) as rec:
         data = _stream_bytes([_result(1)]) + b"\x00\x00\x00\x05hello" + _stream_bytes([_result(2)])
-        if split:
-            await pair.send_in_pieces(data)
-        else:
-            pair.send(data)
+        await pair.deliver(data, split=split)
         with anyio.fail_after(5):
             await rec.done.wait()
         assert isinstance(rec.error, ProtocolError)
