@@ -1,10 +1,11 @@
 """The callee side of a node: running the calls other nodes send here.
 
-Plain ``def`` callbacks run in a pool of daemon worker threads and reply from there; async
-callbacks, generators, streams into callbacks and system calls run as tasks of the session's
-task group, each in its own cancel scope (registered before the task starts, so that a
-``Cancel`` or the first stream items arriving right behind the call find it). The
-dispatcher also hosts the node's scheduler: schedules outlive reconnections.
+Plain ``def`` callbacks run in the node's :class:`~daffi._executor.Executor` (every ``def``
+run does, whichever thread reads its call) and reply from there; async callbacks,
+generators, streams into callbacks and system calls run as tasks of the session's task
+group, each in its own cancel scope (registered before the task starts, so that a ``Cancel``
+or the first stream items arriving right behind the call find it). The dispatcher also hosts
+the node's scheduler: schedules outlive reconnections.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,7 @@ import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from daffi._connection import Link
+from daffi._executor import Executor, Job, Outcome
 from daffi._protocol import (
     STREAM_WINDOW,
     SYSTEM_PREFIX,
@@ -37,7 +38,6 @@ from daffi._protocol import (
     YieldItem,
 )
 from daffi._streams import CREDIT_BATCH, CreditGate, take_batch
-from daffi._workers import WorkerPool
 from daffi.exceptions import (
     ArgumentsError,
     DaffiError,
@@ -70,15 +70,6 @@ SYSTEM_LIST_SCHEDULES = SYSTEM_PREFIX + "list_schedules"
 SYSTEM_SCHEDULE_ERROR = SYSTEM_PREFIX + "schedule_error"
 
 
-class _SyncJob:
-    """A sync callback running in a worker thread; ``cancelled`` drops its result."""
-
-    __slots__ = ("cancelled",)
-
-    def __init__(self) -> None:
-        self.cancelled = False
-
-
 def _run_in_order(func: Callable[..., Any], calls: list[tuple[list[Any], dict[str, Any]]]) -> None:
     """Call ``func`` once per item, in order (in a worker thread); the first error stops."""
     for args, kwargs in calls:
@@ -102,14 +93,13 @@ class Dispatcher:
         self.workers = workers
         self.max_concurrent_calls = max_concurrent_calls
         self._running: dict[tuple[str, int], anyio.CancelScope] = {}
-        self._sync_jobs: dict[tuple[str, int], _SyncJob] = {}
-        self._pool = WorkerPool(workers, name=f"daffi-{node.name}")
+        #: runs every ``def`` callback of this node, in at most ``workers`` slots
+        self.executor = Executor(workers, name=node.name)
         self._inbound: dict[
             tuple[str, int],
             tuple[MemoryObjectSendStream[msgspec.Raw], MemoryObjectReceiveStream[msgspec.Raw]],
         ] = {}
         self._gates: dict[tuple[str, int], CreditGate] = {}
-        self._limiter: anyio.CapacityLimiter | None = None
         # The scheduler (and the scheduling code) starts with the first schedule accepted.
         self._scheduler: Scheduler | None = None
         self._scheduler_started: anyio.Event | None = None
@@ -124,17 +114,19 @@ class Dispatcher:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Host the scheduler (once a schedule needs it) until cancelled; then stop the
-        worker threads."""
-        self._limiter = anyio.CapacityLimiter(self.workers)
+        """Host the executor and the scheduler (once a schedule needs it) until cancelled.
+
+        The executor's threads end with it: it waits, bounded, for ``def`` callbacks still
+        running (see :meth:`Executor.close`).
+        """
         try:
             async with anyio.create_task_group() as tg:
+                await tg.start(self.executor.run)
                 self._task_group = tg
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
             self._task_group = None
-            self._pool.shutdown()
 
     async def _running_scheduler(self) -> Scheduler:
         """The node's scheduler, started in :meth:`run`'s task group on first need."""
@@ -168,10 +160,6 @@ class Dispatcher:
             self._inbound[key] = anyio.create_memory_object_stream[msgspec.Raw](STREAM_WINDOW)
         tg.start_soon(self._run_call, msg, scope)
 
-    def reserve_thread(self) -> None:
-        """One of the ``workers`` threads is a work channel's: the pool keeps one fewer."""
-        self._pool.size = max(1, self.workers - 1)
-
     def start_in_thread(self, msg: Call) -> bool:
         """Start ``msg`` in a worker thread if it is a plain call of a ``def`` callback.
 
@@ -183,8 +171,16 @@ class Dispatcher:
         conn = self.node.conn
         if entry is None or conn is None or self._full:
             return False
-        job = self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
-        self._pool.submit(self._run_sync_call, msg, entry, conn, job)
+        try:
+            self.executor.submit(
+                self._job(msg),
+                self._invoke,
+                msg,
+                entry,
+                done=functools.partial(self._reply_from_thread, msg, conn),
+            )
+        except RuntimeError:  # stopping: the task path answers with an error
+            return False
         return True
 
     def on_stream(self, msg: StreamItem | StreamEnd) -> None:
@@ -212,18 +208,17 @@ class Dispatcher:
             gate.grant(msg.n)
 
     def on_cancel(self, msg: Cancel) -> None:
-        """The caller gave up: cancel the call's scope, or drop a sync callback's result."""
+        """The caller gave up: cancel the call's scope, or (a ``def`` callback) keep its run
+        from starting, or drop its result."""
         running = self._running.get((msg.src, msg.id))
         if running is not None:
             running.cancel()
-        sync_job = self._sync_jobs.get((msg.src, msg.id))
-        if sync_job is not None:
-            sync_job.cancelled = True
+        self.executor.cancel((msg.src, msg.id))
 
     @property
     def _full(self) -> bool:
         """Whether ``max_concurrent_calls`` calls already run here."""
-        return len(self._running) + len(self._sync_jobs) >= self.max_concurrent_calls
+        return len(self._running) + self.executor.load >= self.max_concurrent_calls
 
     async def _refuse(self, msg: Call) -> None:
         refusal = self._overloaded(msg)
@@ -246,11 +241,19 @@ class Dispatcher:
         self.node.check_size(payload, f"{what} {msg.name!r}")
         return msgspec.Raw(payload)
 
-    def run_here(self, msg: Call) -> Result | Error:
-        """Run a call of a ``def`` callback in the calling thread (a work channel's thread).
+    @staticmethod
+    def _job(msg: Call) -> Job:
+        """The executor's record of ``msg``, made when it arrives (its deadline counts from
+        now)."""
+        return Job((msg.src, msg.id), msg.name, msg.timeout, msg.chain)
 
-        Always returns a reply, even for a call cancelled meanwhile: the controller routes
-        it nowhere then, and the reply tells it the channel is free again.
+    def run_here(self, msg: Call) -> Result | Error:
+        """Run a call of a ``def`` callback in the calling thread (a work channel's thread),
+        waiting for one of the ``workers`` slots if all are taken.
+
+        Always returns a reply, even for a call cancelled or past its deadline (then an
+        error, which the controller routes nowhere if the caller gave up): the reply tells
+        the controller the channel is free again.
         """
         entry = self._plain_entry(msg)
         if entry is None:
@@ -258,22 +261,40 @@ class Dispatcher:
             return Error(
                 msg.id, msg.src, daffi_error_info("UnableToFindCandidate", text, self.name)
             )
-        return self._run_now(msg, entry)
+        if self._full:
+            return self._overloaded(msg)
+        outcome = self.executor.run_here(self._job(msg), self._invoke, msg, entry)
+        reply: Result | Error = outcome.value if outcome.counts else self._not_run(msg, outcome)
+        return reply
 
     def run_inline(self, msg: Call) -> Result | Error | None:
-        """Run a plain call of a ``def`` callback in the calling thread, as one of the
-        ``workers``; None (nothing done) for any other call or when all of them are busy.
+        """Run a plain call of a ``def`` callback in the calling thread, in one of the
+        ``workers`` slots; None (nothing done) for any other call or when no slot is free.
 
         For the controller in this process: a thread serving a call channel runs the calls
         it reads this way, so they need no hand-off to the loop and a worker thread.
         """
         entry = self._plain_entry(msg)
-        if entry is None or not self._pool.claim():
+        if entry is None:
             return None
-        try:
-            return self._run_now(msg, entry)
-        finally:
-            self._pool.release()
+        if self._full:
+            return self._overloaded(msg)
+        outcome = self.executor.run_here(self._job(msg), self._invoke, msg, entry, wait=False)
+        if outcome.status == "busy":
+            return None
+        reply: Result | Error = outcome.value if outcome.counts else self._not_run(msg, outcome)
+        return reply
+
+    def _not_run(self, msg: Call, outcome: Outcome) -> Error:
+        """The reply to a call whose run does not count (cancelled, late, stopping): the
+        caller has given up on it already, unless the node is stopping."""
+        if outcome.status == "closed":
+            text = f"process {self.name!r} stopped before running {msg.name!r}"
+            return Error(
+                msg.id, msg.src, daffi_error_info("RemoteStoppedUnexpectedly", text, self.name)
+            )
+        text = f"call to {msg.name!r} was {outcome.status} on {self.name!r}; result dropped"
+        return Error(msg.id, msg.src, daffi_error_info("TimeoutError", text, self.name))
 
     def _plain_entry(self, msg: Call) -> CallbackEntry | None:
         """The callback ``msg`` calls, if a thread runs it start to end: a ``def`` callback
@@ -283,16 +304,8 @@ class Dispatcher:
             return None
         return entry
 
-    def _run_now(self, msg: Call, entry: CallbackEntry) -> Result | Error:
-        """Run ``entry`` for ``msg`` in the calling thread, unless ``max_concurrent_calls``
-        calls already run here."""
-        if self._full:
-            return self._overloaded(msg)
-        self._sync_jobs[(msg.src, msg.id)] = _SyncJob()
-        return self._call_sync(msg, entry)
-
-    def _call_sync(self, msg: Call, entry: CallbackEntry) -> Result | Error:
-        key = (msg.src, msg.id)
+    def _invoke(self, msg: Call, entry: CallbackEntry) -> Result | Error:
+        """Run ``entry`` for ``msg`` (in an executor slot): its reply, success or failure."""
         try:
             args, kwargs = self.codec.decode_args(msg.payload)
             if entry.structure_args is not None:
@@ -305,27 +318,13 @@ class Dispatcher:
             if not isinstance(exc, DaffiError):
                 logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
             return Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
-        finally:
-            self._sync_jobs.pop(key, None)
 
-    def _run_sync_call(self, msg: Call, entry: CallbackEntry, conn: Link, job: _SyncJob) -> None:
-        """Run a sync callback in a worker thread and send its reply from there.
-
-        A cancel (or the caller's deadline passing) drops the result; the callback itself
-        cannot be interrupted.
-        """
-        started = time.monotonic()
-        if job.cancelled:
-            self._sync_jobs.pop((msg.src, msg.id), None)
-            return
-        reply = self._call_sync(msg, entry)
-        late = msg.timeout is not None and time.monotonic() - started > msg.timeout
-        if job.cancelled or late:
-            logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
-            return
-        if msg.want_result:
+    def _reply_from_thread(self, msg: Call, conn: Link, outcome: Outcome) -> None:
+        """Send the reply of a ``def`` callback the executor ran for ``msg`` (in its thread);
+        nothing if the run does not count (the executor logged why)."""
+        if outcome.counts and msg.want_result:
             with contextlib.suppress(anyio.BrokenResourceError):
-                conn.send_threadsafe(reply)
+                conn.send_threadsafe(outcome.value)
 
     async def _run_call(self, msg: Call, scope: anyio.CancelScope) -> None:
         key = (msg.src, msg.id)
@@ -389,12 +388,8 @@ class Dispatcher:
                             break
                     calls = [self._decode_arguments(entry, payload) for payload in payloads]
                     if entry.runs_in_thread:
-                        await anyio.to_thread.run_sync(
-                            _run_in_order,
-                            entry.fn,
-                            calls,
-                            abandon_on_cancel=True,
-                            limiter=self._limiter,
+                        await self.executor.run_async(
+                            Job(None, entry.name), _run_in_order, entry.fn, calls
                         )
                     else:
                         for args, kwargs in calls:
@@ -443,8 +438,8 @@ class Dispatcher:
                     exhausted = False
                     while not exhausted:
                         limit = max(min(gate.available, CREDIT_BATCH), 1)
-                        items, exhausted, error = await anyio.to_thread.run_sync(
-                            take_batch, gen, limit, abandon_on_cancel=True, limiter=self._limiter
+                        items, exhausted, error = await self.executor.run_async(
+                            Job(None, entry.name), take_batch, gen, limit
                         )
                         for value in items:
                             await emit(value)
@@ -554,6 +549,4 @@ class Dispatcher:
         call_args = () if kwargs else tuple(args)
         # A sync callback cannot be interrupted: on cancel its thread finishes on its own and
         # the result is dropped.
-        return await anyio.to_thread.run_sync(
-            func, *call_args, abandon_on_cancel=True, limiter=self._limiter
-        )
+        return await self.executor.run_async(Job(None, entry.name), func, *call_args)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
 import math
 import random
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ from daffi._calls import Pending, Upload, UploadGroup
 from daffi._codec import PayloadEncodeError, default_codec
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_frame
 from daffi._dispatch import Dispatcher
+from daffi._executor import current_chain
 from daffi._local_link import LocalConnection
 from daffi._protocol import (
     PROTOCOL_VERSION,
@@ -406,15 +407,10 @@ class Node:
             return
         if not any(not i.is_async and not i.is_generator for i in self.registry.infos()):
             return
-        self._work_started = True
-        # The work thread is one of the `workers` threads that may run def callbacks.
-        self.dispatch.reserve_thread()
-        threading.Thread(
-            target=pool.serve_work,
-            args=(self.dispatch.run_here,),
-            name=f"daffi-{self.name}-work",
-            daemon=True,
-        ).start()
+        # Its runs take the executor's slots like any other; the executor joins the thread.
+        self._work_started = self.dispatch.executor.spawn(
+            functools.partial(pool.serve_work, self.dispatch.run_here), f"daffi-{self.name}-work"
+        )
 
     def _take_direct(self, msg: Message, frame: bytes | bytearray) -> bool:
         """What the controller in this process hands over without queueing (on the loop).
@@ -981,8 +977,19 @@ class Node:
         replies: list[Result | Error | TimeoutError | None] = [None] * len(receivers)
         clean = False
         try:
+            chain = current_chain()
             frames = [
-                encode_frame(Call(call_id, name, payload, self.name, receivers[index], timeout))
+                encode_frame(
+                    Call(
+                        call_id,
+                        name,
+                        payload,
+                        self.name,
+                        receivers[index],
+                        timeout,
+                        chain=chain,
+                    )
+                )
                 for call_id, index in ids.items()
             ]
             channel.send_frame(frames[0] if len(frames) == 1 else b"".join(frames), deadline)
@@ -1043,7 +1050,8 @@ class Node:
         call_id = next(self._ids)
         pending = self._pending[call_id] = Pending(threaded=True)
         try:
-            conn.send_threadsafe(Call(call_id, name, payload, self.name, receiver, timeout))
+            call = Call(call_id, name, payload, self.name, receiver, timeout, chain=current_chain())
+            conn.send_threadsafe(call)
         except anyio.BrokenResourceError:
             self._pending.pop(call_id, None)
             raise _link_lost("calling", name) from None
@@ -1059,14 +1067,20 @@ class Node:
         structure: Callable[[Any], Any] | None,
     ) -> Any:
         assert pending.lock is not None
-        if not pending.lock.acquire(timeout=-1 if timeout is None else timeout):
+        answered = False
+        try:
+            answered = pending.lock.acquire(timeout=-1 if timeout is None else timeout)
+        finally:
+            # Whatever ends the wait (the timeout, KeyboardInterrupt in the main thread),
+            # nothing is left pending and an unanswered call is cancelled remotely.
             self._pending.pop(call_id, None)
-            with contextlib.suppress(anyio.BrokenResourceError):
-                conn.send_threadsafe(Cancel(call_id, self.name))
+            if not answered and not pending.done:
+                with contextlib.suppress(anyio.BrokenResourceError):
+                    conn.send_threadsafe(Cancel(call_id, self.name))
+        if not answered:
             raise TimeoutError(
                 f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
             )
-        self._pending.pop(call_id, None)
         if pending.error is not None:
             raise exception_from_error_info(pending.error)
         assert pending.payload is not None

@@ -163,6 +163,9 @@ class Call(_Msg, tag=10, frozen=True):
     schedule: ScheduleSpec | None = None
     #: the caller streams the arguments: one ``StreamItem`` per invocation, then ``StreamEnd``
     stream_in: bool = False
+    #: the chain of blocking calls this one is part of, when it is made from inside a
+    #: ``def`` callback (see ``daffi._executor``): the callee lends it a slot the chain holds
+    chain: str = ""
 
 
 class Result(_Msg, tag=11, frozen=True):
