@@ -9,13 +9,12 @@ every call that node was waiting on is cancelled on its executor.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
@@ -26,7 +25,6 @@ from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_f
 from daffi._local_link import LocalConnection
 from daffi._protocol import (
     PROTOCOL_VERSION,
-    SYSTEM_PREFIX,
     Attach,
     Bye,
     Call,
@@ -48,6 +46,7 @@ from daffi._protocol import (
     Welcome,
     YieldItem,
 )
+from daffi._router import InFlight, Router
 from daffi.exceptions import ProtocolError, daffi_error_info
 from daffi.transports import Address, Listening, get_transport
 
@@ -139,11 +138,8 @@ class Controller:
         self.max_frame_size = max_frame_size
         self.handshake_timeout = handshake_timeout
         self.heartbeat_interval = heartbeat_interval
-        self.peers: dict[str, _Peer] = {}
-        self._providers: dict[str, list[str]] = {}
-        self._round_robin: dict[str, itertools.count[int]] = {}
-        # (caller, call id) -> (executor, callback name, the caller's call channel or None)
-        self._in_flight: dict[tuple[str, int], tuple[str, str, Outlet | None]] = {}
+        #: the directory, the routing decision and the calls in flight (see daffi._router)
+        self.router: Router[_Peer] = Router()
         # (caller, call id) -> the work channel running it
         self._on_work: dict[tuple[str, int], Link] = {}
         # (caller, call id) -> the target the direct path chose for a call it then left to
@@ -155,6 +151,11 @@ class Controller:
         self._local: _Peer | None = None
         #: call channels served by a thread of their own (see daffi._served)
         self._served_threads = 0
+
+    @property
+    def peers(self) -> Mapping[str, _Peer]:
+        """The connected nodes (an immutable snapshot)."""
+        return self.router.directory.peers
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -229,7 +230,7 @@ class Controller:
             finally:
                 conn.direct = None
                 tg.cancel_scope.cancel()
-                if peer is not None and self.peers.get(peer.name) is peer:
+                if peer is not None and self.router.is_current(peer):
                     await self._drop_peer(peer)
                 await conn.aclose()
 
@@ -278,10 +279,11 @@ class Controller:
         peer = _Peer(msg.name, conn, channel_token=token)
         directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
         await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory, token))
-        self.peers[peer.name] = peer
+        peer.callbacks = {info.name: info for info in msg.callbacks}
+        self.router.join(peer)
         if isinstance(conn, LocalConnection):
             self._local = peer
-        await self._set_callbacks(peer, msg.callbacks)
+        await self._broadcast(NodeUp(peer.name, msg.callbacks), exclude=peer.name)
         logger.info("node %r connected", peer.name)
         if self.on_node_event is not None:
             await self.on_node_event(peer.name, True)
@@ -373,9 +375,8 @@ class Controller:
                 await served.aclose()
             with anyio.CancelScope(shield=True):
                 # Nobody reads the replies of the calls still running for it: cancel them.
-                for key, (executor, _, channel) in list(self._in_flight.items()):
-                    if channel is link and self._in_flight.pop(key, None) is not None:
-                        await self._send_to(executor, Cancel(key[1], key[0]))
+                for key, route in self.router.take_via(link):
+                    await self._send_to(route.executor, Cancel(key[1], key[0]))
 
     def _serve_in_thread(self, peer: _Peer, conn: Link, welcome: Welcome) -> ServedChannel | None:
         """Hand call channel ``conn`` of ``peer`` over to a thread of its own (to start), if
@@ -414,7 +415,7 @@ class Controller:
         that node's workers), else leaves it to :meth:`_route_call` with the target it
         chose (so round-robin advances once per call).
 
-        Reads the directory without the loop: each lookup sees a whole old or new state.
+        Reads the directory without the loop, through the router (one snapshot per lookup).
         """
 
         def route(msg: Call) -> tuple[Result | Error | None, Any]:
@@ -424,10 +425,7 @@ class Controller:
                 or self.peers.get(peer.name) is not peer
             ):
                 return None, None
-            try:
-                target = self._target(peer, msg)
-            except (KeyError, ValueError):  # the directory changed under our feet
-                return None, None
+            target = self.router.target(peer.name, msg)
             local = self._local
             local_conn = None if local is None else local.conn
             if (
@@ -476,7 +474,7 @@ class Controller:
                 for key, channel in list(self._on_work.items()):
                     if channel is not conn or self._on_work.pop(key, None) is None:
                         continue
-                    entry = self._in_flight.pop(key, None)
+                    entry = self.router.forget(key)
                     if entry is None:
                         continue
                     caller, call_id = key
@@ -485,10 +483,10 @@ class Controller:
                         caller,
                         "RemoteStoppedUnexpectedly",
                         f"process {peer.name!r} lost its work connection while running "
-                        f"{entry[1]!r}",
+                        f"{entry.callback!r}",
                         peer.name,
                     )
-                    reply = self._reply_link(caller, entry[2])
+                    reply = self._reply_link(caller, entry.channel)
                     if reply is not None:
                         await self._send_on(reply, error)
 
@@ -517,29 +515,18 @@ class Controller:
         return True
 
     async def _drop_peer(self, peer: _Peer) -> None:
-        del self.peers[peer.name]
+        self.router.leave(peer)
         if self._local is peer:
             self._local = None
         for key in [key for key in self._chosen if key[0] == peer.name]:
             del self._chosen[key]
         for channel in [*peer.channels, *peer.work]:
             await channel.aclose()  # its handler sees the end and settles its calls
-        for name in peer.callbacks:
-            providers = self._providers.get(name)
-            if providers is not None and peer.name in providers:
-                providers.remove(peer.name)
-                if not providers:
-                    del self._providers[name]
-                    self._round_robin.pop(name, None)
         how = "left" if peer.said_bye else "disconnected"
         logger.info("node %r %s", peer.name, how)
         with anyio.CancelScope(shield=True):
-            for key, (executor, cb_name, via) in list(self._in_flight.items()):
+            for key, (executor, cb_name, via) in self.router.take_all(peer.name):
                 caller, call_id = key
-                if peer.name not in (executor, caller):
-                    continue
-                if self._in_flight.pop(key, None) is None:
-                    continue  # its reply got there first (sent from a worker thread)
                 if executor == peer.name:
                     error = _error(
                         call_id,
@@ -563,13 +550,8 @@ class Controller:
     # ------------------------------------------------------------------ directory
 
     async def _set_callbacks(self, peer: _Peer, callbacks: tuple[CallbackInfo, ...]) -> None:
-        for name in peer.callbacks:
-            providers = self._providers.get(name)
-            if providers is not None and peer.name in providers:
-                providers.remove(peer.name)
-        peer.callbacks = {info.name: info for info in callbacks}
-        for name in peer.callbacks:
-            self._providers.setdefault(name, []).append(peer.name)
+        old, peer.callbacks = peer.callbacks, {info.name: info for info in callbacks}
+        self.router.offer(peer, old)
         await self._broadcast(NodeUp(peer.name, callbacks), exclude=peer.name)
 
     async def _broadcast(self, msg: Message, *, exclude: str) -> None:
@@ -581,16 +563,6 @@ class Controller:
                     await other.conn.send_frame(frame)
 
     # ------------------------------------------------------------------ routing
-
-    def _pick(self, caller: str, name: str) -> str | None:
-        providers = self._providers.get(name)
-        if not providers:
-            return None
-        candidates = [p for p in providers if p != caller] if caller in providers else providers
-        if not candidates:
-            return None
-        counter = self._round_robin.setdefault(name, itertools.count())
-        return candidates[next(counter) % len(candidates)]
 
     async def _route_call(
         self,
@@ -608,16 +580,16 @@ class Controller:
         reply = channel if channel is not None else peer.conn
         if target is None:
             target = self._chosen.pop((peer.name, msg.id), None)
-        if target is not None and self.peers.get(target.name) is target:
+        if target is not None and self.router.is_current(target):
             target_peer: _Peer | None = target  # chosen already (a served channel's thread)
         else:
-            target_peer = self._target(peer, msg)
+            target_peer = self.router.target(peer.name, msg)
         if target_peer is None:
-            await self._fail(reply, msg, self._why_no_target(peer, msg))
+            await self._fail(reply, msg, self.router.why_no_target(msg))
             return
         target_name = target_peer.name
         if msg.want_result:
-            self._in_flight[(peer.name, msg.id)] = (target_name, msg.name, channel)
+            self.router.record((peer.name, msg.id), InFlight(target_name, msg.name, channel))
         try:
             if self._sent_to_work_channel(target_peer, msg, peer.name, frame):
                 return
@@ -626,7 +598,7 @@ class Controller:
                 return  # the node in this process took it at once
             await conn.send_frame(frame)
         except anyio.BrokenResourceError:
-            self._in_flight.pop((peer.name, msg.id), None)
+            self.router.forget((peer.name, msg.id))
             if msg.want_result:
                 await self._send_on(
                     reply,
@@ -638,29 +610,6 @@ class Controller:
                         target_name,
                     ),
                 )
-
-    def _target(self, peer: _Peer, msg: Call) -> _Peer | None:
-        """The node that runs ``msg``: its pinned receiver, or the next in round-robin."""
-        if msg.receiver is not None:
-            target = self.peers.get(msg.receiver)
-            if target is None or (
-                msg.name not in target.callbacks and not msg.name.startswith(SYSTEM_PREFIX)
-            ):
-                return None
-            return target
-        name = self._pick(peer.name, msg.name)
-        return None if name is None else self.peers[name]
-
-    def _why_no_target(self, peer: _Peer, msg: Call) -> str:
-        if msg.receiver is None:
-            return f"no other process offers callback {msg.name!r}"
-        target = self.peers.get(msg.receiver)
-        if target is None:
-            return f"process {msg.receiver!r} is not connected"
-        return (
-            f"process {msg.receiver!r} has no callback {msg.name!r}; it offers "
-            f"{sorted(target.callbacks)}"
-        )
 
     async def _fail(self, reply: Outlet, msg: Call, text: str) -> None:
         if msg.want_result:
@@ -689,26 +638,8 @@ class Controller:
     def _reply_destination(self, peer: _Peer, msg: Result | Error) -> Outlet | None:
         """Where ``peer``'s reply goes (its call's route is done), or None: nowhere (the
         caller cancelled or left, or ``peer`` does not run that call)."""
-        entry = self._take_in_flight(peer, msg)
-        return None if entry is None else self._reply_link(msg.dst, entry[2])
-
-    def _take_in_flight(
-        self, peer: _Peer, msg: Result | Error
-    ) -> tuple[str, str, Outlet | None] | None:
-        """Pop the route of the call ``msg`` answers, if ``peer`` is the node running it."""
-        key = (msg.dst, msg.id)
-        entry = self._in_flight.get(key)
-        if entry is None or entry[0] != peer.name:
-            if entry is not None:
-                logger.warning(
-                    "node %r answered call %s of %r, which runs elsewhere; dropped",
-                    peer.name,
-                    msg.id,
-                    msg.dst,
-                )
-            return None
-        # A pop, not a del: a worker thread's reply and the loop may race for it.
-        return self._in_flight.pop(key, None)
+        entry = self.router.answered((msg.dst, msg.id), peer.name)
+        return None if entry is None else self._reply_link(msg.dst, entry.channel)
 
     def _direct_handler(
         self, peer: _Peer, channel: Link | None
@@ -722,7 +653,7 @@ class Controller:
         """
 
         def take(msg: Message, frame: bytes | bytearray) -> bool:
-            if self.peers.get(peer.name) is not peer:
+            if not self.router.is_current(peer):
                 return False
             on_loop = threading.get_ident() == self._loop_thread
             if isinstance(msg, Result | Error):
@@ -760,33 +691,33 @@ class Controller:
             return False
         if not _valid_timeout(msg):
             return False
-        target = self._target(peer, msg)
+        target = self.router.target(peer.name, msg)
         if target is None:
             return False
         key = (peer.name, msg.id)
         if msg.want_result:
-            self._in_flight[key] = (target.name, msg.name, channel)
+            self.router.record(key, InFlight(target.name, msg.name, channel))
         if self._sent_to_work_channel(target, msg, peer.name, frame):
             return True
         conn = target.conn
         if isinstance(conn, Connection) and conn.congested:
-            self._in_flight.pop(key, None)
+            self.router.forget(key)
             self._chosen[key] = target  # the serving task waits for it to catch up
             return False
         try:
             if not (isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame)):
                 conn.send_frame_threadsafe(frame)
         except anyio.BrokenResourceError:
-            self._in_flight.pop(key, None)
+            self.router.forget(key)
             return False
         return True
 
     async def _route_cancel(self, peer: _Peer, msg: Cancel, frame: bytes | bytearray) -> None:
         if msg.src != peer.name:
             raise ProtocolError(f"node {peer.name!r} tried to cancel a call of {msg.src!r}")
-        entry = self._in_flight.pop((msg.src, msg.id), None)
+        entry = self.router.forget((msg.src, msg.id))
         if entry is not None:
-            target = self.peers.get(entry[0])
+            target = self.peers.get(entry.executor)
             if target is not None:
                 with contextlib.suppress(anyio.BrokenResourceError):
                     await target.conn.send_frame(frame)
@@ -796,12 +727,12 @@ class Controller:
     ) -> None:
         if src != peer.name:
             raise ProtocolError(f"node {peer.name!r} sent stream data for a call of {src!r}")
-        entry = self._in_flight.get((src, call_id))
+        entry = self.router.route_of((src, call_id))
         if entry is not None:
-            await self._forward(entry[0], frame)
+            await self._forward(entry.executor, frame)
 
     async def _route_to_caller(self, caller: str, call_id: int, frame: bytes | bytearray) -> None:
-        if (caller, call_id) in self._in_flight:
+        if (caller, call_id) in self.router:
             await self._forward(caller, frame)
 
     async def _forward(self, name: str, frame: bytes | bytearray) -> None:

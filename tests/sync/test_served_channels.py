@@ -458,7 +458,7 @@ def test_calls_the_thread_leaves_to_the_loop(net: Net, backend: str, case: str) 
     assert served_links(ctrl) == [link]
     assert served_count(ctrl) == 1
     assert len(pool_of(client)._all) == 1
-    assert wait_until(lambda: not controller_of(ctrl)._in_flight)
+    assert wait_until(lambda: not controller_of(ctrl).router)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

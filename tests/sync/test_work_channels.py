@@ -482,7 +482,7 @@ def test_calls_not_on_a_call_channel_use_the_work_thread_too(
     assert results == [i + 1 for i in range(calls)]
     assert rec.threads == [WORK_THREAD] * calls
     assert wait_until(lambda: all_idle(ctrl, peer))
-    assert not controller_of(ctrl)._in_flight
+    assert not controller_of(ctrl).router
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -525,7 +525,7 @@ def test_many_threads_many_calls_no_lost_or_duplicated_replies(net: Net, backend
     assert all(name == WORK_THREAD or POOL_THREAD.match(name) for name in rec.threads)
     assert wait_until(lambda: all_idle(ctrl, peer)), (peer.work_idle, controller_of(ctrl)._on_work)
     assert len(peer.work_idle) == 1  # given back once per call: no duplicate
-    assert not controller_of(ctrl)._in_flight
+    assert not controller_of(ctrl).router
     assert pool_of(worker)._work == {channel}
 
 
@@ -567,7 +567,7 @@ def test_caller_leaving_mid_call_frees_the_work_channel(net: Net, backend: str) 
     assert outcome.done.wait(3)
     assert isinstance(outcome.error, RemoteStoppedUnexpectedly), repr(outcome.error)
     assert wait_until(lambda: "leaver" not in controller.peers)
-    assert wait_until(lambda: not any(key[0] == "leaver" for key in controller._in_flight))
+    assert wait_until(lambda: not any(key[0] == "leaver" for key in controller.router))
     assert rec.finished.wait(3)
     assert wait_until(lambda: all_idle(ctrl, peer)), (peer.work_idle, controller._on_work)
     assert call_add(stayer, 3, 4) == 7
@@ -670,7 +670,7 @@ def test_worker_stopped_while_its_work_thread_runs_a_call(net: Net, backend: str
     controller = controller_of(ctrl)
     assert wait_until(lambda: "worker" not in controller.peers)
     assert wait_until(lambda: not controller._on_work)
-    assert wait_until(lambda: not any(key[0] == "client" for key in controller._in_flight))
+    assert wait_until(lambda: not any(key[0] == "client" for key in controller.router))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
