@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_frame
+from daffi._executor import DEFAULT_GRACE
 from daffi._local_link import LocalConnection
 from daffi._protocol import (
     PROTOCOL_VERSION,
@@ -373,6 +374,15 @@ class Controller:
             if served is not None:
                 self._served_threads -= 1
                 await served.aclose()
+                with anyio.CancelScope(shield=True):
+                    # Its thread ends once the callback it runs returns (bounded, as for
+                    # the node's executor: see daffi._executor).
+                    if not await served.join(DEFAULT_GRACE):
+                        logger.warning(
+                            "the thread serving a call channel of %r did not end within %.1f s",
+                            peer.name,
+                            DEFAULT_GRACE,
+                        )
             with anyio.CancelScope(shield=True):
                 # Nobody reads the replies of the calls still running for it: cancel them.
                 for key, route in self.router.take_via(link):

@@ -112,14 +112,31 @@ class ServedChannel:
         # Loop side:
         self._event = anyio.Event()
         self._call_soon = loop_call_soon()
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
         """Start the channel's thread; if none can be started, the channel just ends."""
+        thread = threading.Thread(target=self._serve, name="daffi-channel", daemon=True)
         try:
-            threading.Thread(target=self._serve, name="daffi-channel", daemon=True).start()
+            thread.start()
         except RuntimeError as exc:  # "can't start new thread"
             logger.warning("call channel of %s closed: %s", self.peer, exc)
             self._finish(None)
+            return
+        self._thread = thread
+
+    async def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the thread to end (after :meth:`aclose`): it
+        ends once the callback it runs, if any, returns. Returns whether it ended."""
+        thread = self._thread
+        deadline = anyio.current_time() + timeout
+        delay = 0.001
+        while thread is not None and thread.is_alive():
+            if anyio.current_time() >= deadline:
+                return False
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return True
 
     # ------------------------------------------------------------------ loop side
 
