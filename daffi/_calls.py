@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -26,20 +28,31 @@ if TYPE_CHECKING:
 
 __all__ = ["Pending", "Upload", "UploadGroup"]
 
+logger = logging.getLogger("daffi.node")
+
 
 class Pending:
-    """A call waiting for its reply: woken by an anyio Event (callers on daffi's loop) or a
-    lock (sync callers waiting in their own thread)."""
+    """A call waiting for its reply.
 
-    __slots__ = ("done", "error", "event", "gate", "items", "lock", "payload")
+    What wakes its caller depends on where the caller waits: an anyio Event (a caller on
+    daffi's loop), a lock (a sync caller blocked in its own thread), or ``callback``, called
+    in the thread that finishes it (a caller on another event loop, a ``BG`` future).
+    """
 
-    def __init__(self, *, threaded: bool = False) -> None:
+    __slots__ = ("callback", "done", "error", "event", "gate", "items", "lock", "payload")
+
+    def __init__(
+        self, *, threaded: bool = False, callback: Callable[[], object] | None = None
+    ) -> None:
         self.done = False
-        self.event: anyio.Event | None = None if threaded else anyio.Event()
+        self.callback = callback
+        self.event: anyio.Event | None = None
         self.lock: threading.Lock | None = None
         if threaded:
             self.lock = threading.Lock()
             self.lock.acquire()
+        elif callback is None:
+            self.event = anyio.Event()
         self.payload: msgspec.Raw | None = None
         self.error: ErrorInfo | None = None
         #: a generator callback's values, for downloads
@@ -55,6 +68,11 @@ class Pending:
             self.event.set()
         if self.lock is not None:
             self.lock.release()
+        if self.callback is not None:
+            try:
+                self.callback()
+            except Exception:  # the waiter's loop is gone: nobody waits any more
+                logger.debug("a caller's wake-up failed", exc_info=True)
         if self.items is not None:
             self.items.close()
         if self.gate is not None:

@@ -16,6 +16,7 @@ waiting on fails with ``RemoteStoppedUnexpectedly``.
 from __future__ import annotations
 
 import builtins
+import concurrent.futures
 import contextlib
 import functools
 import inspect
@@ -35,6 +36,7 @@ import msgspec
 from daffi._calls import Pending, Upload, UploadGroup
 from daffi._codec import PayloadEncodeError, default_codec
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_frame
+from daffi._crossloop import loop_call_soon
 from daffi._dispatch import Dispatcher
 from daffi._executor import current_chain
 from daffi._local_link import LocalConnection
@@ -682,11 +684,7 @@ class Node:
             raise TimeoutError(
                 f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
             )
-        if pending.error is not None:
-            raise exception_from_error_info(pending.error)
-        assert pending.payload is not None
-        value = self.codec.decode_value(pending.payload)
-        return structure(value) if structure is not None else value
+        return self.outcome(pending, structure)
 
     def _deadline(self, timeout: float | None) -> tuple[float, float | None]:
         now = anyio.current_time()
@@ -1039,6 +1037,60 @@ class Node:
             values.append(structure(value) if structure is not None else value)
         return values
 
+    # A call made from outside daffi's loop (a sync caller without a call channel, an async
+    # caller on another event loop, a BG call from any thread) is one mechanism: its thread
+    # registers a pending entry and writes the Call itself (send_from_thread); the receive
+    # loop finishes the entry, which wakes the caller the way it waits (a lock, a wake-up of
+    # its loop, a future); whatever ends the wait early abandons the call (abandon): the
+    # entry goes and the remote work is cancelled.
+
+    def send_from_thread(
+        self,
+        conn: Link,
+        name: str,
+        payload: msgspec.Raw,
+        receiver: str | None,
+        timeout: float | None,
+        pending: Pending,
+        *,
+        blocking: bool = True,
+        call_id: int | None = None,
+    ) -> int:
+        """Register ``pending`` and send the call from this thread; its id (``call_id``, or
+        a new one).
+
+        ``blocking``: the caller's thread waits for the answer, so the call carries the
+        chain of the ``def`` callback this thread runs, if any (see ``daffi._executor``).
+        """
+        if call_id is None:
+            call_id = next(self._ids)
+        self._pending[call_id] = pending
+        chain = current_chain() if blocking else ""
+        try:
+            conn.send_threadsafe(
+                Call(call_id, name, payload, self.name, receiver, timeout, chain=chain)
+            )
+        except anyio.BrokenResourceError:
+            self._pending.pop(call_id, None)
+            raise _link_lost("calling", name) from None
+        return call_id
+
+    def abandon(self, conn: Link, call_id: int, pending: Pending) -> None:
+        """The wait for call ``call_id`` is over: forget it and, if it was not answered,
+        cancel it remotely (any thread)."""
+        self._pending.pop(call_id, None)
+        if not pending.done:
+            with contextlib.suppress(anyio.BrokenResourceError):
+                conn.send_threadsafe(Cancel(call_id, self.name))
+
+    def outcome(self, pending: Pending, structure: Callable[[Any], Any] | None) -> Any:
+        """The value of an answered call, or its error raised."""
+        if pending.error is not None:
+            raise exception_from_error_info(pending.error)
+        assert pending.payload is not None
+        value = self.codec.decode_value(pending.payload)
+        return structure(value) if structure is not None else value
+
     def _send_from_thread(
         self,
         conn: Link,
@@ -1047,15 +1099,8 @@ class Node:
         receiver: str | None,
         timeout: float | None,
     ) -> tuple[int, Pending]:
-        call_id = next(self._ids)
-        pending = self._pending[call_id] = Pending(threaded=True)
-        try:
-            call = Call(call_id, name, payload, self.name, receiver, timeout, chain=current_chain())
-            conn.send_threadsafe(call)
-        except anyio.BrokenResourceError:
-            self._pending.pop(call_id, None)
-            raise _link_lost("calling", name) from None
-        return call_id, pending
+        pending = Pending(threaded=True)
+        return self.send_from_thread(conn, name, payload, receiver, timeout, pending), pending
 
     def _wait_in_thread(
         self,
@@ -1073,18 +1118,93 @@ class Node:
         finally:
             # Whatever ends the wait (the timeout, KeyboardInterrupt in the main thread),
             # nothing is left pending and an unanswered call is cancelled remotely.
-            self._pending.pop(call_id, None)
-            if not answered and not pending.done:
-                with contextlib.suppress(anyio.BrokenResourceError):
-                    conn.send_threadsafe(Cancel(call_id, self.name))
+            self.abandon(conn, call_id, pending)
         if not answered:
             raise TimeoutError(
                 f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
             )
-        if pending.error is not None:
-            raise exception_from_error_info(pending.error)
-        assert pending.payload is not None
-        value = self.codec.decode_value(pending.payload)
-        return structure(value) if structure is not None else value
+        return self.outcome(pending, structure)
+
+    async def call_from_other_loop(
+        self,
+        name: str,
+        payload: msgspec.Raw,
+        *,
+        receiver: str | None = None,
+        timeout: float | None = None,
+        structure: Callable[[Any], Any] | None = None,
+    ) -> tuple[bool, Any]:
+        """FG awaited on an event loop that is not daffi's (asyncio or trio), without a
+        round trip through daffi's loop: the same meaning as :meth:`roundtrip` (remaining
+        time sent, ``Cancel`` when the caller's scope or the timeout ends the wait).
+
+        Returns ``(False, None)`` when not connected (the caller then goes through
+        daffi's loop, which waits for the connection).
+        """
+        conn = self.conn
+        if conn is None:
+            return False, None
+        own, remaining = self._deadline(timeout)
+        answered = anyio.Event()
+        wake = loop_call_soon()
+        pending = Pending(callback=lambda: wake(answered.set))
+        call_id = self.send_from_thread(
+            conn, name, payload, receiver, remaining, pending, blocking=False
+        )
+        timed_out = False
+        try:
+            if timeout is None:
+                await answered.wait()
+            else:
+                with anyio.CancelScope(deadline=own) as scope:
+                    await answered.wait()
+                timed_out = scope.cancelled_caught
+        finally:
+            self.abandon(conn, call_id, pending)
+        if timed_out:
+            raise TimeoutError(
+                f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
+            )
+        return True, self.outcome(pending, structure)
+
+    def call_in_background(
+        self,
+        name: str,
+        payload: msgspec.Raw,
+        *,
+        receiver: str | None = None,
+        structure: Callable[[Any], Any] | None = None,
+    ) -> concurrent.futures.Future[Any] | None:
+        """A ``BG`` call (no timeout) from any thread, without a task on daffi's loop: its
+        future, resolved by the receive loop. Cancelling the future cancels the call. None
+        when not connected (the caller then goes through daffi's loop)."""
+        conn = self.conn
+        if conn is None:
+            return None
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        call_id = next(self._ids)  # known before the reply can come
+
+        def resolve() -> None:
+            try:
+                value = self.outcome(pending, structure)
+            except Exception as exc:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    future.set_exception(exc)
+            else:
+                with contextlib.suppress(concurrent.futures.InvalidStateError):
+                    future.set_result(value)
+            self._pending.pop(call_id, None)
+
+        pending = Pending(callback=resolve)
+        self.send_from_thread(
+            conn, name, payload, receiver, None, pending, blocking=False, call_id=call_id
+        )
+
+        def on_done(done: concurrent.futures.Future[Any]) -> None:
+            if done.cancelled():
+                self.abandon(conn, call_id, pending)
+
+        future.add_done_callback(on_done)
+        return future
 
     # ------------------------------------------------------------------ schedules
