@@ -137,29 +137,33 @@ async def network(
                 await anyio.to_thread.run_sync(caller.wait_function, name, 5)
 
     if topology == "ctrl-in-callee":
-        async with Global(init_controller=True, **callee_options) as callee:
-            async with _caller(
+        async with (
+            Global(init_controller=True, **callee_options) as callee,
+            _caller(
                 caller_kind, backend, sock_dir, init_controller=False, **caller_options
-            ) as caller:
-                await ready(caller)
-                yield Net(topology, backend, caller_kind, caller, callee, callee)
+            ) as caller,
+        ):
+            await ready(caller)
+            yield Net(topology, backend, caller_kind, caller, callee, callee)
     elif topology == "ctrl-in-caller":
-        async with _caller(
-            caller_kind, backend, sock_dir, init_controller=True, **caller_options
-        ) as caller:
-            async with Global(**callee_options) as callee:
-                await ready(caller)
-                yield Net(topology, backend, caller_kind, caller, callee, caller)
+        async with (
+            _caller(
+                caller_kind, backend, sock_dir, init_controller=True, **caller_options
+            ) as caller,
+            Global(**callee_options) as callee,
+        ):
+            await ready(caller)
+            yield Net(topology, backend, caller_kind, caller, callee, caller)
     else:
-        async with Global(
-            "ctrl", init_controller=True, init_node=False, unix_sock_path=sock_dir
-        ) as ctrl:
-            async with Global(**callee_options) as callee:
-                async with _caller(
-                    caller_kind, backend, sock_dir, init_controller=False, **caller_options
-                ) as caller:
-                    await ready(caller)
-                    yield Net(topology, backend, caller_kind, caller, callee, ctrl)
+        async with (
+            Global("ctrl", init_controller=True, init_node=False, unix_sock_path=sock_dir) as ctrl,
+            Global(**callee_options) as callee,
+            _caller(
+                caller_kind, backend, sock_dir, init_controller=False, **caller_options
+            ) as caller,
+        ):
+            await ready(caller)
+            yield Net(topology, backend, caller_kind, caller, callee, ctrl)
 
 
 class Outcome:

@@ -23,7 +23,9 @@ def sock_dir() -> Iterator[str]:
 
 
 def _daffi_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith(("daffi", "parity")) and t.is_alive()}
+    return {
+        t for t in threading.enumerate() if t.name.startswith(("daffi", "parity")) and t.is_alive()
+    }
 
 
 @pytest.fixture(autouse=True)
