@@ -114,8 +114,10 @@ async def network(
     *,
     workers: int = 40,
     caller_callbacks: dict[str, Callable[..., Any]] | None = None,
+    settle: bool = True,
 ) -> AsyncIterator[Net]:
-    """Start the cell's Globals; the caller has seen every callback of the callee on exit."""
+    """Start the cell's Globals; the caller has seen every callback of the callee, and (with
+    ``settle``) the callee's work channel is attached, when this yields."""
     callee_options: dict[str, Any] = dict(
         process_name="callee",
         unix_sock_path=sock_dir,
@@ -125,7 +127,7 @@ async def network(
     )
     caller_options = {"callbacks": caller_callbacks or {}}
 
-    async def ready(caller: Global) -> None:
+    async def ready(caller: Global, controller: Global, settle: bool = True) -> None:
         for name in callbacks:
             if caller_kind == "async":
                 await caller.wait_function_async(name, timeout=5)
@@ -135,6 +137,15 @@ async def network(
                 # blocking function; call it from a thread"), which is not what this
                 # matrix is about.
                 await anyio.to_thread.run_sync(caller.wait_function, name, 5)
+        if settle and topology != "ctrl-in-callee":
+            # A callee with a remote controller attaches a work channel shortly after it
+            # joins; until then its pool has one thread fewer (test_workers.py checks that
+            # window on its own). Wait for it (private: ``_Peer.work``).
+            core = controller._controller
+            assert core is not None
+            deadline = time.monotonic() + 3
+            while not core.peers["callee"].work and time.monotonic() < deadline:
+                await anyio.sleep(0.01)
 
     if topology == "ctrl-in-callee":
         async with (
@@ -143,7 +154,7 @@ async def network(
                 caller_kind, backend, sock_dir, init_controller=False, **caller_options
             ) as caller,
         ):
-            await ready(caller)
+            await ready(caller, callee, settle)
             yield Net(topology, backend, caller_kind, caller, callee, callee)
     elif topology == "ctrl-in-caller":
         async with (
@@ -152,7 +163,7 @@ async def network(
             ) as caller,
             Global(**callee_options) as callee,
         ):
-            await ready(caller)
+            await ready(caller, caller, settle)
             yield Net(topology, backend, caller_kind, caller, callee, caller)
     else:
         async with (
@@ -162,7 +173,7 @@ async def network(
                 caller_kind, backend, sock_dir, init_controller=False, **caller_options
             ) as caller,
         ):
-            await ready(caller)
+            await ready(caller, ctrl, settle)
             yield Net(topology, backend, caller_kind, caller, callee, ctrl)
 
 
