@@ -125,7 +125,7 @@ async def network(
         registry=registry_with(callbacks),
         workers=workers,
     )
-    caller_options = {"callbacks": caller_callbacks or {}}
+    caller_options: dict[str, Any] = {"callbacks": caller_callbacks or {}, "workers": workers}
 
     async def ready(caller: Global, controller: Global, settle: bool = True) -> None:
         for name in callbacks:
@@ -143,9 +143,7 @@ async def network(
             # window on its own). Wait for it (private: ``_Peer.work``).
             core = controller._controller
             assert core is not None
-            deadline = time.monotonic() + 3
-            while not core.peers["callee"].work and time.monotonic() < deadline:
-                await anyio.sleep(0.01)
+            await wait_until(lambda: bool(core.peers["callee"].work), 3.0)
 
     if topology == "ctrl-in-callee":
         async with (
