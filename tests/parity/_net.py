@@ -25,6 +25,7 @@ event loop, in a worker thread, with ``backend=`` the test's backend); an async 
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -137,10 +138,17 @@ async def network(
                 # blocking function; call it from a thread"), which is not what this
                 # matrix is about.
                 await anyio.to_thread.run_sync(caller.wait_function, name, 5)
-        if settle and topology != "ctrl-in-callee":
-            # A callee with a remote controller attaches a work channel shortly after it
-            # joins; until then its pool has one thread fewer (test_workers.py checks that
-            # window on its own). Wait for it (private: ``_Peer.work``).
+        plain_def = any(
+            not inspect.iscoroutinefunction(fn)
+            and not inspect.isgeneratorfunction(fn)
+            and not inspect.isasyncgenfunction(fn)
+            for fn in callbacks.values()
+        )
+        if settle and plain_def and topology != "ctrl-in-callee":
+            # A callee with a remote controller and a plain def callback attaches a work
+            # channel shortly after it joins; until then its pool has one thread fewer
+            # (test_workers.py checks that window on its own). Wait for it (private:
+            # ``_Peer.work``).
             core = controller._controller
             assert core is not None
             await wait_until(lambda: bool(core.peers["callee"].work), 3.0)

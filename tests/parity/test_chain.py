@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 DEPTH = 6
 #: how long the whole chain may take, answer or error, before it counts as a hang
-BOUND = 2.5
+BOUND = 2.0
 
 
 @fetcher

@@ -24,9 +24,9 @@ async def test_fg_timeout(
     probe = Probe()
     callbacks = callee_callbacks(callee_kind, probe)
     async with network(sock_dir, topology, anyio_backend, caller_kind, callbacks) as net:
-        # A def callee runs 1.4 s (past the 1 s deadline) and then returns; an async one
+        # A def callee runs 1.2 s (past the 1 s deadline) and then returns; an async one
         # would run 10 s unless cancelled.
-        seconds = 1.4 if callee_kind == "def" else 10.0
+        seconds = 1.2 if callee_kind == "def" else 10.0
         first = await call(net, "slow", "first", seconds, modifier=FG(timeout=1), bound=5)
         assert isinstance(first.error, DaffiTimeoutError), (
             f"expected daffi's TimeoutError, got value={first.value!r} error={first.error!r}"
