@@ -72,8 +72,8 @@ class Net:
 
     def routes_of_caller(self) -> list[tuple[str, int]]:
         """The controller's in-flight routes of calls made by the caller (private:
-        ``Controller._in_flight``, keyed by ``(caller, call id)``)."""
-        return [key for key in list(self.controller_core()._in_flight) if key[0] == "caller"]
+        ``Controller.router``, keyed by ``(caller, call id)``)."""
+        return [key for key in list(self.controller_core().router) if key[0] == "caller"]
 
 
 def _sync_global(**options: Any) -> Global:

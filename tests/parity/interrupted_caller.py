@@ -10,7 +10,7 @@ interrupted the call, ``interrupted pending=N``. It then waits for a ``go`` line
 ``pending`` is the size of the node's private table of calls waiting for a reply
 (``Node._pending``), read on purpose: an interrupted call must leave no entry behind.
 ``routes`` (controller in this process only, else -1) counts the controller's in-flight
-routes of this process's calls (``Controller._in_flight``).
+routes of this process's calls (``Controller.router``).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def main() -> int:
         second = slow.call("second", 0, exec_modifier=FG(timeout=5))
         routes = -1
         if g._controller is not None:
-            routes = sum(1 for key in list(g._controller._in_flight) if key[0] == "caller")
+            routes = sum(1 for key in list(g._controller.router) if key[0] == "caller")
         print(
             f"after echo={after} second={second} pending={len(node._pending)} routes={routes}",
             flush=True,

@@ -169,7 +169,7 @@ async def _interrupt(
         assert core is not None
 
         def routes() -> list[tuple[str, int]]:
-            return [key for key in list(core._in_flight) if key[0] == "caller"]
+            return [key for key in list(core.router) if key[0] == "caller"]
 
         if not await wait_until(lambda: not routes(), 1.0):
             problems.append(f"the controller still routes the interrupted call: {routes()}")
