@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Union
 
 import anyio
 import anyio.abc
 import msgspec
-import sniffio
 
+from daffi._backends import socket_access
 from daffi._crossloop import loop_call_soon
 from daffi._protocol import Message
 from daffi.exceptions import ProtocolError
@@ -174,59 +173,6 @@ def encode_frame(msg: Message) -> bytearray:
     return buf
 
 
-class _DirectWriter:
-    """Writes to a connected socket from any thread, when that cannot disturb the loop.
-
-    Used only with the connection's lock held and no write of the loop in progress. On
-    asyncio the transport may still buffer data of an earlier write: then nothing is written
-    here (the frame goes to the loop's writer, keeping the order). Works on a duplicate of
-    the socket's file descriptor, so the loop's own socket object is never touched.
-    """
-
-    def __init__(self, sock: socket.socket | None, transport: Any) -> None:
-        self._sock = sock
-        self._transport = transport
-
-    @classmethod
-    def for_stream(cls, stream: anyio.abc.ByteStream) -> _DirectWriter:
-        if os.name != "posix":
-            return cls(None, None)
-        try:
-            raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            transport = getattr(stream, "_transport", None)  # anyio's asyncio SocketStream
-            if sniffio.current_async_library() == "asyncio" and transport is None:
-                return cls(None, None)  # unknown stream type: leave writing to the loop
-            duplicate = socket.socket(fileno=os.dup(raw.fileno()))
-            duplicate.setblocking(False)
-        except (anyio.TypedAttributeLookupError, OSError, AttributeError, ValueError):
-            return cls(None, None)
-        return cls(duplicate, transport)
-
-    @property
-    def available(self) -> bool:
-        return self._sock is not None
-
-    def send(self, data: bytes | bytearray) -> int:
-        """Bytes written now (0 when it must be left to the loop)."""
-        sock = self._sock
-        if sock is None:
-            return 0
-        transport = self._transport
-        if transport is not None and transport.get_write_buffer_size():
-            return 0
-        try:
-            return sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            return 0
-        except OSError:
-            return 0  # the loop's writer meets the same error and reports it
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-
 class Connection:
     """A framed message connection over ``stream``.
 
@@ -240,6 +186,13 @@ class Connection:
         max_frame_size: frames announcing a larger body close the connection with a
             :class:`~daffi.exceptions.ProtocolError`; nothing more is read.
         peer: a name for log lines until the handshake tells the real one.
+        plain_socket: the stream's transport declares
+            :data:`~daffi.transports.PLAIN_SOCKET`. Only then may the connection bypass
+            the stream (write to its socket directly, read it through the asyncio reader,
+            hand it to a thread); otherwise every frame goes through ``send``/``receive``.
+
+    Attributes:
+        plain_socket: that decision, fixed for the connection's life.
     """
 
     def __init__(
@@ -249,8 +202,10 @@ class Connection:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         peer: str = "?",
         high_water: int = 4 * 1024 * 1024,
+        plain_socket: bool = False,
     ) -> None:
         self.stream = stream
+        self.plain_socket = plain_socket
         self.max_frame_size = max_frame_size
         self.peer = peer
         self.high_water = high_water
@@ -273,28 +228,22 @@ class Connection:
         # Loop-side events:
         self._kick = anyio.Event()
         self._drained = anyio.Event()
-        self._direct = _DirectWriter.for_stream(stream)
         self._flush_scheduled = False
         self._drain_wanted = False
-        # asyncio with a socket we can write to: flush at the end of each loop turn. Other
-        # cases: the first sender writes, through the stream, for everyone (see _flush).
-        self._call_soon_local: Callable[[Callable[[], None]], object] | None = None
-        self._reader: AsyncioReader | None = None
         #: Set by the connection's owner: takes a message right where it was read, without
         #: waking the task that receives (asyncio only; see :meth:`_take_directly`). Returns
         #: False for a message it leaves to :meth:`receive`.
         self.direct: Callable[[Message, bytes], bool] | None = None
         self._direct_error: Exception | None = None
-        if sniffio.current_async_library() == "asyncio":
-            import asyncio
-
-            from daffi._asyncio_reader import AsyncioReader
-
-            if self._direct.available:
-                self._call_soon_local = asyncio.get_running_loop().call_soon
-            self._reader = AsyncioReader.install(stream, _READ_AHEAD)
-            if self._reader is not None:
-                self._reader.on_data = self._take_directly
+        # What this connection may do with the socket beside the stream (daffi._backends):
+        # write to it from any thread, flush at the end of each asyncio loop turn, read it
+        # through the asyncio reader. Other cases: the first sender writes, through the
+        # stream, for everyone (see _flush).
+        self._direct = socket_access(stream, plain_socket=plain_socket, read_ahead=_READ_AHEAD)
+        self._call_soon_local = self._direct.end_of_turn
+        self._reader = self._direct.reader
+        if self._reader is not None:
+            self._reader.on_data = self._take_directly
 
     # ------------------------------------------------------------------ sending
 
@@ -321,7 +270,7 @@ class Connection:
                 # queue goes out in the same system call, with no task switch.
                 schedule = not self._flush_scheduled
                 self._flush_scheduled = True
-            elif self._direct.available:
+            elif self._direct.can_write:
                 # No end-of-turn hook (trio): write now, sparing the stream's send machinery.
                 now = self._direct_busy = True
             else:
@@ -439,7 +388,7 @@ class Connection:
                     self._call_soon_local(self._flush_soon)
                 return
             # Write from this thread if possible, sparing a wake-up of the loop.
-            mine = self._direct_busy = self._direct.available
+            mine = self._direct_busy = self._direct.can_write
             if not mine:
                 self._kick_pending = True
         if mine:
@@ -579,25 +528,18 @@ class Connection:
 
         The loop reads nothing more from it; closing this connection afterwards closes
         only its own descriptor (no shutdown), so the peer sees nothing of the hand-over.
-        Returns None when that cannot be done: frames waiting to be sent, another event
-        loop library, a stream with no socket.
+        Returns None when that cannot be done: frames waiting to be sent, a transport
+        that does not declare plain sockets, no socket access on this backend (see
+        :mod:`daffi._backends`).
         """
-        if os.name != "posix" or self._closed or self._frames or self._direct_busy:
+        if self._closed or self._frames or self._direct_busy:
             return None
-        library = sniffio.current_async_library()
-        if library == "asyncio" and self._reader is None:
-            return None  # anyio's own protocol would go on reading into its queue
-        if library not in ("asyncio", "trio"):
-            return None
-        try:
-            raw = self.stream.extra(anyio.abc.SocketAttribute.raw_socket)
-            duplicate = socket.socket(fileno=os.dup(raw.fileno()))
-        except (anyio.TypedAttributeLookupError, OSError, AttributeError, ValueError):
+        duplicate = self._direct.duplicate()
+        if duplicate is None:
             return None
         leftover = bytes(self._buffer)
         self._buffer.clear()
-        if self._reader is not None:
-            self._reader.stop()
+        if self._reader is not None:  # (stopped by duplicate())
             leftover += self._reader.take()
         return duplicate, leftover
 
@@ -646,7 +588,6 @@ class Connection:
 
 
 if TYPE_CHECKING:
-    from daffi._asyncio_reader import AsyncioReader
     from daffi._local_link import LocalConnection
 
 #: What controllers and nodes talk through: a framed byte stream, or the in-process link.

@@ -9,6 +9,7 @@ every call that node was waiting on is cancelled on its executor.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -49,7 +50,7 @@ from daffi._protocol import (
 )
 from daffi._router import InFlight, Router
 from daffi.exceptions import ProtocolError, daffi_error_info
-from daffi.transports import Address, Listening, get_transport
+from daffi.transports import PLAIN_SOCKET, Address, Listening, get_transport
 
 if TYPE_CHECKING:
     from daffi._served import ServedChannel
@@ -165,13 +166,17 @@ class Controller:
         listenings: list[Listening] = []
         self._loop_thread = threading.get_ident()
         try:
+            plain: list[bool] = []  # per listener: its transport declares PLAIN_SOCKET
             for address in self.requested_addresses:
-                listenings.append(await get_transport(address.scheme).listen(address))
+                transport = get_transport(address.scheme)
+                listenings.append(await transport.listen(address))
+                plain.append(PLAIN_SOCKET in transport.capabilities)
             self.addresses = [item.address for item in listenings]
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
-                for item in listenings:
-                    tg.start_soon(item.listener.serve, self.handle_stream, tg)
+                for item, plain_socket in zip(listenings, plain, strict=True):
+                    handler = functools.partial(self.handle_stream, plain_socket=plain_socket)
+                    tg.start_soon(item.listener.serve, handler, tg)
                     logger.info("controller %r listening on %s", self.name, item.address)
                 tg.start_soon(self._reap_silent_peers)
                 task_status.started(self.addresses)
@@ -205,9 +210,16 @@ class Controller:
 
     # ------------------------------------------------------------------ connections
 
-    async def handle_stream(self, stream: anyio.abc.ByteStream) -> None:
-        """Serve one node connecting through a transport, until it closes."""
-        await self.handle_connection(Connection(stream, max_frame_size=self.max_frame_size))
+    async def handle_stream(
+        self, stream: anyio.abc.ByteStream, *, plain_socket: bool = False
+    ) -> None:
+        """Serve one node connecting through a transport, until it closes.
+
+        ``plain_socket``: the listener's transport declares ``PLAIN_SOCKET`` (the
+        connection may then bypass the stream).
+        """
+        conn = Connection(stream, max_frame_size=self.max_frame_size, plain_socket=plain_socket)
+        await self.handle_connection(conn)
 
     async def handle_connection(self, conn: Link) -> None:
         """Serve one node connection until it closes (also the in-process node's link)."""

@@ -34,7 +34,7 @@ from anyio.from_thread import BlockingPortal
 
 from daffi import _context
 from daffi._calls import UploadGroup
-from daffi._connection import DEFAULT_MAX_FRAME_SIZE
+from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection
 from daffi._controller import Controller
 from daffi._crossloop import loop_call_soon, run_in_portal
 from daffi._dispatch import SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES
@@ -52,7 +52,7 @@ from daffi.exceptions import (
 )
 from daffi.execution_modifiers import BG, BROADCAST, FG, PERIOD, ExecModifier
 from daffi.registry._store import CallbackRegistry, default_registry
-from daffi.transports import Address, get_transport
+from daffi.transports import PLAIN_SOCKET, Address, get_transport
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -344,17 +344,31 @@ class Global:
 
         return connect
 
-    def _remote_connector(self) -> Callable[[], Awaitable[anyio.abc.ByteStream]]:
+    def _remote_connector(self) -> Callable[[], Awaitable[Connection]]:
         transport = get_transport(self.address.scheme)
         address = self.address
+        max_frame_size = self.max_frame_size
+        # Decided once per transport: may its connections bypass the stream?
+        plain_socket = PLAIN_SOCKET in transport.capabilities
 
-        async def connect() -> anyio.abc.ByteStream:
-            return await transport.connect(address)
+        async def connect() -> Connection:
+            stream = await transport.connect(address)
+            return Connection(
+                stream,
+                max_frame_size=max_frame_size,
+                peer="the controller",
+                plain_socket=plain_socket,
+            )
 
         return connect
 
-    def _channel_opener(self) -> Callable[[float], socket.socket | None]:
+    def _channel_opener(self) -> Callable[[float], socket.socket | None] | None:
+        """Opens the blocking sockets of call and work channels; None (sync calls go through
+        the loop) unless the transport declares PLAIN_SOCKET: a channel writes daffi's
+        frames to its socket unchanged."""
         transport = get_transport(self.address.scheme)
+        if PLAIN_SOCKET not in transport.capabilities:
+            return None
         address = self.address
 
         def open_channel(timeout: float) -> socket.socket | None:

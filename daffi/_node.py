@@ -35,7 +35,7 @@ import msgspec
 
 from daffi._calls import Pending, Upload, UploadGroup
 from daffi._codec import PayloadEncodeError, default_codec
-from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_frame
+from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Link, encode_frame
 from daffi._crossloop import loop_call_soon
 from daffi._dispatch import Dispatcher
 from daffi._executor import current_chain
@@ -86,7 +86,9 @@ __all__ = ["Node"]
 logger = logging.getLogger("daffi.node")
 
 NodeEventHook = Callable[[str, bool], Awaitable[None]]
-Connector = Callable[[], Awaitable["anyio.abc.ByteStream | LocalConnection"]]
+#: opens the link to the controller: a Connection made by whoever knows the transport (it
+#: decides whether the connection may bypass the stream), or the in-process link
+Connector = Callable[[], Awaitable[Link]]
 
 
 class _Rejected(Exception):
@@ -129,7 +131,7 @@ class Node:
     Args:
         name: this process's unique name.
         registry: the callbacks to offer (changes are advertised via :meth:`advertise`).
-        connect: opens a byte stream to the controller (called again on every reconnect).
+        connect: opens the link to the controller (called again on every reconnect).
         controller_label: how log lines and errors name the controller's address.
         on_node_event: awaited as ``hook(node_name, joined)`` for every node that joins or
             leaves, this one included; must not block (spawn work elsewhere).
@@ -209,7 +211,7 @@ class Node:
         failures = 0
         while True:
             try:
-                stream = await self._connect()
+                link = await self._connect()
             except OSError as exc:
                 failures += 1
                 log = logger.warning if failures == 1 else logger.debug
@@ -229,7 +231,7 @@ class Node:
             failures = 0
             delay = initial
             try:
-                await self._session(stream)
+                await self._session(link)
             except _Rejected as exc:
                 if not self._connected_once:
                     self.fatal_error = exc.error
@@ -275,12 +277,7 @@ class Node:
 
     # ------------------------------------------------------------------ session
 
-    async def _session(self, stream: anyio.abc.ByteStream | LocalConnection) -> None:
-        conn: Link = (
-            stream
-            if isinstance(stream, LocalConnection)
-            else Connection(stream, max_frame_size=self.max_frame_size, peer="the controller")
-        )
+    async def _session(self, conn: Link) -> None:
         try:
             offered = self.registry.infos()
             await conn.send(Hello(PROTOCOL_VERSION, self.name, ("msgpack",), offered))

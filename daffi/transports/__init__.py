@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ._address import Address
-from ._base import Listening, Transport
+from ._base import PLAIN_SOCKET, Listening, Transport
 from ._registry import available_schemes, get_transport, register_transport
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "PLAIN_SOCKET",
     "Address",
     "Listening",
     "MemoryTransport",

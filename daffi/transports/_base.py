@@ -6,13 +6,26 @@ import abc
 import socket
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar
+from typing import Any, ClassVar, Final
 
 import anyio.abc
 
 from ._address import Address
 
-__all__ = ["Listening", "Transport"]
+__all__ = ["PLAIN_SOCKET", "Listening", "Transport"]
+
+#: Capability: the transport's streams are plain sockets carrying daffi's frames unchanged.
+#:
+#: A transport declaring it promises that every stream its ``connect`` returns and its
+#: listener accepts is an anyio socket stream whose ``SocketAttribute.raw_socket`` carries
+#: exactly the bytes written to the stream (no encryption, compression or framing of its
+#: own), and that ``connect_blocking`` returns such a socket. Only then does daffi take its
+#: fast paths that bypass the stream: writing to a duplicate of the socket from any thread,
+#: reading it through its own asyncio protocol, handing it to a thread (call, work and
+#: served channels). Without it, every frame goes through the stream's ``send`` and
+#: ``receive``: TLS (anyio's ``TLSStream`` passes ``raw_socket`` through) or a plugin that
+#: transforms bytes sees every frame.
+PLAIN_SOCKET: Final = "plain-socket"
 
 
 class Transport(abc.ABC):
@@ -22,9 +35,22 @@ class Transport(abc.ABC):
     state that matters: the registry hands out one shared instance per scheme.
     Third-party transports register with :func:`daffi.transports.register_transport`
     or the ``daffi.transports`` entry-point group.
+
+    Attributes:
+        capabilities: What the transport promises beyond carrying bytes (see
+            :data:`PLAIN_SOCKET`, the only one so far). Declared by each class for itself
+            and **not inherited**: a subclass that wraps or transforms its parent's streams
+            (TLS, compression) must not keep a promise about bytes it changed, so it has no
+            capabilities unless it declares them again.
     """
 
     scheme: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "capabilities" not in cls.__dict__:
+            cls.capabilities = frozenset()
 
     @abc.abstractmethod
     async def connect(self, address: Address) -> anyio.abc.ByteStream:
@@ -61,8 +87,9 @@ class Transport(abc.ABC):
         """Open a blocking socket to a listener, for a thread that talks to it directly.
 
         Sync callers use such a connection as their call channel, which spares them a
-        hand-off to the event loop per call. Optional: the default returns None, and
-        callers then go through the loop.
+        hand-off to the event loop per call. Used only when the transport declares
+        :data:`PLAIN_SOCKET` (daffi writes its frames to that socket unchanged). Optional:
+        the default returns None, and callers then go through the loop.
 
         Raises:
             OSError: If the connection fails.

@@ -13,7 +13,7 @@ import anyio.abc
 from anyio.streams.stapled import MultiListener
 
 from ._address import Address
-from ._base import Listening, Transport, _with_address
+from ._base import PLAIN_SOCKET, Listening, Transport, _with_address
 
 __all__ = ["TcpTransport"]
 
@@ -38,9 +38,12 @@ class TcpTransport(Transport):
 
     Attributes:
         backlog: Listen queue length (the kernel may cap it).
+        capabilities: ``{PLAIN_SOCKET}``: its streams are plain sockets, so daffi may
+            write and read them directly (a subclass that wraps them does not inherit it).
     """
 
     scheme: ClassVar[str] = "tcp"
+    capabilities: ClassVar[frozenset[str]] = frozenset({PLAIN_SOCKET})
     backlog: ClassVar[int] = 4096
 
     async def connect(self, address: Address) -> anyio.abc.ByteStream:

@@ -16,10 +16,11 @@ from typing import Any, ClassVar
 import anyio
 import anyio.abc
 import anyio.to_thread
-import sniffio
+
+from daffi._backends import unix_stream_for_loop
 
 from ._address import Address
-from ._base import Listening, Transport, _with_address
+from ._base import PLAIN_SOCKET, Listening, Transport, _with_address
 
 __all__ = ["UnixListener", "UnixTransport", "default_unix_socket_dir"]
 
@@ -41,9 +42,12 @@ class UnixTransport(Transport):
 
     Attributes:
         backlog: Listen queue length (the kernel may cap it).
+        capabilities: ``{PLAIN_SOCKET}``: its streams are plain sockets, so daffi may
+            write and read them directly (a subclass that wraps them does not inherit it).
     """
 
     scheme: ClassVar[str] = "unix"
+    capabilities: ClassVar[frozenset[str]] = frozenset({PLAIN_SOCKET})
     backlog: ClassVar[int] = 4096
 
     async def connect(self, address: Address) -> anyio.abc.ByteStream:
@@ -59,7 +63,7 @@ class UnixTransport(Transport):
             stream = await anyio.connect_unix(path)
         except OSError as exc:
             raise _with_address(exc, "connect to", address) from exc
-        return await _safe_stream(stream)
+        return await unix_stream_for_loop(stream)
 
     def connect_blocking(self, address: Address, timeout: float) -> socket.socket:
         """A blocking connection to the socket file ``address.path``."""
@@ -155,7 +159,7 @@ class UnixListener(anyio.abc.Listener[anyio.abc.SocketStream]):
         Raises:
             anyio.ClosedResourceError: If the listener is (or gets) closed.
         """
-        return await _safe_stream(await self._listener.accept())
+        return await unix_stream_for_loop(await self._listener.accept())
 
     async def serve(
         self,
@@ -186,34 +190,6 @@ class UnixListener(anyio.abc.Listener[anyio.abc.SocketStream]):
     @property
     def extra_attributes(self) -> Mapping[Any, Callable[[], Any]]:
         return self._listener.extra_attributes
-
-
-async def _safe_stream(stream: anyio.abc.SocketStream) -> anyio.abc.SocketStream:
-    """Move a Unix connection off anyio's raw-socket stream class on asyncio.
-
-    On asyncio, anyio's ``UNIXSocketStream`` waits for readability with
-    ``loop.add_reader(sock, future.set_result, None)``. If the waiting task is cancelled
-    in the loop iteration in which the socket became readable (a server being stopped
-    while a client hangs up, which is routine), the queued callback calls
-    ``set_result`` on the cancelled future and asyncio reports an ``InvalidStateError``
-    "Exception in callback" (a test failure under anyio's pytest plugin). The
-    transport-based ``SocketStream`` anyio uses for TCP has no such race, so the
-    connection is re-wrapped as one. Trio streams are left alone.
-    """
-    if sniffio.current_async_library() != "asyncio":
-        return stream
-    raw_socket = stream.extra(anyio.abc.SocketAttribute.raw_socket)
-    try:
-        # The duplicate keeps the connection open when the original stream closes its fd.
-        duplicate = raw_socket.dup()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await stream.aclose()
-    try:
-        return await anyio.abc.SocketStream.from_socket(duplicate)
-    except BaseException:
-        duplicate.close()
-        raise
 
 
 def default_unix_socket_dir() -> str:

@@ -1,7 +1,7 @@
 """Direct handling of received frames (``Connection.direct``) by the asyncio reader.
 
 On asyncio, :class:`~daffi._connection.Connection` reads its socket through
-:class:`~daffi._asyncio_reader.AsyncioReader`: frames that arrive while the receiving task
+:class:`~daffi._backends._asyncio_reader.AsyncioReader`: frames that arrive while the receiving task
 waits in ``receive()`` are offered to ``conn.direct`` right where they were read. The first
 frame it declines, a bad frame or the end of the stream wakes the task, which gets that frame
 (and everything after it) from ``receive()``, in order. On trio there is no reader and
@@ -148,7 +148,8 @@ async def connected_pair(**kwargs: object) -> AsyncIterator[Pair]:
     conn: Connection | None = None
     try:
         stream = await anyio.abc.SocketStream.from_socket(ours)
-        conn = Connection(stream, peer="raw-peer", **kwargs)  # type: ignore[arg-type]
+        # A socket pair is a plain socket: the reader and direct writes may be used.
+        conn = Connection(stream, peer="raw-peer", plain_socket=True, **kwargs)  # type: ignore[arg-type]
         yield Pair(conn, theirs)
     finally:
         if conn is not None:

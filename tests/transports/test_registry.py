@@ -50,6 +50,7 @@ class LoopbackTransport(Transport):
 def test_public_api_is_exactly_what_is_documented() -> None:
     assert sorted(daffi.transports.__all__) == sorted(
         [
+            "PLAIN_SOCKET",
             "Address",
             "Listening",
             "MemoryTransport",

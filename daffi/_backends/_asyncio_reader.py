@@ -9,8 +9,9 @@ one reused buffer, and pauses the transport only when a reader falls behind by m
 Everything about writing (flow control) and the end of the connection is still passed to
 anyio's own protocol, so the stream's ``send`` and ``aclose`` keep working unchanged.
 
-Only imported on asyncio, and only used with a stream whose internals look as expected; any
-other stream is read through its ``receive`` as usual.
+Only imported on asyncio, and only used (by :func:`daffi._backends.socket_access`) for a
+transport that declares plain sockets, with an anyio version in the tested range whose stream
+internals look as expected; any other stream is read through its ``receive`` as usual.
 """
 
 from __future__ import annotations
@@ -52,18 +53,12 @@ class AsyncioReader(asyncio.BufferedProtocol):
         self.on_data: Callable[[], bool] | None = None
 
     @classmethod
-    def install(cls, stream: anyio.abc.ByteStream, limit: int) -> AsyncioReader | None:
-        """Take over the reading of ``stream``; None if it is not an asyncio socket stream."""
-        transport = getattr(stream, "_transport", None)
-        inner = getattr(stream, "_protocol", None)
-        queue = getattr(inner, "read_queue", None)
-        if (
-            not isinstance(transport, asyncio.Transport)
-            or transport.get_protocol() is not inner
-            or not isinstance(queue, deque)
-            or transport.is_closing()
-        ):
-            return None
+    def install(
+        cls, transport: asyncio.Transport, inner: Any, queue: deque[bytes], limit: int
+    ) -> AsyncioReader:
+        """Take over the reading of an anyio asyncio socket stream: ``transport`` is its
+        asyncio transport, ``inner`` anyio's protocol on it and ``queue`` that protocol's
+        queue of received data (checked by :func:`daffi._backends.socket_access`)."""
         reader = cls(transport, inner, limit)
         # What anyio's protocol received before the switch comes first.
         while queue:
