@@ -293,7 +293,10 @@ class Global:
                             tg.start_soon(self._run_hook, self.on_init, self.process_name)
                         await self._stop_event.wait()
                     finally:
-                        await self._say_goodbye()
+                        # Not after a crash of one of its tasks (the stop event is not set
+                        # then): peers must tell a crash from a clean leave.
+                        if self._stop_event.is_set() or not self._started:
+                            await self._say_goodbye()
                         tg.cancel_scope.cancel()
         except BaseException as exc:
             if self._started and not isinstance(exc, anyio.get_cancelled_exc_class()):
@@ -887,6 +890,8 @@ class Global:
         ):
             if not self._started and not self._stopped:
                 self._start_in_thread()
+            if self._stopped:
+                raise self._stopped_error()
             return self._start_background(name, args, kwargs, modifier, structure)
         if self._on_loop_thread():
             raise GlobalContextError(

@@ -1,4 +1,4 @@
-"""A script that never calls stop() exits promptly after its last line."""
+"""How programs exit: promptly without stop(), and non-zero when daffi died of an error."""
 
 from __future__ import annotations
 
@@ -36,3 +36,36 @@ def test_controller_without_stop_exits_while_a_node_is_connected(
     tester = launch("idle_node.py", *endpoint.argv, "tester", stdin=True)
     tester.wait_for_line(r"^JOINED", timeout=15)
     assert_exits_promptly(controller)
+
+
+def test_a_script_whose_global_crashed_exits_non_zero(launch: Launcher, endpoint: Endpoint) -> None:
+    program = launch("crashing.py", "join", *endpoint.argv, stdin=True)
+    program.wait_for_line(r"^READY$", timeout=15)
+    program.send_line()  # the crash
+    returncode = program.wait_exit(10)
+    assert returncode != 0, program.describe()
+    assert "JOIN RETURNED" not in program.lines(), program.describe()
+    stderr = program.stderr()
+    assert "daffi.exceptions.GlobalContextError: Global 'crasher' stopped because of an error" in (
+        stderr
+    ), program.describe()
+    assert "InjectedCrash: injected crash in Node" in stderr, program.describe()
+
+
+def test_the_controller_command_exits_1_when_its_controller_crashed(
+    launch: Launcher, endpoint: Endpoint
+) -> None:
+    cli_argv = (
+        ["--host", "127.0.0.1", "--port", endpoint.argv[2]]
+        if endpoint.kind == "tcp"
+        else ["--unix-sock-path", endpoint.argv[1]]
+    )
+    program = launch("crashing.py", "cli", *cli_argv, stdin=True)
+    program.wait_for_line(r"^daffi controller 'controller' listening on ", timeout=15)
+    program.send_line()  # the crash
+    assert program.wait_exit(10) == 1, program.describe()
+    last_line = program.stderr().strip().splitlines()[-1]
+    assert last_line == (
+        "daffi: Global 'controller' stopped because of an error: "
+        "InjectedCrash('injected crash in Controller')"
+    ), program.describe()
