@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -52,15 +54,33 @@ def test_a_script_whose_global_crashed_exits_non_zero(launch: Launcher, endpoint
     assert "InjectedCrash: injected crash in Node" in stderr, program.describe()
 
 
+def cli_argv(endpoint: Endpoint) -> list[str]:
+    """``python -m daffi controller`` options for ``endpoint``."""
+    if endpoint.kind == "tcp":
+        return ["--host", "127.0.0.1", "--port", endpoint.argv[2]]
+    return ["--unix-sock-path", endpoint.argv[1]]
+
+
+@pytest.mark.parametrize("library", ["asyncio", "trio"])
+def test_ctrl_c_in_an_async_app_says_bye(
+    launch: Launcher, endpoint: Endpoint, library: str
+) -> None:
+    controller = launch("daffi_cli.py", "controller", *cli_argv(endpoint), name="controller")
+    controller.wait_for_line(r"^daffi controller 'controller' listening on ", timeout=15)
+    app = launch("interrupted_app.py", library, *endpoint.argv)
+    app.wait_for_line(r"^READY$", timeout=15)
+    controller.wait_for_stderr("node 'ctrl-c-app' connected")
+    os.kill(app.pid, signal.SIGINT)
+    app.wait_for_line(r"^INTERRUPTED$", timeout=10)
+    assert app.wait_exit(10) == 0, app.describe()
+    controller.wait_for_stderr("node 'ctrl-c-app' left")
+    assert "node 'ctrl-c-app' disconnected" not in controller.stderr(), controller.describe()
+
+
 def test_the_controller_command_exits_1_when_its_controller_crashed(
     launch: Launcher, endpoint: Endpoint
 ) -> None:
-    cli_argv = (
-        ["--host", "127.0.0.1", "--port", endpoint.argv[2]]
-        if endpoint.kind == "tcp"
-        else ["--unix-sock-path", endpoint.argv[1]]
-    )
-    program = launch("crashing.py", "cli", *cli_argv, stdin=True)
+    program = launch("crashing.py", "cli", *cli_argv(endpoint), stdin=True)
     program.wait_for_line(r"^daffi controller 'controller' listening on ", timeout=15)
     program.send_line()  # the crash
     assert program.wait_exit(10) == 1, program.describe()
