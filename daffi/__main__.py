@@ -26,20 +26,28 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=args.log_level.upper())
     from daffi import Global
+    from daffi.exceptions import DaffiError
 
-    g = Global(
-        process_name=args.name,
-        init_controller=True,
-        init_node=False,
-        host=args.host,
-        port=args.port,
-        unix_sock_path=args.unix_sock_path,
-    )
+    try:
+        g = Global(
+            process_name=args.name,
+            init_controller=True,
+            init_node=False,
+            host=args.host,
+            port=args.port,
+            unix_sock_path=args.unix_sock_path,
+        )
+    except DaffiError as exc:
+        print(f"daffi: {exc}", file=sys.stderr, flush=True)
+        return 1
     print(f"daffi controller {args.name!r} listening on {g.address}", flush=True)
     try:
         g.join()
     except KeyboardInterrupt:
         g.stop()
+    except DaffiError as exc:  # the controller died of an error (logged with its traceback)
+        print(f"daffi: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -187,12 +187,14 @@ class Controller:
                     await item.aclose()
 
     async def goodbye(self) -> None:
-        """Tell every node the controller is leaving (best effort, bounded)."""
+        """Tell every node the controller is leaving (best effort).
+
+        The caller bounds it and shields it (the Global does, whatever ends it).
+        """
         frame = encode_frame(Bye("controller stopping"))
-        with anyio.move_on_after(1, shield=True):
-            for peer in list(self.peers.values()):
-                with contextlib.suppress(anyio.BrokenResourceError):
-                    await peer.conn.send_frame(frame)
+        for peer in list(self.peers.values()):
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await peer.conn.send_frame(frame)
 
     async def _reap_silent_peers(self) -> None:
         limit = 3 * self.heartbeat_interval
@@ -500,12 +502,15 @@ class Controller:
                     if entry is None:
                         continue
                     caller, call_id = key
+                    if self.peers.get(peer.name) is peer:
+                        why = "lost its work connection"  # its node is still connected
+                    else:
+                        why = "left" if peer.said_bye else "disconnected"
                     error = _error(
                         call_id,
                         caller,
                         "RemoteStoppedUnexpectedly",
-                        f"process {peer.name!r} lost its work connection while running "
-                        f"{entry.callback!r}",
+                        f"process {peer.name!r} {why} while running {entry.callback!r}",
                         peer.name,
                     )
                     reply = self._reply_link(caller, entry.channel)

@@ -65,6 +65,9 @@ T = TypeVar("T")
 Hook = Callable[..., Any]
 Arguments = tuple[tuple[Any, ...], dict[str, Any]]
 
+#: seconds the goodbye to peers may take when a Global stops (however it stops)
+GOODBYE_TIMEOUT = 1.0
+
 
 def _new_uuid() -> str:
     import uuid  # only schedules need it (uuid imports platform: start-up time)
@@ -192,6 +195,8 @@ class Global:
         self._stop_event: anyio.Event | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._done = threading.Event()
+        #: the error that stopped the core, if one did (see _run_core)
+        self._crash: BaseException | None = None
         self._start_lock = threading.Lock()
         self._started = False
         self._stopped = False
@@ -264,30 +269,81 @@ class Global:
     # ------------------------------------------------------------------ the async core
 
     async def _run_core(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Run the controller and/or node until stopped, then say goodbye and unwind.
+
+        Once started, the core is shielded from cancellations of the scopes around it: it
+        ends when :meth:`stop` (or leaving ``async with``, which always happens, whatever
+        ends the block) sets the stop event, so ``Bye`` is sent on every exit. An error in
+        one of its tasks ends it too; it is kept in ``_crash`` and raised by later calls
+        (as their cause) and by :meth:`join`.
+        """
         self._stop_event = anyio.Event()
         try:
-            async with anyio.create_task_group() as tg:
-                self._task_group = tg
-                await self._start_components(tg)
-                self._unsubscribe = self.registry.subscribe(self._registry_changed)
-                _context.remember(self)
-                self._started = True
-                task_status.started()
-                if self.on_init is not None:
-                    tg.start_soon(self._run_hook, self.on_init, self.process_name)
-                await self._stop_event.wait()
-                with anyio.CancelScope(shield=True):
-                    if self._node is not None:
-                        await self._node.goodbye()
-                    if self._controller is not None:
-                        await self._controller.goodbye()
-                tg.cancel_scope.cancel()
+            with anyio.CancelScope() as core_scope:
+                async with anyio.create_task_group() as tg:
+                    self._task_group = tg
+                    try:
+                        await self._start_components(tg)
+                        self._unsubscribe = self.registry.subscribe(self._registry_changed)
+                        _context.remember(self)
+                        core_scope.shield = True
+                        self._started = True
+                        task_status.started()
+                        if self.on_init is not None:
+                            tg.start_soon(self._run_hook, self.on_init, self.process_name)
+                        await self._stop_event.wait()
+                    finally:
+                        # Not after a crash of one of its tasks (the stop event is not set
+                        # then): peers must tell a crash from a clean leave.
+                        if self._stop_event.is_set() or not self._started:
+                            await self._say_goodbye()
+                        tg.cancel_scope.cancel()
+        except BaseException as exc:
+            if self._started and not isinstance(exc, anyio.get_cancelled_exc_class()):
+                self._crashed(_unwrap(exc))
+            raise
         finally:
             self._stopped = True
+            self._stop_event.set()  # wakes join_async() on this loop, whatever ended the core
             _context.forget(self)
             if self._unsubscribe is not None:
                 self._unsubscribe()
             self._task_group = None
+
+    async def _say_goodbye(self) -> None:
+        """Send ``Bye`` to the peers: shielded (it runs while being cancelled) and bounded."""
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + GOODBYE_TIMEOUT
+            if self._node is not None:
+                await self._node.goodbye()
+            if self._controller is not None:
+                await self._controller.goodbye()
+
+    def _crashed(self, error: BaseException) -> None:
+        """Keep the error that ended the core (the first one) and log it."""
+        if self._crash is not None:
+            return
+        self._crash = error
+        logger.critical(
+            "daffi %r stopped because of an error; later calls raise GlobalContextError "
+            "(caused by it) and join() raises it",
+            self.process_name,
+            exc_info=error,
+        )
+
+    def _stopped_error(self) -> GlobalContextError:
+        """The error raised by a call made after this Global stopped (caused by the crash
+        that stopped it, if one did)."""
+        crash = self._crash
+        if crash is None:
+            return GlobalContextError(
+                "Global can no longer accept remote calls because it was stopped"
+            )
+        error = GlobalContextError(
+            f"Global {self.process_name!r} stopped because of an error: {crash!r}"
+        )
+        error.__cause__ = crash
+        return error
 
     async def _start_components(self, tg: anyio.abc.TaskGroup) -> None:
         if self.init_controller:
@@ -430,14 +486,10 @@ class Global:
                 except BaseException as exc:
                     error = _unwrap(exc)
                     if ready.is_set():
-                        # Nobody waits for this error any more: without this line a crash
-                        # would only show as "it was stopped" errors later.
-                        logger.critical(
-                            "daffi %r stopped because of an error",
-                            self.process_name,
-                            exc_info=error,
-                        )
-                    failure.append(error)
+                        # The constructor has returned: later calls and join() raise it.
+                        self._crashed(error)
+                    else:
+                        failure.append(error)  # raised by the constructor
                 finally:
                     _context.forget(self)
                     self._stopped = True
@@ -458,9 +510,7 @@ class Global:
         if not self._started and not self._stopped:
             await anyio.to_thread.run_sync(self._start_in_thread)
         if self._stopped:
-            raise GlobalContextError(
-                "Global can no longer accept remote calls because it was stopped"
-            )
+            raise self._stopped_error()
 
     async def __aenter__(self) -> Global:
         if self._started or self._thread is not None:
@@ -524,13 +574,29 @@ class Global:
             self._stop_event.set()
         # The body's exception is not fed to daffi's task groups: they would wrap it in
         # exception groups; it propagates unchanged once daffi has stopped.
-        await self._leave_loop()
+        try:
+            await self._leave_loop()
+        except BaseException as error:
+            if self._crash is None or isinstance(error, anyio.get_cancelled_exc_class()):
+                raise
+            if exc is None:
+                raise self._stopped_error() from self._crash
+            # The body's own exception propagates; the crash was logged.
+        if exc is None and self._crash is not None:
+            raise self._stopped_error() from self._crash
 
     def __enter__(self) -> Global:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
+        if exc is None and self._crash is not None:
+            raise self._stopped_error() from self._crash
 
     # ------------------------------------------------------------------ stopping
 
@@ -575,18 +641,29 @@ class Global:
             logger.debug("error while stopping at exit", exc_info=True)
 
     def join(self) -> None:
-        """Block until this Global is stopped (by :meth:`stop` in another thread, or a hook)."""
+        """Block until this Global is stopped (by :meth:`stop` in another thread, or a hook).
+
+        Raises:
+            GlobalContextError: daffi stopped because of an internal error (its
+                ``__cause__``), not because it was asked to.
+        """
         self._check_blocking("join", "join_async")
         self._done.wait()
+        self._raise_crash()
 
     async def join_async(self) -> None:
-        """Wait until this Global is stopped."""
+        """Wait until this Global is stopped (raises like :meth:`join`)."""
         if not self._started and not self._stopped:
             await self._ensure_started()
         if threading.get_ident() == self._loop_thread and self._stop_event is not None:
             await self._stop_event.wait()
-            return
-        await anyio.to_thread.run_sync(self._done.wait, abandon_on_cancel=True)
+        else:
+            await anyio.to_thread.run_sync(self._done.wait, abandon_on_cancel=True)
+        self._raise_crash()
+
+    def _raise_crash(self) -> None:
+        if self._crash is not None:
+            raise self._stopped_error() from self._crash
 
     # ------------------------------------------------------------------ sync/async bridge
 
@@ -603,16 +680,13 @@ class Global:
             self._start_in_thread()
         portal = self._portal
         if self._stopped or portal is None:
-            raise GlobalContextError(
-                "Global can no longer accept remote calls because it was stopped"
-            )
+            raise self._stopped_error()
         try:
             return portal.call(func, *args)
         except RuntimeError as exc:
             if "portal is not running" in str(exc) or "event loop" in str(exc):
-                raise GlobalContextError(
-                    "Global can no longer accept remote calls because it was stopped"
-                ) from None
+                error = self._stopped_error()
+                raise error from error.__cause__
             raise
 
     async def _await(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
@@ -643,9 +717,6 @@ class Global:
         (and so the remote call it makes).
         """
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        stopped = GlobalContextError(
-            "Global can no longer accept remote calls because it was stopped"
-        )
 
         async def fill() -> None:
             with anyio.CancelScope() as scope:
@@ -662,7 +733,9 @@ class Global:
                     result = await func(*args)
                 except BaseException as exc:
                     if not fut.done():
-                        fut.set_exception(exc if isinstance(exc, Exception) else stopped)
+                        fut.set_exception(
+                            exc if isinstance(exc, Exception) else self._stopped_error()
+                        )
                     if not isinstance(exc, Exception):
                         raise
                     return
@@ -671,12 +744,12 @@ class Global:
 
         if self._on_loop_thread():
             if self._task_group is None:
-                raise stopped
+                raise self._stopped_error()
             self._task_group.start_soon(fill)
         else:
             portal = self._portal
             if portal is None or self._stopped:
-                raise stopped
+                raise self._stopped_error()
             portal.start_task_soon(fill)
         return fut
 
@@ -831,6 +904,8 @@ class Global:
         ):
             if not self._started and not self._stopped:
                 self._start_in_thread()
+            if self._stopped:
+                raise self._stopped_error()
             return self._start_background(name, args, kwargs, modifier, structure)
         if self._on_loop_thread():
             raise GlobalContextError(

@@ -177,6 +177,7 @@ class Node:
         self._ids = itertools.count(1)
         self._changed = anyio.Event()
         self._connected = anyio.Event()
+        self._session_ended = anyio.Event()
         self.fatal_error: DaffiError | None = None
         self._open_channel = open_channel
         #: the session's call channels for sync callers (None: they go through the loop)
@@ -243,10 +244,14 @@ class Node:
                 logger.error("node %r: protocol error on the controller link: %s", self.name, exc)
             except anyio.EndOfStream:
                 pass
+            if self._stopping:
+                return  # it said goodbye: the controller closed the link; no reconnecting
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
 
     _connected_once = False
     _stopping = False
+    #: the controller said Bye on the current session (it stopped; it did not crash)
+    _controller_left = False
     #: the other nodes known when the controller link was lost (None: no outage)
     _peers_before_outage: set[str] | None = None
 
@@ -257,14 +262,21 @@ class Node:
             raise self.fatal_error
 
     async def goodbye(self) -> None:
-        """Tell the controller this node is leaving (best effort, bounded)."""
+        """Tell the controller this node is leaving (best effort).
+
+        The caller bounds it and shields it (the Global does, whatever ends it).
+        """
         self._stopping = True
         conn = self.conn
         if conn is None:
             return
-        with anyio.move_on_after(1, shield=True):
-            with contextlib.suppress(anyio.BrokenResourceError):
-                await conn.send(Bye("node stopping"))
+        ended = self._session_ended
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            await conn.send(Bye("node stopping"))
+            # The controller closes the link once it has taken this node off (callers of
+            # its running calls told it left): only then may its call and work channels
+            # close, or the controller could see them close first, as if it crashed.
+            await ended.wait()
 
     async def advertise(self) -> None:
         """Send the registry's current callbacks to the controller (after a change)."""
@@ -302,6 +314,7 @@ class Node:
                 )
                 self._work_started = False
                 self._start_work_channel()
+            self._session_ended = anyio.Event()
             self.conn = conn
             self._connected_once = True
             self._connected.set()
@@ -351,6 +364,8 @@ class Node:
                 conn.inline = None
             was_connected = self.conn is conn
             self.conn = None
+            if was_connected:
+                self._session_ended.set()
             channels, self.channels = self.channels, None
             if channels is not None:
                 channels.close()
@@ -375,9 +390,17 @@ class Node:
 
     def _lost_connection(self) -> None:
         self._peers_before_outage = set(self.peers)
+        left, self._controller_left = self._controller_left, False
         if self._stopping:
             why = f"node {self.name!r} stopped before the call finished"
             logger.info("node %r disconnected from the controller", self.name)
+        elif left:
+            why = f"the controller at {self.controller_label} stopped before the call finished"
+            logger.info(
+                "node %r: the controller at %s left; reconnecting",
+                self.name,
+                self.controller_label,
+            )
         else:
             why = (
                 f"the connection to the controller at {self.controller_label} was lost "
@@ -468,6 +491,12 @@ class Node:
             if joined:
                 await self._event(msg.name, True)
         elif isinstance(msg, NodeDown):
+            logger.info(
+                "node %r: process %r %s",
+                self.name,
+                msg.name,
+                "left" if msg.clean else "disconnected",
+            )
             if msg.name in self.peers:
                 directory = dict(self.peers)
                 del directory[msg.name]
@@ -479,6 +508,7 @@ class Node:
             pass
         elif isinstance(msg, Bye):
             logger.info("node %r: the controller is stopping (%s)", self.name, msg.reason)
+            self._controller_left = True
             return False
         else:
             raise ProtocolError(f"unexpected {type(msg).__name__} from the controller")

@@ -1,7 +1,9 @@
-"""A script that never calls stop() exits promptly after its last line."""
+"""How programs exit: promptly without stop(), and non-zero when daffi died of an error."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -36,3 +38,54 @@ def test_controller_without_stop_exits_while_a_node_is_connected(
     tester = launch("idle_node.py", *endpoint.argv, "tester", stdin=True)
     tester.wait_for_line(r"^JOINED", timeout=15)
     assert_exits_promptly(controller)
+
+
+def test_a_script_whose_global_crashed_exits_non_zero(launch: Launcher, endpoint: Endpoint) -> None:
+    program = launch("crashing.py", "join", *endpoint.argv, stdin=True)
+    program.wait_for_line(r"^READY$", timeout=15)
+    program.send_line()  # the crash
+    returncode = program.wait_exit(10)
+    assert returncode != 0, program.describe()
+    assert "JOIN RETURNED" not in program.lines(), program.describe()
+    stderr = program.stderr()
+    assert "daffi.exceptions.GlobalContextError: Global 'crasher' stopped because of an error" in (
+        stderr
+    ), program.describe()
+    assert "InjectedCrash: injected crash in Node" in stderr, program.describe()
+
+
+def cli_argv(endpoint: Endpoint) -> list[str]:
+    """``python -m daffi controller`` options for ``endpoint``."""
+    if endpoint.kind == "tcp":
+        return ["--host", "127.0.0.1", "--port", endpoint.argv[2]]
+    return ["--unix-sock-path", endpoint.argv[1]]
+
+
+@pytest.mark.parametrize("library", ["asyncio", "trio"])
+def test_ctrl_c_in_an_async_app_says_bye(
+    launch: Launcher, endpoint: Endpoint, library: str
+) -> None:
+    controller = launch("daffi_cli.py", "controller", *cli_argv(endpoint), name="controller")
+    controller.wait_for_line(r"^daffi controller 'controller' listening on ", timeout=15)
+    app = launch("interrupted_app.py", library, *endpoint.argv)
+    app.wait_for_line(r"^READY$", timeout=15)
+    controller.wait_for_stderr("node 'ctrl-c-app' connected")
+    os.kill(app.pid, signal.SIGINT)
+    app.wait_for_line(r"^INTERRUPTED$", timeout=10)
+    assert app.wait_exit(10) == 0, app.describe()
+    controller.wait_for_stderr("node 'ctrl-c-app' left")
+    assert "node 'ctrl-c-app' disconnected" not in controller.stderr(), controller.describe()
+
+
+def test_the_controller_command_exits_1_when_its_controller_crashed(
+    launch: Launcher, endpoint: Endpoint
+) -> None:
+    program = launch("crashing.py", "cli", *cli_argv(endpoint), stdin=True)
+    program.wait_for_line(r"^daffi controller 'controller' listening on ", timeout=15)
+    program.send_line()  # the crash
+    assert program.wait_exit(10) == 1, program.describe()
+    last_line = program.stderr().strip().splitlines()[-1]
+    assert last_line == (
+        "daffi: Global 'controller' stopped because of an error: "
+        "InjectedCrash('injected crash in Controller')"
+    ), program.describe()
