@@ -815,6 +815,19 @@ class Global:
             self._spawn(self._send_later, node, name, payload, targets, modifier.eta)
             return None
         assert isinstance(modifier, BG)
+        if (
+            not self._on_loop_thread()
+            and modifier.timeout is None
+            and not modifier.eta
+            and not info.is_generator
+        ):
+            # From any other thread: the call goes out from it and the receive loop resolves
+            # the future; no task on daffi's loop (the same meaning as _call_later's).
+            future = node.call_in_background(
+                name, payload, receiver=modifier.receiver, structure=structure
+            )
+            if future is not None:
+                return AsyncResult(future, self, name)
         fut = self._spawn(
             self._call_later, node, name, payload, modifier, structure, info.is_generator
         )
@@ -961,6 +974,23 @@ class Global:
                     timeout=modifier.timeout,
                     structure=structure,
                 )
+        elif type(modifier) is FG:
+            # Awaited on another loop (a daffi-2-style app whose Global runs in a thread of
+            # its own): the call goes out from this thread, and only its answer crosses.
+            await self._ensure_started()
+            node = self._node
+            if node is not None:
+                payload, info = node.prepare_info(name, args, kwargs, modifier.receiver)
+                if not info.is_generator:
+                    sent, value = await node.call_from_other_loop(
+                        name,
+                        payload,
+                        receiver=modifier.receiver,
+                        timeout=modifier.timeout,
+                        structure=structure,
+                    )
+                    if sent:
+                        return value
         if isinstance(modifier, BG) or (
             isinstance(modifier, BROADCAST) and not modifier.return_result
         ):
