@@ -18,6 +18,8 @@ Protocol with the runner (``run.py``):
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import faulthandler
 import json
 import math
@@ -26,7 +28,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 READY = "READY "
@@ -37,7 +39,7 @@ EXIT_NA = 3
 #: exit status of a driver whose library's stop() did not return in time (see stop_within)
 EXIT_STOP_HANG = 4
 
-WORKLOADS = ("w1", "w2", "w3", "w4")
+WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "w6")
 ECHO = "echo"
 #: the three callback processes of W4 are named ``w4-node-0`` .. ``w4-node-2``
 W4_NODES = 3
@@ -62,6 +64,7 @@ def parse_args(argv: Sequence[str] | None = None, *, backends: bool = False) -> 
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=16, help="W6 in daffi 3: calling threads")
     parser.add_argument("--payload-bytes", type=int, default=1 << 20)
     parser.add_argument("--mode", default="", help="floor only: sync | async")
     parser.add_argument("--deadline", type=float, default=120.0)
@@ -107,6 +110,21 @@ def stop_within(stop: Callable[[], Any], seconds: float, what: str) -> None:
     threading.Thread(target=run, name="stop-within", daemon=True).start()
     if not done.wait(seconds):
         stop_hung(what, seconds)
+
+
+@contextlib.contextmanager
+def stop_deadline(seconds: float, what: str) -> Iterator[None]:
+    """The async twin of :func:`stop_within`: exit if the block (an awaited stop) outlasts it.
+
+    A watchdog thread, as the event loop waiting in the block cannot be relied on to end it.
+    """
+    watchdog = threading.Timer(seconds, stop_hung, (what, seconds))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
 
 
 def stop_hung(what: str, seconds: float) -> None:
@@ -189,6 +207,7 @@ class Timer:
             "calls_per_s": calls / (elapsed_ns / 1e9),
             "p50_us": _percentile(ordered, 50) / 1000 if ordered else None,
             "p99_us": _percentile(ordered, 99) / 1000 if ordered else None,
+            "max_us": ordered[-1] / 1000 if ordered else None,
             "first_call_mono": self.first_call_mono,
         }
         out.update(extra)
@@ -271,3 +290,91 @@ async def run_concurrent(
     await gather(concurrent_workers(call, args.calls, args.concurrency, latencies, timer))
     elapsed = clock() - start
     return timer.result(args.calls, elapsed, latencies, concurrency=args.concurrency)
+
+
+def run_pipelined(
+    submit: Callable[[Any], Any],
+    collect: Callable[[Any], Any],
+    args: argparse.Namespace,
+    timer: Timer,
+) -> dict[str, Any]:
+    """W6: one thread keeps ``args.concurrency`` calls outstanding; check every answer.
+
+    ``submit(value)`` starts a call and returns its handle at once (a ``BG`` call's
+    ``AsyncResult``, a future); ``collect(handle)`` blocks until its answer. The thread
+    collects the oldest call, then submits the next, so that ``args.concurrency`` stay in
+    flight until the last ones are collected. A call's latency runs from its submit to its
+    collect returning, so it includes the wait behind the older calls.
+    """
+    clock = time.perf_counter_ns
+
+    def run(calls: int, latencies: list[int] | None) -> None:
+        window: collections.deque[tuple[int, int, Any]] = collections.deque()
+        for i in range(calls):
+            if len(window) >= args.concurrency:
+                finish(window.popleft(), latencies)
+            window.append((i, clock(), submit(i)))
+        while window:
+            finish(window.popleft(), latencies)
+
+    def finish(entry: tuple[int, int, Any], latencies: list[int] | None) -> None:
+        sent, t0, handle = entry
+        got = collect(handle)
+        if latencies is not None:
+            latencies.append(clock() - t0)
+        check_echo(got, sent)
+        timer.first_call_done()
+
+    run(args.warmup, None)
+    latencies: list[int] = []
+    start = clock()
+    run(args.calls, latencies)
+    elapsed = clock() - start
+    return timer.result(args.calls, elapsed, latencies, concurrency=args.concurrency)
+
+
+def run_threads(
+    make_call: Callable[[], Callable[[Any], Any]],
+    args: argparse.Namespace,
+    timer: Timer,
+) -> dict[str, Any]:
+    """W6 in daffi 3: ``args.threads`` threads share ``args.calls`` sync calls; check each.
+
+    ``make_call()`` runs once in each thread and returns its call function; every thread then
+    makes its share of the calls one after the other. calls/s is the calls over the wall time
+    from starting the threads to the last one finishing. The first error ends the run.
+    """
+    clock = time.perf_counter_ns
+    errors: list[BaseException] = []
+
+    def run(calls: int, latencies: list[int] | None) -> None:
+        def worker(first: int) -> None:
+            try:
+                call = make_call()
+                for i in range(first, calls, args.threads):
+                    t0 = clock()
+                    got = call(i)
+                    if latencies is not None:
+                        latencies.append(clock() - t0)  # list.append is atomic
+                    check_echo(got, i)
+                    timer.first_call_done()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [
+            threading.Thread(target=worker, args=(first,), name=f"caller-{first}", daemon=True)
+            for first in range(min(args.threads, calls))
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    run(args.warmup, None)
+    latencies: list[int] = []
+    start = clock()
+    run(args.calls, latencies)
+    elapsed = clock() - start
+    return timer.result(args.calls, elapsed, latencies, threads=args.threads)

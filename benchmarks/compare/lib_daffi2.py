@@ -17,6 +17,12 @@ imposes:
   loopback device, and nothing beyond it.
 * W2: ``await`` on an ``async def`` fetcher; daffi 2 runs each call's blocking wait in an
   anyio worker thread (40 at most), inside ``asyncio.run`` here.
+* W5 (a daffi 2 style async app): the same awaits as W2, but ``Global(...)`` is constructed
+  inside ``async def main()`` run by ``asyncio.run`` (its constructor blocks that loop until
+  connected, as it does in any daffi 2 async app); ``await g.wait_function_async``, then
+  ``g.stop()`` at the end (daffi 2 has no async stop).
+* W6: ``@fetcher(BG) def echo``; the main thread keeps ``--concurrency`` calls outstanding
+  (their ``AsyncResult``), ``.get()`` on the oldest, then the next call.
 * Its own event loop (the Ipc thread) runs on uvloop, which the package installs.
 """
 
@@ -28,7 +34,7 @@ import time
 
 import daffi
 from benchmarks.compare import _proto
-from daffi import BROADCAST, Global
+from daffi import BG, BROADCAST, Global
 from daffi.__about__ import __version__
 from daffi.decorators import callback, fetcher
 
@@ -129,6 +135,38 @@ def client_concurrent(args, timer):
         _proto.stop_within(g.stop, STOP_WAIT, "Global.stop()")
 
 
+def client_async_app(args, timer):
+    @fetcher
+    async def echo(x):
+        pass
+
+    async def gather(workers):
+        await asyncio.gather(*(run() for run in workers))
+
+    async def main():
+        g = Global(process_name="client", **_address(args, args.connect))
+        try:
+            await g.wait_function_async(_proto.ECHO)
+            _proto.emit_result(await _proto.run_concurrent(echo, args, timer, gather))
+        finally:
+            _proto.stop_within(g.stop, STOP_WAIT, "Global.stop()")
+
+    asyncio.run(main())
+
+
+def client_bg(args, timer):
+    @fetcher(BG)
+    def echo(x):
+        pass
+
+    g = Global(process_name="client", **_address(args, args.connect))
+    try:
+        g.wait_function(_proto.ECHO)
+        _proto.emit_result(_proto.run_pipelined(echo, lambda result: result.get(), args, timer))
+    finally:
+        _proto.stop_within(g.stop, STOP_WAIT, "Global.stop()")
+
+
 def client_broadcast(args, timer):
     @fetcher(BROADCAST)
     def echo(x):
@@ -159,6 +197,10 @@ def main():
         timer = _proto.Timer()
         if args.workload == "w2":
             client_concurrent(args, timer)
+        elif args.workload == "w5":
+            client_async_app(args, timer)
+        elif args.workload == "w6":
+            client_bg(args, timer)
         elif args.workload == "w4":
             client_broadcast(args, timer)
         else:

@@ -4,7 +4,7 @@
 
 daffi 3 is a different library (a native core with ``Router``/``Service``/``Client``); its
 API was read from the installed package (``daffi/app.py``, ``daffi/_rpc_proxy.py``,
-``daffi/aio/``). The programs here are its idiomatic equivalents of the W1-W4 topologies:
+``daffi/aio/``). The programs here are its idiomatic equivalents of the W1-W6 topologies:
 
 * W1-W3: a ``Service`` offering ``@callback def echo(x)`` (default ``workers=1``: callbacks
   run inline, the library's default and fastest setting for a trivial callback) and a
@@ -12,6 +12,11 @@ API was read from the installed package (``daffi/app.py``, ``daffi/_rpc_proxy.py
   serialisation is the default, ``SerdeFormat.PICKLE``, for W3's ``bytes`` too (``OPAQUE``
   would skip it, but needs a single ``bytes``/``str`` argument and a caller who opts in).
 * W2: ``daffi.aio.AsyncClient`` (asyncio only) with ``--concurrency`` tasks.
+* W5 (the async app): the same program as W2, its asyncio client being daffi 3's way to call
+  from an async application.
+* W6: the sync ``Client`` has nothing like a ``BG`` call (a result to collect later), so
+  ``--threads`` threads (16) each bind ``conn.rpc().echo`` and make their share of the calls
+  one after the other on the one connection.
 * W4: a ``Router`` (the controller's role) and three ``Client`` processes that register
   ``@callback def echo`` and connect to it; the caller uses ``conn.cast().echo(value)``,
   which sends one request per node and collects ``{node: result}``.
@@ -123,6 +128,15 @@ def client_concurrent(args, timer):
     asyncio.run(main())
 
 
+def client_threads(args, timer):
+    client = Client(app_name="client", **_address(args, args.connect))
+    conn = client.connect()
+    try:
+        _proto.emit_result(_proto.run_threads(lambda: conn.rpc().echo, args, timer))
+    finally:
+        _proto.stop_within(client.stop, STOP_WAIT, "Client.stop()")
+
+
 def client_broadcast(args, timer):
     from daffi._bindings import get_available_members  # what cast() itself consults
 
@@ -152,8 +166,10 @@ def main():
         serve(args, node=args.role == "server")
     elif args.role == "worker":
         worker(args)
-    elif args.workload == "w2":
+    elif args.workload in ("w2", "w5"):
         client_concurrent(args, _proto.Timer())
+    elif args.workload == "w6":
+        client_threads(args, _proto.Timer())
     elif args.workload == "w4":
         client_broadcast(args, _proto.Timer())
     else:

@@ -11,11 +11,19 @@ Same topology as daffi 2: the server is ``Global(init_controller=True)`` offerin
   same backend, ``--concurrency`` tasks each making calls one after the other.
 * W4: controller process (``init_node=False``), three worker processes offering ``echo``,
   and a client calling a ``@fetcher(BROADCAST)``.
+* W5 (a daffi 2 style async app): ``async def`` fetcher awaited by ``--concurrency`` tasks in
+  ``asyncio.run`` (``trio.run`` for trio), where ``Global(...)`` is constructed inside the
+  running loop and never entered: it starts in a background thread at first use, and
+  ``await g.stop_async()`` stops it at the end.
+* W6: ``@fetcher(BG) def echo``, ``Global`` outside any loop; the main thread keeps
+  ``--concurrency`` calls outstanding (their ``AsyncResult``), ``.get()`` on the oldest, then
+  the next call.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import time
 from typing import Any
 
@@ -23,7 +31,7 @@ import anyio
 
 import daffi
 from benchmarks.compare import _proto
-from daffi import BROADCAST, Global, callback, fetcher
+from daffi import BG, BROADCAST, Global, callback, fetcher
 from daffi.__about__ import __version__
 
 LIB = "daffi4"
@@ -118,6 +126,50 @@ def client_concurrent(args: argparse.Namespace, timer: _proto.Timer) -> None:
     anyio.run(main, backend=args.backend)
 
 
+def client_async_app(args: argparse.Namespace, timer: _proto.Timer) -> None:
+    @fetcher
+    async def echo(x: Any) -> Any:
+        pass
+
+    async def main() -> None:
+        g = Global(process_name="client", backend=args.backend, **_address(args, args.connect))
+        try:
+            await g.wait_function_async(_proto.ECHO, timeout=_WAIT)
+            _proto.emit_result(await _proto.run_concurrent(echo, args, timer, gather))
+        finally:
+            with _proto.stop_deadline(STOP_WAIT, "Global.stop_async()"):
+                await g.stop_async()
+
+    if args.backend == "trio":
+        import trio
+
+        async def gather(workers: list[Any]) -> None:
+            async with trio.open_nursery() as nursery:
+                for run in workers:
+                    nursery.start_soon(run)
+
+        trio.run(main)
+    else:
+
+        async def gather(workers: list[Any]) -> None:
+            await asyncio.gather(*(run() for run in workers))
+
+        asyncio.run(main())
+
+
+def client_bg(args: argparse.Namespace, timer: _proto.Timer) -> None:
+    @fetcher(BG)
+    def echo(x: Any) -> Any:
+        pass
+
+    g = Global(process_name="client", backend=args.backend, **_address(args, args.connect))
+    try:
+        g.wait_function(_proto.ECHO, timeout=_WAIT)
+        _proto.emit_result(_proto.run_pipelined(echo, lambda result: result.get(), args, timer))
+    finally:
+        _proto.stop_within(g.stop, STOP_WAIT, "Global.stop()")
+
+
 def client_broadcast(args: argparse.Namespace, timer: _proto.Timer) -> None:
     @fetcher(BROADCAST)
     def echo(x: Any) -> Any:
@@ -148,6 +200,10 @@ def main() -> None:
         timer = _proto.Timer()
         if args.workload == "w2":
             client_concurrent(args, timer)
+        elif args.workload == "w5":
+            client_async_app(args, timer)
+        elif args.workload == "w6":
+            client_bg(args, timer)
         elif args.workload == "w4":
             client_broadcast(args, timer)
         else:

@@ -1,7 +1,7 @@
 """The floor: a bare anyio + msgspec echo between two processes, no daffi (``ours`` virtualenv).
 
     python -m benchmarks.compare.lib_floor server --transport unix|tcp --dir D
-    python -m benchmarks.compare.lib_floor client --workload w1|w2|w3 --mode sync|async ...
+    python -m benchmarks.compare.lib_floor client --workload w1|w2|w3|w5|w6 --mode sync|async ...
 
 The same idea as ``benchmarks/floor.py`` and ``benchmarks/floor_async.py``, kept separate so
 that this comparison does not change when those do. Frames are a 4-byte big-endian length and
@@ -15,9 +15,12 @@ Client modes:
   loop running in another thread (``BlockingPortal``), as a synchronous user of an async core
   does: the fair floor for ``def`` fetchers.
 * ``async`` (W1, W3): the round trips one after another inside the event loop.
-* W2 (``async``): ``--concurrency`` tasks share one connection, each sending
+* W2 and W5 (``async``): ``--concurrency`` tasks share one connection, each sending
   ``[request id, i]`` and waiting for its answer; a reader task hands answers back by id, and a
   task that sends while another is writing leaves its frame to that writer.
+* W6 (``sync``): the same connection and reader, driven from the main thread through a
+  ``BlockingPortal``: each call is ``portal.start_task_soon(call, i)`` (a future at once), and
+  the thread keeps ``--concurrency`` of them outstanding, waiting for the oldest one's result.
 
 The floor runs on asyncio only.
 """
@@ -197,6 +200,23 @@ def run_sync_portal(args: argparse.Namespace, timer: _proto.Timer) -> dict[str, 
             portal.call(stream.aclose)
 
 
+def run_sync_pipelined(args: argparse.Namespace, timer: _proto.Timer) -> dict[str, Any]:
+    with start_blocking_portal("asyncio") as portal:
+        stream = portal.call(_connect, args.connect)
+        mux = Multiplexer(stream)
+        reader = portal.start_task_soon(mux.read_answers)
+        try:
+            return _proto.run_pipelined(
+                lambda v: portal.start_task_soon(mux.call, v),
+                lambda future: future.result(),
+                args,
+                timer,
+            )
+        finally:
+            reader.cancel()
+            portal.call(stream.aclose)
+
+
 async def run_async_sequential(args: argparse.Namespace, timer: _proto.Timer) -> dict[str, Any]:
     make = _proto.value_maker(args)
     async with await _connect(args.connect) as stream:
@@ -241,8 +261,10 @@ def main() -> None:
     timer = _proto.Timer()
     if args.workload == "w4":
         _proto.not_available("no broadcast in a bare echo")
-    if args.workload == "w2":
+    if args.workload in ("w2", "w5"):
         result = anyio.run(run_concurrent, args, timer, backend="asyncio")
+    elif args.workload == "w6":
+        result = run_sync_pipelined(args, timer)
     elif args.mode == "sync":
         result = run_sync_portal(args, timer)
     else:

@@ -1,4 +1,4 @@
-"""Run W1-W4, start-up and server RSS for daffi 4 (ours), daffi 3.0.1, daffi 2.2.1 and a floor.
+"""Run W1-W6, start-up and server RSS for daffi 4 (ours), daffi 3.0.1, daffi 2.2.1 and a floor.
 
     python -m benchmarks.compare.run [--quick] [--rounds N] [--out DIR]
         [--libs daffi4-asyncio,daffi3,...] [--workloads W1-unix,...] [--rebuild-envs]
@@ -112,6 +112,14 @@ WORKLOADS = (
         (FLOOR_SYNC, FLOOR_ASYNC),
     ),
     Workload("W4-unix", "W4 broadcast to 3 nodes (sync), unix", "w4", "unix", "broadcasts/s"),
+    Workload(
+        "W5-unix", "W5 daffi 2 style async app, 64 in flight, unix", "w5", "unix", "calls/s",
+        (FLOOR_ASYNC,),
+    ),
+    Workload(
+        "W6-unix", "W6 64 BG calls in flight from one thread (daffi 3: 16 threads), unix", "w6",
+        "unix", "calls/s", (FLOOR_SYNC,),
+    ),
 )  # fmt: skip
 
 
@@ -145,17 +153,27 @@ class Size:
 @dataclasses.dataclass(frozen=True)
 class Settings:
     rounds: int
-    #: per driver workload (w1..w4)
+    #: per driver workload (w1..w6)
     sizes: dict[str, Size]
     #: a client that has not printed its result by then hangs (it dumps its threads first)
     client_timeout: float
     payload_bytes: int = 1 << 20
+    #: calls in flight in W2, W5 and W6
     concurrency: int = 64
+    #: W6 in daffi 3 (no BG): this many threads making sync calls
+    threads: int = 16
 
 
 QUICK = Settings(
     rounds=3,
-    sizes={"w1": Size(2000, 200), "w2": Size(5000, 500), "w3": Size(100, 5), "w4": Size(500, 50)},
+    sizes={
+        "w1": Size(2000, 200),
+        "w2": Size(5000, 500),
+        "w3": Size(100, 5),
+        "w4": Size(500, 50),
+        "w5": Size(5000, 500),
+        "w6": Size(5000, 500),
+    },
     client_timeout=60.0,
 )
 FULL = Settings(
@@ -165,6 +183,8 @@ FULL = Settings(
         "w2": Size(20000, 1000),
         "w3": Size(400, 10),
         "w4": Size(2000, 100),
+        "w5": Size(20000, 1000),
+        "w6": Size(20000, 1000),
     },
     client_timeout=240.0,
 )
@@ -381,6 +401,7 @@ class Runner:
             "--calls", str(size.calls),
             "--warmup", str(size.warmup),
             "--concurrency", str(self.settings.concurrency),
+            "--threads", str(self.settings.threads),
             "--payload-bytes", str(self.settings.payload_bytes),
         ]  # fmt: skip
 
@@ -428,6 +449,7 @@ class Runner:
             "elapsed_s": result["elapsed_ns"] / 1e9,
             "p50_us": result.get("p50_us"),
             "p99_us": result.get("p99_us"),
+            "max_us": result.get("max_us"),
             "server_ready_ms": ready_s * 1000,
             # from starting the server process to the client's first successful call
             "startup_ms": (first - t0) * 1000 if first is not None else None,
@@ -642,6 +664,7 @@ def details_table(records: Sequence[dict[str, Any]]) -> str:
                 f"{_fmt(min(values))}-{_fmt(max(values))}" if values else "-",
                 med("p50_us"),
                 med("p99_us"),
+                med("max_us"),
                 med("startup_ms"),
                 med("server_rss_mib"),
                 f"{len(ok)}/{len(recs)}",
@@ -649,7 +672,7 @@ def details_table(records: Sequence[dict[str, Any]]) -> str:
             )
         )
     headers = (
-        "workload", "library", "median", "min-max", "p50 us", "p99 us",
+        "workload", "library", "median", "min-max", "p50 us", "p99 us", "max us",
         "start to 1st call ms", "server RSS MiB", "rounds ok", "notes",
     )  # fmt: skip
     return _markdown(headers, rows)
@@ -720,7 +743,8 @@ def report(
 - machine at start: {machine_start}
 - machine at end: {_machine()}
 - settings: {"--quick, " if quick else ""}{settings.rounds} rounds; {sizes};
-  W2 {settings.concurrency} in flight; W3 payload {settings.payload_bytes:,} bytes
+  W2, W5, W6 {settings.concurrency} in flight (W6 in daffi 3: {settings.threads} threads);
+  W3 payload {settings.payload_bytes:,} bytes
 - medians over the rounds, fresh processes for every round and cell; only the ratios within
   this run mean anything
 
@@ -728,10 +752,11 @@ def report(
 
 Ratios are ours / the other, for our asyncio and trio backends. Above 1 means ours is faster,
 except in the rows marked "lower is better" (ms, MiB), where above 1 means ours is slower or
-bigger. ours/floor divides by the first floor shown: the sync (BlockingPortal) floor for W1
-and W3, the async floor for W2. The floor runs on asyncio. "k/n ok" means only k of n rounds
-worked (the footnote says what happened in the others). See benchmarks/compare/README.md for
-what each workload does in each library.
+bigger. ours/floor divides by the first floor shown: the sync (BlockingPortal) floor for W1,
+W3 and W6, the async floor for W2 and W5. The floor runs on asyncio. W6's ours/daffi3 divides
+by daffi 3 driven by {settings.threads} threads (its sync client has no BG). "k/n ok" means
+only k of n rounds worked (the footnote says what happened in the others). See
+benchmarks/compare/README.md for what each workload does in each library.
 
 ## Details
 
