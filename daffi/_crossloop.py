@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
+import anyio.to_thread
 import sniffio
 from anyio.from_thread import BlockingPortal
 
@@ -86,4 +87,10 @@ async def wait_future(fut: concurrent.futures.Future[T], *, cancel_on_abort: boo
 
 async def run_in_portal(portal: BlockingPortal, func: Callable[..., Awaitable[T]], *args: Any) -> T:
     """Run ``func(*args)`` on ``portal``'s loop and await the result from the current loop."""
-    return await wait_future(portal.start_task_soon(func, *args))
+    if sniffio.current_async_library() == "trio":
+        # trio refuses to hand work to another thread's loop from any thread running trio,
+        # even another run: a worker thread hands it over.
+        future = await anyio.to_thread.run_sync(portal.start_task_soon, func, *args)
+    else:
+        future = portal.start_task_soon(func, *args)
+    return await wait_future(future)
