@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -13,8 +14,9 @@ import anyio.lowlevel
 import anyio.to_thread
 import sniffio
 from anyio.from_thread import BlockingPortal
+from anyio.lowlevel import RunVar
 
-__all__ = ["loop_call_soon", "run_in_portal", "wait_future"]
+__all__ = ["loop_call_soon", "loop_waker", "run_in_portal", "wait_future"]
 
 T = TypeVar("T")
 
@@ -36,6 +38,59 @@ def loop_call_soon() -> Callable[[Callable[[], object]], object]:
         return anyio.from_thread.run_sync(func, token=token)
 
     return call_soon
+
+
+class LoopWaker:
+    """Runs callbacks on one loop, handed over from any thread, many per wake-up.
+
+    Other threads' callbacks queue here; the first of a batch schedules one drain on the
+    loop, which runs every callback queued by then. A burst of answers for callers waiting
+    on that loop (64 calls in flight) costs one wake-up of it, not one each.
+    """
+
+    def __init__(self, call_soon: Callable[[Callable[[], object]], object]) -> None:
+        self._call_soon = call_soon
+        self._lock = threading.Lock()
+        self._ready: list[Callable[[], object]] = []
+        self._scheduled = False
+
+    def soon(self, func: Callable[[], object]) -> None:
+        """Run ``func()`` on the loop soon (any thread).
+
+        Raises:
+            RuntimeError: the loop is gone (asyncio: closed; trio: the run finished).
+        """
+        with self._lock:
+            self._ready.append(func)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self._call_soon(self._drain)
+        except BaseException:
+            with self._lock:
+                self._scheduled = False
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+            self._scheduled = False
+        for func in ready:
+            func()
+
+
+_wakers: RunVar[LoopWaker] = RunVar("daffi_loop_waker")
+
+
+def loop_waker() -> LoopWaker:
+    """The :class:`LoopWaker` of the running loop (one per loop)."""
+    try:
+        return _wakers.get()
+    except LookupError:
+        waker = LoopWaker(loop_call_soon())
+        _wakers.set(waker)
+        return waker
 
 
 async def wait_future(fut: concurrent.futures.Future[T], *, cancel_on_abort: bool = True) -> T:

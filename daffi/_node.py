@@ -36,7 +36,7 @@ import msgspec
 from daffi._calls import Pending, Upload, UploadGroup
 from daffi._codec import PayloadEncodeError, default_codec
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Link, encode_frame
-from daffi._crossloop import loop_call_soon
+from daffi._crossloop import loop_waker
 from daffi._dispatch import Dispatcher
 from daffi._executor import current_chain
 from daffi._local_link import LocalConnection
@@ -1173,8 +1173,8 @@ class Node:
             return False, None
         own, remaining = self._deadline(timeout)
         answered = anyio.Event()
-        wake = loop_call_soon()
-        pending = Pending(callback=lambda: wake(answered.set))
+        waker = loop_waker()
+        pending = Pending(callback=lambda: waker.soon(answered.set))
         call_id = self.send_from_thread(
             conn, name, payload, receiver, remaining, pending, blocking=False
         )
