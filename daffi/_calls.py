@@ -12,7 +12,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
-from daffi._connection import Link
+from daffi._link import Link
 from daffi._protocol import StreamEnd, StreamItem
 from daffi._streams import CreditGate
 from daffi.exceptions import (

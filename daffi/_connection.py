@@ -14,8 +14,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Union
+from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
@@ -23,10 +22,11 @@ import msgspec
 
 from daffi._backends import socket_access
 from daffi._crossloop import loop_call_soon
-from daffi._protocol import Message
+from daffi._link import DirectHandler, InlineRunner
+from daffi._protocol import Call, Error, Message, Result
 from daffi.exceptions import ProtocolError
 
-__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Connection", "Link"]
+__all__ = ["DEFAULT_MAX_FRAME_SIZE", "Connection"]
 
 logger = logging.getLogger("daffi.protocol")
 
@@ -233,7 +233,10 @@ class Connection:
         #: Set by the connection's owner: takes a message right where it was read, without
         #: waking the task that receives (asyncio only; see :meth:`_take_directly`). Returns
         #: False for a message it leaves to :meth:`receive`.
-        self.direct: Callable[[Message, bytes], bool] | None = None
+        self.direct: DirectHandler | None = None
+        #: a stream's peer is another process: nothing runs its calls inline (see Link)
+        self.inline: InlineRunner | None = None
+        self.inline_slots = 0
         self._direct_error: Exception | None = None
         # What this connection may do with the socket beside the stream (daffi._backends):
         # write to it from any thread, flush at the end of each asyncio loop turn, read it
@@ -521,6 +524,21 @@ class Connection:
                 return True  # the task takes this one (and what follows) in receive()
             del buf[: len(frame)]
 
+    @property
+    def in_process(self) -> bool:
+        return False
+
+    def offer_direct(self, msg: Message, frame: bytes | bytearray) -> bool:
+        """A stream has no other end in this process to hand messages to."""
+        return False
+
+    def run_inline(self, msg: Call) -> Result | Error | None:
+        return None
+
+    @property
+    def inline_slots_of_other(self) -> int:
+        return 0
+
     def detach_socket(self) -> tuple[socket.socket, bytes] | None:
         """Hand the connection's socket over to a thread: a duplicate of it (non-blocking,
         as the original: they share that flag), and what was received but not yet taken as
@@ -585,10 +603,3 @@ class Connection:
                 await self.stream.aclose()
             except Exception:  # closing a broken stream may fail; it is closed either way
                 logger.debug("error closing connection to %s", self.peer, exc_info=True)
-
-
-if TYPE_CHECKING:
-    from daffi._local_link import LocalConnection
-
-#: What controllers and nodes talk through: a framed byte stream, or the in-process link.
-Link = Union["Connection", "LocalConnection"]

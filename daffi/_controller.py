@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Union
 import anyio
 import anyio.abc
 
-from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, Link, encode_frame
+from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, encode_frame
 from daffi._executor import DEFAULT_GRACE
-from daffi._local_link import LocalConnection
+from daffi._link import Link
 from daffi._protocol import (
     PROTOCOL_VERSION,
     Attach,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from daffi._served import ServedChannel
 
 #: Where replies can go: a node's link, or one of its call channels (a served one too).
-Outlet = Union[Link, "ServedChannel"]
+Outlet = Union[Link, "ServedChannel"]  # (a served channel is an Outlet only: see _link)
 
 __all__ = ["Controller"]
 
@@ -290,13 +290,13 @@ class Controller:
                 await conn.send(reject)
             return None
         # A node in this process has no use for call channels.
-        token = None if isinstance(conn, LocalConnection) else os.urandom(16)
+        token = None if conn.in_process else os.urandom(16)
         peer = _Peer(msg.name, conn, channel_token=token)
         directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
         await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory, token))
         peer.callbacks = {info.name: info for info in msg.callbacks}
         self.router.join(peer)
-        if isinstance(conn, LocalConnection):
+        if conn.in_process:
             self._local = peer
         await self._broadcast(NodeUp(peer.name, msg.callbacks), exclude=peer.name)
         logger.info("node %r connected", peer.name)
@@ -411,7 +411,7 @@ class Controller:
         if local is None or self.peers.get(local.name) is not local:
             return None
         local_conn = local.conn
-        if not isinstance(conn, Connection) or not isinstance(local_conn, LocalConnection):
+        if conn.in_process or not local_conn.in_process:
             return None
         if self._served_threads >= local_conn.inline_slots_of_other:
             return None
@@ -455,7 +455,8 @@ class Controller:
             if (
                 target is None
                 or target is not local
-                or not isinstance(local_conn, LocalConnection)
+                or local_conn is None
+                or not local_conn.in_process
                 or not _runs_in_a_thread(local.callbacks.get(msg.name), msg)
             ):
                 return None, target
@@ -621,7 +622,7 @@ class Controller:
             if self._sent_to_work_channel(target_peer, msg, peer.name, frame):
                 return
             conn = target_peer.conn
-            if isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame):
+            if conn.offer_direct(msg, frame):
                 return  # the node in this process took it at once
             await conn.send_frame(frame)
         except anyio.BrokenResourceError:
@@ -658,7 +659,7 @@ class Controller:
         conn = self._reply_destination(peer, msg)
         if conn is not None:
             with contextlib.suppress(anyio.BrokenResourceError):
-                if isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame):
+                if conn.offer_direct(msg, frame):
                     return
                 await conn.send_frame(frame)
 
@@ -703,9 +704,7 @@ class Controller:
             with contextlib.suppress(anyio.BrokenResourceError):
                 # The node in this process takes messages directly on the loop only.
                 if not (
-                    isinstance(conn, LocalConnection)
-                    and threading.get_ident() == self._loop_thread
-                    and conn.offer_direct(msg, frame)
+                    threading.get_ident() == self._loop_thread and conn.offer_direct(msg, frame)
                 ):
                     conn.send_frame_threadsafe(frame)
 
@@ -727,12 +726,12 @@ class Controller:
         if self._sent_to_work_channel(target, msg, peer.name, frame):
             return True
         conn = target.conn
-        if isinstance(conn, Connection) and conn.congested:
+        if conn.congested:
             self.router.forget(key)
             self._chosen[key] = target  # the serving task waits for it to catch up
             return False
         try:
-            if not (isinstance(conn, LocalConnection) and conn.offer_direct(msg, frame)):
+            if not conn.offer_direct(msg, frame):
                 conn.send_frame_threadsafe(frame)
         except anyio.BrokenResourceError:
             self.router.forget(key)

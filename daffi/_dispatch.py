@@ -22,8 +22,8 @@ import anyio.abc
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from daffi._connection import Link
 from daffi._executor import Executor, Job, Outcome
+from daffi._link import Link
 from daffi._protocol import (
     STREAM_WINDOW,
     SYSTEM_PREFIX,

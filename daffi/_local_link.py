@@ -7,10 +7,10 @@ threads reply through it), like :class:`~daffi._connection.Connection`.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
@@ -18,6 +18,7 @@ import msgspec
 
 from daffi._connection import _HEADER, _decoder, encode_frame
 from daffi._crossloop import loop_call_soon
+from daffi._link import DirectHandler, InlineRunner
 from daffi._protocol import Call, Error, Message, Result
 from daffi.exceptions import ProtocolError
 
@@ -44,12 +45,24 @@ class LocalConnection:
         #: in the sender's thread, instead of queueing it for :meth:`receive`. Returns False
         #: for a message it does not take. Only used while nothing is queued, so messages
         #: keep their order.
-        self.direct: Callable[[Message, bytes | bytearray], bool] | None = None
+        self.direct: DirectHandler | None = None
         #: Set by the node's end: runs a plain call of a ``def`` callback in the calling
         #: thread, or returns None (see :meth:`Dispatcher.run_inline`); with how many
         #: threads may do so at once. Used by the controller's end through :meth:`run_inline`.
-        self.inline: Callable[[Call], Result | Error | None] | None = None
+        self.inline: InlineRunner | None = None
         self.inline_slots = 0
+
+    @property
+    def in_process(self) -> bool:
+        return True
+
+    @property
+    def congested(self) -> bool:
+        return False  # frames are handed over as they are sent
+
+    def detach_socket(self) -> tuple[socket.socket, bytes] | None:
+        """An in-process link has no socket."""
+        return None
 
     @classmethod
     def pair(cls) -> tuple[LocalConnection, LocalConnection]:

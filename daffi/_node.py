@@ -35,11 +35,11 @@ import msgspec
 
 from daffi._calls import Pending, Upload, UploadGroup
 from daffi._codec import PayloadEncodeError, default_codec
-from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Link, encode_frame
+from daffi._connection import DEFAULT_MAX_FRAME_SIZE, encode_frame
 from daffi._crossloop import loop_waker
 from daffi._dispatch import Dispatcher
 from daffi._executor import current_chain
-from daffi._local_link import LocalConnection
+from daffi._link import Link
 from daffi._protocol import (
     PROTOCOL_VERSION,
     STREAM_WINDOW,
@@ -330,7 +330,7 @@ class Node:
             await self._replay_missed_events()
             failure: ProtocolError | None = None
             conn.direct = self._take_direct
-            if isinstance(conn, LocalConnection):
+            if conn.in_process:
                 conn.inline_slots = self.workers
                 conn.inline = self.dispatch.run_inline
             async with anyio.create_task_group() as tg:
@@ -360,7 +360,7 @@ class Node:
             raise
         finally:
             conn.direct = None
-            if isinstance(conn, LocalConnection):
+            if conn.in_process:
                 conn.inline = None
             was_connected = self.conn is conn
             self.conn = None

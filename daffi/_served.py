@@ -197,6 +197,9 @@ class ServedChannel:
             self._wake_pending = True
             self._poke()
 
+    def offer_direct(self, msg: Message, frame: bytes | bytearray) -> bool:
+        return False  # its peer is another process: frames go through the thread
+
     @property
     def congested(self) -> bool:
         return False  # its one caller waits for the replies of the calls it sent
