@@ -6,7 +6,7 @@ import concurrent.futures
 import contextlib
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 import anyio.from_thread
@@ -40,12 +40,19 @@ def loop_call_soon() -> Callable[[Callable[[], object]], object]:
     return call_soon
 
 
-class LoopWaker:
-    """Runs callbacks on one loop, handed over from any thread, many per wake-up.
+class _FrameSink(Protocol):
+    def send_frame_threadsafe(self, frame: bytes | bytearray) -> None: ...
 
-    Other threads' callbacks queue here; the first of a batch schedules one drain on the
-    loop, which runs every callback queued by then. A burst of answers for callers waiting
-    on that loop (64 calls in flight) costs one wake-up of it, not one each.
+
+class LoopWaker:
+    """The bridge between one event loop and the threads around it, in bursts.
+
+    - Other threads' callbacks for the loop queue here (:meth:`soon`); the first of a batch
+      schedules one drain on the loop, which runs every callback queued by then. A burst of
+      answers for callers waiting on that loop (64 calls in flight) costs one wake-up of it,
+      not one each.
+    - Frames that the loop's tasks send to another thread's connection in one turn of the
+      loop go out in one write at the end of the turn (:meth:`send_this_turn`).
     """
 
     def __init__(self, call_soon: Callable[[Callable[[], object]], object]) -> None:
@@ -53,6 +60,8 @@ class LoopWaker:
         self._lock = threading.Lock()
         self._ready: list[Callable[[], object]] = []
         self._scheduled = False
+        # Loop side: frames this loop's tasks send this turn, per outlet (send_this_turn).
+        self._outgoing: dict[_FrameSink, list[tuple[bytes | bytearray, Callable[[], object]]]] = {}
 
     def soon(self, func: Callable[[], object]) -> None:
         """Run ``func()`` on the loop soon (any thread).
@@ -78,6 +87,32 @@ class LoopWaker:
             self._scheduled = False
         for func in ready:
             func()
+
+    def send_this_turn(
+        self, outlet: _FrameSink, frame: bytes | bytearray, on_fail: Callable[[], object]
+    ) -> None:
+        """Send ``frame`` on ``outlet`` with the others sent by this loop's tasks in the same
+        turn of the loop: one write for a burst of calls (on this loop's thread only).
+
+        Frames keep their order. If the outlet is closed when they go, each one's
+        ``on_fail()`` runs on this loop.
+        """
+        batch = self._outgoing.get(outlet)
+        if batch is None:
+            batch = self._outgoing[outlet] = []
+            if len(self._outgoing) == 1:
+                self.soon(self._send_batches)
+        batch.append((frame, on_fail))
+
+    def _send_batches(self) -> None:
+        outgoing, self._outgoing = self._outgoing, {}
+        for outlet, batch in outgoing.items():
+            frames = [frame for frame, _ in batch]
+            try:
+                outlet.send_frame_threadsafe(frames[0] if len(frames) == 1 else b"".join(frames))
+            except anyio.BrokenResourceError:
+                for _, on_fail in batch:
+                    on_fail()
 
 
 _wakers: RunVar[LoopWaker] = RunVar("daffi_loop_waker")
