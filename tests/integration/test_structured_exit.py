@@ -280,6 +280,9 @@ async def test_a_node_leaving_says_bye_and_leaves_nothing_behind(
 
             async with anyio.create_task_group() as calls:
                 await leave(mode, make, body)
+            # Its threads were joined before the exit returned: none is left, not even the
+            # one that ran the def callback it was serving when it left.
+            assert not [t.name for t in daffi_threads() - threads_before if "leaver" in t.name]
 
             # Its peers recorded a clean leave, and so did the caller of the call it left.
             await watcher.wait_left("leaver")
