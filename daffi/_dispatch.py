@@ -14,8 +14,8 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -28,9 +28,11 @@ from daffi._protocol import (
     STREAM_WINDOW,
     SYSTEM_PREFIX,
     Call,
+    CallbackInfo,
     Cancel,
     Credit,
     Error,
+    Message,
     Result,
     ScheduleSpec,
     StreamEnd,
@@ -50,16 +52,17 @@ from daffi.exceptions import (
     error_info_from_exception,
     exception_from_error_info,
 )
-from daffi.registry._store import CallbackEntry
+from daffi.registry._store import CallbackEntry, CallbackRegistry
 
 if TYPE_CHECKING:
-    from daffi._node import Node
+    from daffi._codec import PayloadCodec
     from daffi.scheduling import ScheduleEntry, Scheduler, Trigger
 
 __all__ = [
     "SYSTEM_CANCEL_SCHEDULE",
     "SYSTEM_LIST_SCHEDULES",
     "SYSTEM_SCHEDULE_ERROR",
+    "DispatchHost",
     "Dispatcher",
 ]
 
@@ -76,6 +79,43 @@ def _run_in_order(func: Callable[..., Any], calls: list[tuple[list[Any], dict[st
         func(*args, **kwargs)
 
 
+class DispatchHost(Protocol):
+    """What the dispatcher needs from its node."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def registry(self) -> CallbackRegistry:
+        """The callbacks the node offers."""
+        ...
+
+    @property
+    def codec(self) -> PayloadCodec: ...
+
+    @property
+    def conn(self) -> Link | None:
+        """The link to the controller (None while it is down)."""
+        ...
+
+    @property
+    def peers(self) -> Mapping[str, Mapping[str, CallbackInfo]]:
+        """The other nodes and what they offer."""
+        ...
+
+    async def send(self, msg: Message) -> None:
+        """Send ``msg`` to the controller if connected (dropped otherwise)."""
+        ...
+
+    def check_size(self, payload: bytes, what: str) -> None:
+        """Raise ``PayloadEncodeError`` if ``payload`` does not fit in a frame."""
+        ...
+
+    async def send_nowait(self, name: str, payload: msgspec.Raw, receiver: str | None) -> None:
+        """Send a call that wants no reply."""
+        ...
+
+
 class Dispatcher:
     """Runs the calls that reach ``node``: callbacks of its registry, streams, schedules.
 
@@ -86,7 +126,7 @@ class Dispatcher:
             refused with an error (a flood from a peer cannot exhaust this process).
     """
 
-    def __init__(self, node: Node, *, workers: int, max_concurrent_calls: int) -> None:
+    def __init__(self, node: DispatchHost, *, workers: int, max_concurrent_calls: int) -> None:
         self.node = node
         self.registry = node.registry
         self.codec = node.codec
@@ -223,7 +263,7 @@ class Dispatcher:
     async def _refuse(self, msg: Call) -> None:
         refusal = self._overloaded(msg)
         if msg.want_result:
-            await self.node._send(refusal)
+            await self.node.send(refusal)
 
     def _overloaded(self, msg: Call) -> Error:
         """The answer to a call arriving while ``max_concurrent_calls`` already run."""
@@ -344,7 +384,7 @@ class Dispatcher:
             logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
             return  # the caller is gone or timed out; nobody reads a reply
         if msg.want_result and reply is not None:
-            await self.node._send(reply)
+            await self.node.send(reply)
 
     async def _execute(self, msg: Call) -> Any:
         if msg.name.startswith(SYSTEM_PREFIX):
@@ -397,7 +437,7 @@ class Dispatcher:
                     unacknowledged += len(calls)
                     while unacknowledged >= CREDIT_BATCH:
                         unacknowledged -= CREDIT_BATCH
-                        await self.node._send(Credit(msg.id, msg.src, CREDIT_BATCH, False))
+                        await self.node.send(Credit(msg.id, msg.src, CREDIT_BATCH, False))
         finally:
             self._inbound.pop(key, None)
 
