@@ -1,19 +1,21 @@
-"""The caller's side of a call in flight: what waits for a reply, and outgoing streams."""
+"""The caller's side of a call in flight: what waits for a reply (:class:`Pending`, kept
+in the node's :class:`CallTable`), and outgoing streams (:class:`Upload`)."""
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
 from daffi._link import Link
-from daffi._protocol import StreamEnd, StreamItem
+from daffi._protocol import STREAM_WINDOW, Credit, Error, Result, StreamEnd, StreamItem, YieldItem
 from daffi._streams import CreditGate
 from daffi.exceptions import (
     ErrorInfo,
@@ -24,11 +26,44 @@ from daffi.exceptions import (
 )
 
 if TYPE_CHECKING:
-    from daffi._node import Node
+    from daffi._codec import PayloadCodec
 
-__all__ = ["Pending", "Upload", "UploadGroup"]
+__all__ = [
+    "CallTable",
+    "Failed",
+    "Pending",
+    "Upload",
+    "UploadGroup",
+    "UploadOwner",
+    "broadcast_outcome",
+    "link_lost",
+]
 
 logger = logging.getLogger("daffi.node")
+
+
+def link_lost(doing: str, name: str) -> RemoteStoppedUnexpectedly:
+    return RemoteStoppedUnexpectedly(
+        f"the connection to the controller was lost while {doing} {name!r}"
+    )
+
+
+def broadcast_outcome(
+    name: str, results: dict[str, Any], errors: dict[str, Exception]
+) -> dict[str, Any]:
+    """A broadcast's answer: the values by node name, or the error carrying them."""
+    if errors:
+        raise broadcast_error(f"broadcast of {name!r}", results, errors)
+    return {target: results[target] for target in sorted(results)}
+
+
+class Failed:
+    """A broadcast target's error, kept beside the other targets' values."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 class Pending:
@@ -86,13 +121,90 @@ class Pending:
         assert self.event is not None
         await self.event.wait()
 
+    def outcome(self, codec: PayloadCodec, structure: Callable[[Any], Any] | None) -> Any:
+        """The value of an answered call, or its error raised."""
+        if self.error is not None:
+            raise exception_from_error_info(self.error)
+        assert self.payload is not None
+        value = codec.decode_value(self.payload)
+        return structure(value) if structure is not None else value
+
+
+class CallTable:
+    """The calls a node waits on, by id: filled by its callers (any thread), finished by
+    the session's receive loop (or by the controller in its process, directly)."""
+
+    def __init__(self) -> None:
+        #: call id -> what waits for its reply
+        self.pending: dict[int, Pending] = {}
+        #: the ids of this node's calls (unique per node: the controller keys routes by them)
+        self.ids = itertools.count(1)
+
+    def on_reply(self, msg: Result | Error) -> None:
+        pending = self.pending.get(msg.id)
+        if pending is not None:
+            if isinstance(msg, Result):
+                pending.payload = msg.payload
+            else:
+                pending.error = msg.error
+            pending.finish()
+
+    def on_yield(self, msg: YieldItem) -> None:
+        """The next value of a generator callback, for its download."""
+        pending = self.pending.get(msg.id)
+        if pending is not None and pending.items is not None:
+            try:
+                pending.items.send_nowait(msg.payload)
+            except anyio.WouldBlock:
+                raise ProtocolError(
+                    f"a generator callback sent more than {STREAM_WINDOW} items without credit"
+                ) from None
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                pass  # the consumer left; its cancel is on the way
+
+    def on_credit(self, msg: Credit) -> None:
+        """A callee allows an upload of this node ``msg.n`` more items."""
+        pending = self.pending.get(msg.id)
+        if pending is not None and pending.gate is not None:
+            pending.gate.grant(msg.n)
+
+    def fail_all(self, error: ErrorInfo) -> None:
+        """Finish every call still waiting with ``error`` (the link to the controller is
+        gone); calls registered meanwhile go into a fresh table."""
+        pending, self.pending = self.pending, {}
+        for item in pending.values():
+            item.error = error
+            item.finish()
+
+
+class UploadOwner(Protocol):
+    """What an :class:`Upload` needs from the caller's side that opened it."""
+
+    @property
+    def name(self) -> str:
+        """The calling node's name."""
+        ...
+
+    @property
+    def table(self) -> CallTable: ...
+
+    def prepare(
+        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], receiver: str | None
+    ) -> msgspec.Raw:
+        """Check and encode the arguments of one invocation."""
+        ...
+
+    async def cancel_remote(self, conn: Link, call_id: int) -> None:
+        """Cancel call ``call_id`` on its callee (bounded, shielded)."""
+        ...
+
 
 class Upload:
     """The caller's end of a streaming call (a generator fetcher): push items, then finish."""
 
     def __init__(
         self,
-        node: Node,
+        owner: UploadOwner,
         conn: Link,
         call_id: int,
         name: str,
@@ -100,7 +212,7 @@ class Upload:
         pending: Pending,
         timeout: float | None,
     ) -> None:
-        self.node = node
+        self.owner = owner
         self.conn = conn
         self.call_id = call_id
         self.name = name
@@ -118,10 +230,10 @@ class Upload:
         gate = self.pending.gate
         assert gate is not None
         for args, kwargs in items:
-            payload = self.node.prepare(self.name, args, kwargs, self.receiver)
+            payload = self.owner.prepare(self.name, args, kwargs, self.receiver)
             await gate.take()
             try:
-                await self.conn.send(StreamItem(self.call_id, self.node.name, payload))
+                await self.conn.send(StreamItem(self.call_id, self.owner.name, payload))
             except anyio.BrokenResourceError:
                 raise RemoteStoppedUnexpectedly(
                     f"the connection to the controller was lost while streaming to {self.name!r}"
@@ -133,18 +245,18 @@ class Upload:
         with anyio.fail_after(self.timeout):
             if not self.pending.done:
                 with contextlib.suppress(anyio.BrokenResourceError):
-                    await self.conn.send(StreamEnd(self.call_id, self.node.name))
+                    await self.conn.send(StreamEnd(self.call_id, self.owner.name))
             await self.pending.wait()
-        self.node._pending.pop(self.call_id, None)
+        self.owner.table.pending.pop(self.call_id, None)
         if self.pending.error is not None:
             raise exception_from_error_info(self.pending.error)
         return None
 
     async def abort(self) -> None:
         """Give up: the callee stops processing this stream."""
-        self.node._pending.pop(self.call_id, None)
+        self.owner.table.pending.pop(self.call_id, None)
         if not self.pending.done:
-            await self.node._cancel_remote(self.conn, self.call_id)
+            await self.owner.cancel_remote(self.conn, self.call_id)
 
 
 class UploadGroup:

@@ -2,10 +2,10 @@
 
 Plain ``def`` callbacks run in the node's :class:`~daffi._executor.Executor` (every ``def``
 run does, whichever thread reads its call) and reply from there; async callbacks,
-generators, streams into callbacks and system calls run as tasks of the session's task
-group, each in its own cancel scope (registered before the task starts, so that a ``Cancel``
-or the first stream items arriving right behind the call find it). The dispatcher also hosts
-the node's scheduler: schedules outlive reconnections.
+generators, streams into callbacks (see :mod:`daffi._callee_streams`) and system calls run
+as tasks of the session's task group, each in its own cancel scope (registered before the
+task starts, so that a ``Cancel`` or the first stream items arriving right behind the call
+find it). The dispatcher also hosts the node's scheduler: schedules outlive reconnections.
 """
 
 from __future__ import annotations
@@ -14,52 +14,51 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
 import msgspec
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from daffi._callee_streams import CalleeStreams
 from daffi._executor import Executor, Job, Outcome
 from daffi._link import Link
 from daffi._protocol import (
-    STREAM_WINDOW,
     SYSTEM_PREFIX,
     Call,
+    CallbackInfo,
     Cancel,
     Credit,
     Error,
+    Message,
     Result,
     ScheduleSpec,
     StreamEnd,
     StreamItem,
-    YieldItem,
 )
-from daffi._streams import CREDIT_BATCH, CreditGate, take_batch
 from daffi.exceptions import (
     ArgumentsError,
     DaffiError,
     ErrorInfo,
     GlobalContextError,
     ProtocolError,
-    RemoteStoppedUnexpectedly,
     UnableToFindCandidate,
     daffi_error_info,
     error_info_from_exception,
     exception_from_error_info,
 )
-from daffi.registry._store import CallbackEntry
+from daffi.registry._store import CallbackEntry, CallbackRegistry
 
 if TYPE_CHECKING:
-    from daffi._node import Node
+    from daffi._codec import PayloadCodec
     from daffi.scheduling import ScheduleEntry, Scheduler, Trigger
 
 __all__ = [
     "SYSTEM_CANCEL_SCHEDULE",
     "SYSTEM_LIST_SCHEDULES",
     "SYSTEM_SCHEDULE_ERROR",
+    "DispatchHost",
     "Dispatcher",
 ]
 
@@ -70,10 +69,41 @@ SYSTEM_LIST_SCHEDULES = SYSTEM_PREFIX + "list_schedules"
 SYSTEM_SCHEDULE_ERROR = SYSTEM_PREFIX + "schedule_error"
 
 
-def _run_in_order(func: Callable[..., Any], calls: list[tuple[list[Any], dict[str, Any]]]) -> None:
-    """Call ``func`` once per item, in order (in a worker thread); the first error stops."""
-    for args, kwargs in calls:
-        func(*args, **kwargs)
+class DispatchHost(Protocol):
+    """What the dispatcher needs from its node."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def registry(self) -> CallbackRegistry:
+        """The callbacks the node offers."""
+        ...
+
+    @property
+    def codec(self) -> PayloadCodec: ...
+
+    @property
+    def conn(self) -> Link | None:
+        """The link to the controller (None while it is down)."""
+        ...
+
+    @property
+    def peers(self) -> Mapping[str, Mapping[str, CallbackInfo]]:
+        """The other nodes and what they offer."""
+        ...
+
+    async def send(self, msg: Message) -> None:
+        """Send ``msg`` to the controller if connected (dropped otherwise)."""
+        ...
+
+    def check_size(self, payload: bytes, what: str) -> None:
+        """Raise ``PayloadEncodeError`` if ``payload`` does not fit in a frame."""
+        ...
+
+    async def send_nowait(self, name: str, payload: msgspec.Raw, receiver: str | None) -> None:
+        """Send a call that wants no reply."""
+        ...
 
 
 class Dispatcher:
@@ -86,7 +116,7 @@ class Dispatcher:
             refused with an error (a flood from a peer cannot exhaust this process).
     """
 
-    def __init__(self, node: Node, *, workers: int, max_concurrent_calls: int) -> None:
+    def __init__(self, node: DispatchHost, *, workers: int, max_concurrent_calls: int) -> None:
         self.node = node
         self.registry = node.registry
         self.codec = node.codec
@@ -95,11 +125,8 @@ class Dispatcher:
         self._running: dict[tuple[str, int], anyio.CancelScope] = {}
         #: runs every ``def`` callback of this node, in at most ``workers`` slots
         self.executor = Executor(workers, name=node.name)
-        self._inbound: dict[
-            tuple[str, int],
-            tuple[MemoryObjectSendStream[msgspec.Raw], MemoryObjectReceiveStream[msgspec.Raw]],
-        ] = {}
-        self._gates: dict[tuple[str, int], CreditGate] = {}
+        #: streams into callbacks, and generator callbacks
+        self.streams = CalleeStreams(self)
         # The scheduler (and the scheduling code) starts with the first schedule accepted.
         self._scheduler: Scheduler | None = None
         self._scheduler_started: anyio.Event | None = None
@@ -110,6 +137,13 @@ class Dispatcher:
     @property
     def name(self) -> str:
         return self.node.name
+
+    @property
+    def conn(self) -> Link | None:
+        return self.node.conn
+
+    async def send(self, msg: Message) -> None:
+        await self.node.send(msg)
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -157,7 +191,7 @@ class Dispatcher:
         if msg.timeout is not None:
             scope.deadline = anyio.current_time() + msg.timeout
         if msg.stream_in:
-            self._inbound[key] = anyio.create_memory_object_stream[msgspec.Raw](STREAM_WINDOW)
+            self.streams.open_inbound(key)
         tg.start_soon(self._run_call, msg, scope)
 
     def start_in_thread(self, msg: Call) -> bool:
@@ -185,27 +219,11 @@ class Dispatcher:
 
     def on_stream(self, msg: StreamItem | StreamEnd) -> None:
         """The next argument item of a streaming call (or its end)."""
-        channel = self._inbound.get((msg.src, msg.id))
-        if channel is None:
-            return
-        inbound = channel[0]
-        if isinstance(msg, StreamEnd):
-            inbound.close()
-            return
-        try:
-            inbound.send_nowait(msg.payload)
-        except anyio.WouldBlock:
-            raise ProtocolError(
-                f"node {msg.src!r} streamed more than {STREAM_WINDOW} items without credit"
-            ) from None
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # the callback failed; the caller gets its error
+        self.streams.on_stream(msg)
 
     def on_credit(self, msg: Credit) -> None:
         """A consumer allows a generator callback running here ``msg.n`` more items."""
-        gate = self._gates.get((msg.peer, msg.id))
-        if gate is not None:
-            gate.grant(msg.n)
+        self.streams.on_credit(msg)
 
     def on_cancel(self, msg: Cancel) -> None:
         """The caller gave up: cancel the call's scope, or (a ``def`` callback) keep its run
@@ -223,7 +241,7 @@ class Dispatcher:
     async def _refuse(self, msg: Call) -> None:
         refusal = self._overloaded(msg)
         if msg.want_result:
-            await self.node._send(refusal)
+            await self.node.send(refusal)
 
     def _overloaded(self, msg: Call) -> Error:
         """The answer to a call arriving while ``max_concurrent_calls`` already run."""
@@ -236,7 +254,8 @@ class Dispatcher:
         )
         return Error(msg.id, msg.src, daffi_error_info("GlobalContextError", text, self.name))
 
-    def _encode(self, value: Any, msg: Call, what: str = "the result of") -> msgspec.Raw:
+    def encode(self, value: Any, msg: Call, what: str = "the result of") -> msgspec.Raw:
+        """``value`` encoded as the reply to ``msg`` (refused if too large for a frame)."""
         payload = self.codec.encode_value(value)
         self.node.check_size(payload, f"{what} {msg.name!r}")
         return msgspec.Raw(payload)
@@ -311,7 +330,7 @@ class Dispatcher:
             if entry.structure_args is not None:
                 args, kwargs = entry.structure_args(args, kwargs)
             value = entry.fn(*args, **kwargs)
-            return Result(msg.id, msg.src, self._encode(value, msg))
+            return Result(msg.id, msg.src, self.encode(value, msg))
         except BaseException as exc:
             # In a worker thread even SystemExit or KeyboardInterrupt raised by the callback
             # (signals only reach the main thread) is the call's failure: the caller gets it.
@@ -332,19 +351,19 @@ class Dispatcher:
         with scope:
             try:
                 value = await self._execute(msg)
-                reply = Result(msg.id, msg.src, self._encode(value, msg))
+                reply = Result(msg.id, msg.src, self.encode(value, msg))
             except Exception as exc:
                 if not isinstance(exc, DaffiError):
                     logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
                 reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
             finally:
                 self._running.pop(key, None)
-                self._inbound.pop(key, None)
+                self.streams.forget(key)
         if scope.cancelled_caught:
             logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
             return  # the caller is gone or timed out; nobody reads a reply
         if msg.want_result and reply is not None:
-            await self.node._send(reply)
+            await self.node.send(reply)
 
     async def _execute(self, msg: Call) -> Any:
         if msg.name.startswith(SYSTEM_PREFIX):
@@ -356,100 +375,23 @@ class Dispatcher:
                 f"{sorted(self.registry.names())})"
             )
         if msg.stream_in:
-            return await self._run_stream_in(msg, entry)
-        args, kwargs = self.codec.decode_args(msg.payload)
-        if entry.structure_args is not None:
-            args, kwargs = entry.structure_args(args, kwargs)
+            return await self.streams.run_stream_in(msg, entry)
+        args, kwargs = self.decode_arguments(entry, msg.payload)
         if msg.schedule is not None:
             scheduler = await self._running_scheduler()
             return self._accept_schedule(msg, msg.schedule, entry, args, kwargs, scheduler)
         if entry.is_generator or entry.is_async_generator:
-            return await self._run_generator(msg, entry, args, kwargs)
+            return await self.streams.run_generator(msg, entry, args, kwargs)
         return await self.run_entry(entry, args, kwargs)
 
-    async def _run_stream_in(self, msg: Call, entry: CallbackEntry) -> None:
-        if entry.is_generator or entry.is_async_generator:
-            raise GlobalContextError(
-                f"callback {entry.name!r} is a generator; it cannot also receive a stream"
-            )
-        key = (msg.src, msg.id)
-        send, receive = self._inbound[key]
-        unacknowledged = 0
-        try:
-            with send, receive:
-                async for first in receive:
-                    # Every item already here is taken at once: a `def` callback then runs
-                    # them one after the other in a single trip to a worker thread.
-                    payloads = [first]
-                    while len(payloads) < CREDIT_BATCH:
-                        try:
-                            payloads.append(receive.receive_nowait())
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                    calls = [self._decode_arguments(entry, payload) for payload in payloads]
-                    if entry.runs_in_thread:
-                        await self.executor.run_async(
-                            Job(None, entry.name), _run_in_order, entry.fn, calls
-                        )
-                    else:
-                        for args, kwargs in calls:
-                            await self.run_entry(entry, args, kwargs)
-                    unacknowledged += len(calls)
-                    while unacknowledged >= CREDIT_BATCH:
-                        unacknowledged -= CREDIT_BATCH
-                        await self.node._send(Credit(msg.id, msg.src, CREDIT_BATCH, False))
-        finally:
-            self._inbound.pop(key, None)
-
-    def _decode_arguments(
+    def decode_arguments(
         self, entry: CallbackEntry, payload: msgspec.Raw
     ) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments of one invocation of ``entry``, in its annotated types."""
         args, kwargs = self.codec.decode_args(payload)
         if entry.structure_args is not None:
             args, kwargs = entry.structure_args(args, kwargs)
         return args, kwargs
-
-    async def _run_generator(
-        self, msg: Call, entry: CallbackEntry, args: list[Any], kwargs: dict[str, Any]
-    ) -> None:
-        key = (msg.src, msg.id)
-        gate = self._gates[key] = CreditGate()
-        conn = self.node.conn
-        if conn is None:
-            raise RemoteStoppedUnexpectedly("not connected to the controller")
-
-        async def emit(value: Any) -> None:
-            payload = self._encode(value, msg, "a value yielded by")
-            await gate.take()
-            await conn.send(YieldItem(msg.id, msg.src, payload))
-
-        try:
-            if entry.is_async_generator:
-                agen = entry.fn(*args, **kwargs)
-                try:
-                    async for value in agen:
-                        await emit(value)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await agen.aclose()
-            else:
-                gen = entry.fn(*args, **kwargs)
-                try:
-                    exhausted = False
-                    while not exhausted:
-                        limit = max(min(gate.available, CREDIT_BATCH), 1)
-                        items, exhausted, error = await self.executor.run_async(
-                            Job(None, entry.name), take_batch, gen, limit
-                        )
-                        for value in items:
-                            await emit(value)
-                        if error is not None:
-                            raise error
-                finally:
-                    with contextlib.suppress(ValueError):  # still running in its thread
-                        gen.close()
-        finally:
-            del self._gates[key]
 
     # ------------------------------------------------------------------ schedules
 

@@ -65,10 +65,10 @@ class Net:
         return self.controller._controller
 
     def caller_pending(self) -> dict[int, Any]:
-        """The caller node's table of calls waiting for a reply (private: ``Node._pending``,
+        """The caller node's table of calls waiting for a reply (private: ``CallTable.pending``,
         read on purpose, to check that no abandoned call leaves an entry behind)."""
         assert self.caller._node is not None
-        return self.caller._node._pending
+        return self.caller._node.table.pending
 
     def routes_of_caller(self) -> list[tuple[str, int]]:
         """The controller's in-flight routes of calls made by the caller (private:

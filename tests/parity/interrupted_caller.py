@@ -8,7 +8,7 @@ interrupted the call, ``interrupted pending=N``. It then waits for a ``go`` line
 ``after echo=... second=... pending=N routes=M``, and stops.
 
 ``pending`` is the size of the node's private table of calls waiting for a reply
-(``Node._pending``), read on purpose: an interrupted call must leave no entry behind.
+(``CallTable.pending``), read on purpose: an interrupted call must leave no entry behind.
 ``routes`` (controller in this process only, else -1) counts the controller's in-flight
 routes of this process's calls (``Controller.router``).
 """
@@ -51,7 +51,7 @@ def main() -> int:
             print(f"not interrupted: {value!r}", flush=True)
             return 1
         except KeyboardInterrupt:
-            print(f"interrupted pending={len(node._pending)}", flush=True)
+            print(f"interrupted pending={len(node.table.pending)}", flush=True)
         if sys.stdin.readline().strip() != "go":
             return 1
         after = echo.call("after", exec_modifier=FG(timeout=5))
@@ -60,7 +60,7 @@ def main() -> int:
         if g._controller is not None:
             routes = sum(1 for key in list(g._controller.router) if key[0] == "caller")
         print(
-            f"after echo={after} second={second} pending={len(node._pending)} routes={routes}",
+            f"after echo={after} second={second} pending={len(node.table.pending)} routes={routes}",
             flush=True,
         )
         return 0

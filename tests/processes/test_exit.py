@@ -51,7 +51,7 @@ def test_a_script_whose_global_crashed_exits_non_zero(launch: Launcher, endpoint
     assert "daffi.exceptions.GlobalContextError: Global 'crasher' stopped because of an error" in (
         stderr
     ), program.describe()
-    assert "InjectedCrash: injected crash in Node" in stderr, program.describe()
+    assert "InjectedCrash: injected crash in Session" in stderr, program.describe()
 
 
 def cli_argv(endpoint: Endpoint) -> list[str]:

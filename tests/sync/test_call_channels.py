@@ -317,7 +317,7 @@ def test_unable_to_find_candidate_comes_back_on_the_channel(net: Net, pinned: bo
         if pinned:
             node.peers["ghost"] = {"add": info}
         else:
-            node._offers["phantom"] = {"ctrl": info}
+            node.directory._offers["phantom"] = {"ctrl": info}
 
     assert client._portal is not None
     client._portal.call(make_stale)
@@ -626,7 +626,9 @@ def test_broadcast_from_a_sync_fetcher_uses_a_channel(net: Net) -> None:
     client = net.node("client", {"who": returns("client")})  # the caller is left out
     for name in ("ctrl", "n1", "n2"):
         client.wait_process(name, timeout=5)
-    assert wait_until(lambda: set(node_of(client)._offers.get("who", {})) >= {"ctrl", "n1", "n2"})
+    assert wait_until(
+        lambda: set(node_of(client).directory._offers.get("who", {})) >= {"ctrl", "n1", "n2"}
+    )
     with client.as_current():
         result = who()
     assert result == {"ctrl": "ctrl", "n1": "n1", "n2": "n2"}
@@ -636,7 +638,7 @@ def test_broadcast_from_a_sync_fetcher_uses_a_channel(net: Net) -> None:
     assert len(pool._idle) == 1
     assert len(controller_of(ctrl).peers["client"].channels) == 1
     n2.stop()  # a node leaving is left out of the next broadcast
-    assert wait_until(lambda: "n2" not in node_of(client)._offers.get("who", {}))
+    assert wait_until(lambda: "n2" not in node_of(client).directory._offers.get("who", {}))
     with client.as_current():
         assert who() == {"ctrl": "ctrl", "n1": "n1"}
     assert len(pool._all) == 1
@@ -650,7 +652,9 @@ def test_broadcast_with_a_failing_node_keeps_the_other_results(net: Net) -> None
     net.node("n1", {"who": returns("n1")})
     net.node("n2", {"who": broken})
     client = net.node("client")
-    assert wait_until(lambda: set(node_of(client)._offers.get("who", {})) == {"ctrl", "n1", "n2"})
+    assert wait_until(
+        lambda: set(node_of(client).directory._offers.get("who", {})) == {"ctrl", "n1", "n2"}
+    )
     with client.as_current(), pytest.raises(RemoteCallError) as info:
         who()
     error = info.value
@@ -683,7 +687,9 @@ def test_broadcast_timeout_reports_the_slow_node(net: Net, path: str) -> None:
     net.node("n1", {"who": returns("n1")})
     net.node("slow", {"who": sleeper.callback()})
     client = net.node("client")
-    assert wait_until(lambda: set(node_of(client)._offers.get("who", {})) == {"ctrl", "n1", "slow"})
+    assert wait_until(
+        lambda: set(node_of(client).directory._offers.get("who", {})) == {"ctrl", "n1", "slow"}
+    )
     assert call_add(client, 1, 1) == 2
     pool = pool_of(client)
     assert len(pool._all) == 1  # a channel is open and idle

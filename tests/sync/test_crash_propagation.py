@@ -26,7 +26,7 @@ import pytest
 
 from daffi import BG, Global
 from daffi._controller import Controller
-from daffi._node import Node
+from daffi._session import Session
 from daffi.decorators import fetcher
 from daffi.exceptions import GlobalContextError
 from daffi.registry import CallbackRegistry
@@ -119,7 +119,7 @@ def test_a_node_crash_is_raised_by_join_and_by_every_later_call(
         registry=registry(echo=lambda x: x),
     )
     try:
-        monkeypatch.setattr(Node, "_heartbeat", crash_on(trigger))
+        monkeypatch.setattr(Session, "_heartbeat", crash_on(trigger))
         node = Global("n", unix_sock_path=sock_dir, backend=backend, registry=registry())
         node.wait_function("echo", timeout=5)
         with node.as_current():
@@ -128,10 +128,10 @@ def test_a_node_crash_is_raised_by_join_and_by_every_later_call(
 
         with pytest.raises(GlobalContextError) as joined:
             node.join()
-        assert_caused_by_crash(joined.value, "Node")
+        assert_caused_by_crash(joined.value, "Session")
         with pytest.raises(GlobalContextError) as again:
             node.join()  # every time, not once
-        assert_caused_by_crash(again.value, "Node")
+        assert_caused_by_crash(again.value, "Session")
 
         later_calls: list[Callable[[], object]] = [
             lambda: node.wait_process("ctrl", timeout=1),
@@ -142,14 +142,14 @@ def test_a_node_crash_is_raised_by_join_and_by_every_later_call(
         for call in later_calls:
             with node.as_current(), pytest.raises(GlobalContextError) as later:
                 call()
-            assert_caused_by_crash(later.value, "Node")
+            assert_caused_by_crash(later.value, "Session")
 
         async def join_async() -> None:
             await node.join_async()
 
         with pytest.raises(GlobalContextError) as joined_async:
             anyio.run(join_async, backend=backend)
-        assert_caused_by_crash(joined_async.value, "Node")
+        assert_caused_by_crash(joined_async.value, "Session")
 
         node.stop()  # stopping a crashed Global is not an error
         # A crash is not a clean leave: the controller saw the node disconnect.
@@ -200,7 +200,7 @@ async def test_a_crash_under_async_with_is_raised_when_the_block_is_left(
     sock_dir: str, trigger: threading.Event, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with Global("ctrl", init_controller=True, init_node=False, unix_sock_path=sock_dir):
-        monkeypatch.setattr(Node, "_heartbeat", crash_on(trigger))
+        monkeypatch.setattr(Session, "_heartbeat", crash_on(trigger))
         body_done = False
 
         async def use_node() -> None:
@@ -209,17 +209,17 @@ async def test_a_crash_under_async_with_is_raised_when_the_block_is_left(
                 trigger.set()
                 with pytest.raises(GlobalContextError) as joined:
                     await node.join_async()
-                assert_caused_by_crash(joined.value, "Node")
+                assert_caused_by_crash(joined.value, "Session")
                 with pytest.raises(GlobalContextError) as later:
                     await node.wait_process_async("ctrl", timeout=1)
-                assert_caused_by_crash(later.value, "Node")
+                assert_caused_by_crash(later.value, "Session")
                 body_done = True
 
         with anyio.fail_after(10):
             with pytest.raises(GlobalContextError) as left:
                 await use_node()
         assert body_done
-        assert_caused_by_crash(left.value, "Node")
+        assert_caused_by_crash(left.value, "Session")
 
 
 @pytest.mark.anyio
@@ -230,7 +230,7 @@ async def test_the_body_error_wins_over_a_crash_when_both_happen(
         pass
 
     async with Global("ctrl", init_controller=True, init_node=False, unix_sock_path=sock_dir):
-        monkeypatch.setattr(Node, "_heartbeat", crash_on(trigger))
+        monkeypatch.setattr(Session, "_heartbeat", crash_on(trigger))
 
         async def use_node() -> None:
             async with Global("n", unix_sock_path=sock_dir, registry=registry()) as node:

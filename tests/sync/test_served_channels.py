@@ -257,7 +257,7 @@ def ctrl_and_client(
 
 
 def wait_offered(g: Global, name: str, by: set[str]) -> None:
-    assert wait_until(lambda: set(node_of(g)._offers.get(name, {})) == by), name
+    assert wait_until(lambda: set(node_of(g).directory._offers.get(name, {})) == by), name
 
 
 def run(g: Global, fn: Any, *args: Any, modifier: Any = None) -> Any:

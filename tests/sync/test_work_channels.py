@@ -270,7 +270,7 @@ def test_a_node_offering_a_def_callback_opens_one_work_channel(net: Net, backend
     controller = controller_of(ctrl)
 
     peer, channel = work_ready(ctrl, worker)
-    assert node_of(worker)._work_started
+    assert node_of(worker).session._work_started
     assert isinstance(channel, SyncChannel)
     assert not channel._closed
     assert pool_of(worker)._all == set()  # a work channel is not a call channel
@@ -284,14 +284,14 @@ def test_a_node_offering_a_def_callback_opens_one_work_channel(net: Net, backend
     for g in (async_only, gen_only, client):
         name = g.process_name
         assert wait_until(lambda name=name: name in controller.peers)
-        assert not node_of(g)._work_started, name
+        assert not node_of(g).session._work_started, name
         assert pool_of(g)._work == set(), name
         assert controller.peers[name].work == set(), name
         assert controller.peers[name].work_idle == [], name
 
     # the controller's own node has no channels at all, work channels included
     assert node_of(ctrl).channels is None
-    assert not node_of(ctrl)._work_started
+    assert not node_of(ctrl).session._work_started
     assert controller.peers["ctrl"].channel_token is None
     assert controller.peers["ctrl"].work == set()
     assert controller._on_work == {}
@@ -414,13 +414,13 @@ def test_def_callback_registered_later_opens_the_work_channel(net: Net, backend:
     with client.as_current():
         assert ping() == "pong"
     time.sleep(0.2)
-    assert not node_of(worker)._work_started
+    assert not node_of(worker).session._work_started
     assert pool_of(worker)._work == set()
     assert controller.peers["worker"].work == set()
 
     worker.registry.add(rec.add_cb(), "add")
     peer, _ = work_ready(ctrl, worker)
-    assert node_of(worker)._work_started
+    assert node_of(worker).session._work_started
     client.wait_function("add", timeout=5)
     for i in range(20):
         assert call_add(client, i, 100) == i + 100
@@ -881,7 +881,7 @@ def test_broadcast_runs_on_the_work_threads_of_remote_nodes(net: Net, backend: s
     ]
     client = net.node("client", backend=backend)
     peers = [work_ready(ctrl, g)[0] for g in workers]
-    assert wait_until(lambda: set(node_of(client)._offers.get("who", {})) == set(recs))
+    assert wait_until(lambda: set(node_of(client).directory._offers.get("who", {})) == set(recs))
     for _ in range(10):
         with client.as_current():
             result = who()

@@ -20,7 +20,7 @@ from _cli import transport_options
 
 from daffi import Global
 from daffi._controller import Controller
-from daffi._node import Node
+from daffi._session import Session
 
 
 class InjectedCrash(RuntimeError):
@@ -36,7 +36,7 @@ if __name__ == "__main__":
     style = sys.argv[1]
     if style == "join":
         options, _ = transport_options(sys.argv[2:])
-        Node._heartbeat = crash_on_a_line  # type: ignore[method-assign]
+        Session._heartbeat = crash_on_a_line  # type: ignore[method-assign]
         g = Global(process_name="crasher", init_controller=True, **options)
         print("READY", flush=True)
         g.join()
