@@ -49,9 +49,12 @@ def remaining_time(timeout: float | None) -> tuple[float, float | None]:
     The own deadline is ``timeout`` from now (``inf`` without one); the remaining time, sent
     with the call, also counts the caller's enclosing cancel scopes (None: unbounded).
     """
+    scope_deadline = anyio.current_effective_deadline()
+    if timeout is None and math.isinf(scope_deadline):
+        return math.inf, None  # the common case: no clock reading needed
     now = anyio.current_time()
     own = now + timeout if timeout is not None else math.inf
-    deadline = min(anyio.current_effective_deadline(), own)
+    deadline = min(scope_deadline, own)
     return own, None if math.isinf(deadline) else max(deadline - now, 0.0)
 
 
