@@ -269,7 +269,7 @@ def run(g: Global, fn: Any, *args: Any, modifier: Any = None) -> Any:
 
 
 def served_count(ctrl: Global) -> int:
-    return controller_of(ctrl)._served_threads
+    return controller_of(ctrl).channels.served_threads
 
 
 def served_links(ctrl: Global, name: str = "client") -> list[ServedChannel]:

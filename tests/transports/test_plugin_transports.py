@@ -157,7 +157,7 @@ def _never_raw(everyone: list[Global]) -> None:
                 links += 1
         controller = g._controller
         if controller is not None:
-            assert controller._served_threads == 0
+            assert controller.channels.served_threads == 0
             for peer in controller.peers.values():
                 assert not peer.channels
                 if not isinstance(peer.conn, LocalConnection):
