@@ -20,8 +20,9 @@ import anyio
 import anyio.abc
 
 from daffi._admission import new_channel_token, refusal
-from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, encode_frame
+from daffi._connection import Connection
 from daffi._controller_channels import ChannelService
+from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame
 from daffi._link import DirectHandler, Link, Outlet
 from daffi._protocol import (
     PROTOCOL_VERSION,

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 import anyio
 
 from daffi._admission import may_attach
-from daffi._connection import encode_frame
 from daffi._executor import DEFAULT_GRACE
+from daffi._frames import encode_frame
 from daffi._link import DirectHandler, Link, Outlet
 from daffi._protocol import (
     PROTOCOL_VERSION,

@@ -31,7 +31,8 @@ import pytest
 
 from daffi import BROADCAST, FG, Global
 from daffi._codec import default_codec
-from daffi._connection import Connection, encode_frame
+from daffi._connection import Connection
+from daffi._frames import encode_frame
 from daffi._protocol import (
     PROTOCOL_VERSION,
     Attach,

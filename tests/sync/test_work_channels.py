@@ -25,8 +25,8 @@ import pytest
 from daffi import BG, BROADCAST, FG, Global
 from daffi._channel import SyncChannel
 from daffi._codec import default_codec
-from daffi._connection import encode_frame
 from daffi._controller import _Peer
+from daffi._frames import encode_frame
 from daffi._protocol import (
     PROTOCOL_VERSION,
     Attach,

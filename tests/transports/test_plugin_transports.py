@@ -27,7 +27,7 @@ from anyio.streams.tls import TLSListener, TLSStream
 import daffi._backends
 from daffi import Global
 from daffi._backends import TESTED_ANYIO, anyio_internals_known
-from daffi._connection import FrameReader
+from daffi._frames import FrameReader
 from daffi._local_link import LocalConnection
 from daffi._protocol import Call, Result
 from daffi.decorators import alias, fetcher
