@@ -11,20 +11,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import math
-import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
 
 import anyio
 import anyio.abc
 
-from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection, encode_frame
-from daffi._executor import DEFAULT_GRACE
-from daffi._link import Link
+from daffi._admission import new_channel_token, refusal
+from daffi._connection import Connection
+from daffi._controller_channels import ChannelService
+from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame
+from daffi._link import DirectHandler, Link, Outlet
 from daffi._protocol import (
     PROTOCOL_VERSION,
     Attach,
@@ -41,22 +40,15 @@ from daffi._protocol import (
     Ping,
     Pong,
     Register,
-    Reject,
     Result,
     StreamEnd,
     StreamItem,
     Welcome,
     YieldItem,
 )
-from daffi._router import InFlight, Router
+from daffi._router import InFlight, Router, valid_timeout
 from daffi.exceptions import ProtocolError, daffi_error_info
 from daffi.transports import PLAIN_SOCKET, Address, Listening, get_transport
-
-if TYPE_CHECKING:
-    from daffi._served import ServedChannel
-
-#: Where replies can go: a node's link, or one of its call channels (a served one too).
-Outlet = Union[Link, "ServedChannel"]  # (a served channel is an Outlet only: see _link)
 
 __all__ = ["Controller"]
 
@@ -82,29 +74,6 @@ class _Peer:
 
 #: replies larger than this (bytes) from the node in this process are routed by the loop
 _DIRECT_REPLY_MAX = 64 * 1024
-
-
-def _same_secret(expected: bytes, given: bytes) -> bool:
-    import hmac  # only a controller serving call channels needs it
-
-    return hmac.compare_digest(expected, given)
-
-
-def _valid_timeout(msg: Call) -> bool:
-    return msg.timeout is None or (math.isfinite(msg.timeout) and msg.timeout >= 0)
-
-
-def _runs_in_a_thread(info: CallbackInfo | None, msg: Call) -> bool:
-    """Whether ``msg`` is a plain call (wanting its result) of the ``def`` callback ``info``:
-    one a thread runs start to end, so a work or served channel's thread can take it."""
-    return (
-        info is not None
-        and not info.is_async
-        and not info.is_generator
-        and msg.want_result
-        and msg.schedule is None
-        and not msg.stream_in
-    )
 
 
 def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
@@ -142,8 +111,6 @@ class Controller:
         self.heartbeat_interval = heartbeat_interval
         #: the directory, the routing decision and the calls in flight (see daffi._router)
         self.router: Router[_Peer] = Router()
-        # (caller, call id) -> the work channel running it
-        self._on_work: dict[tuple[str, int], Link] = {}
         # (caller, call id) -> the target the direct path chose for a call it then left to
         # the serving task (congested target): round-robin advances once per call
         self._chosen: dict[tuple[str, int], _Peer] = {}
@@ -151,13 +118,20 @@ class Controller:
         self._loop_thread = threading.get_ident()
         #: the node in this process, if any (its connection is the in-process link)
         self._local: _Peer | None = None
-        #: call channels served by a thread of their own (see daffi._served)
-        self._served_threads = 0
+        #: serves the nodes' call and work channels (see daffi._controller_channels)
+        self.channels: ChannelService[_Peer] = ChannelService(
+            self, self.router, name=name, max_frame_size=max_frame_size
+        )
 
     @property
     def peers(self) -> Mapping[str, _Peer]:
         """The connected nodes (an immutable snapshot)."""
         return self.router.directory.peers
+
+    @property
+    def local(self) -> _Peer | None:
+        """The node in this process, if any (its connection is the in-process link)."""
+        return self._local
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -232,11 +206,11 @@ class Controller:
             try:
                 first = await self._first_message(conn)
                 if isinstance(first, Attach):
-                    await self._serve_channel(conn, first)
+                    await self.channels.serve(conn, first)
                     return
                 peer = await self._handshake(conn, first) if first is not None else None
                 if peer is not None:
-                    conn.direct = self._direct_handler(peer, None)
+                    conn.direct = self.direct_handler(peer, None)
                     await self._serve_peer(peer)
             except ProtocolError as exc:
                 logger.error("protocol error from %s: %s", conn.peer, exc)
@@ -263,34 +237,14 @@ class Controller:
         if not isinstance(msg, Hello):
             raise ProtocolError(f"expected Hello as the first message, got {type(msg).__name__}")
         conn.peer = repr(msg.name)
-        reject: Reject | None = None
-        if msg.version != PROTOCOL_VERSION:
-            reject = Reject(
-                f"protocol version {msg.version} is not supported by controller {self.name!r} "
-                f"(it speaks version {PROTOCOL_VERSION}); upgrade daffi on both ends",
-                "ProtocolError",
-            )
-        elif not msg.name:
-            reject = Reject("process_name must not be empty", "InitializationError")
-        elif msg.name in self.peers:
-            reject = Reject(
-                f"process name {msg.name!r} is already used by a connected node; "
-                "every process needs a unique process_name",
-                "InitializationError",
-            )
-        elif "msgpack" not in msg.codecs:
-            reject = Reject(
-                f"no common payload codec (node offers {list(msg.codecs)}, controller "
-                "speaks ['msgpack'])",
-                "ProtocolError",
-            )
+        reject = refusal(msg, self.name, name_taken=msg.name in self.peers)
         if reject is not None:
             logger.warning("refused node %r: %s", msg.name, reject.reason)
             with contextlib.suppress(anyio.BrokenResourceError):
                 await conn.send(reject)
             return None
         # A node in this process has no use for call channels.
-        token = None if conn.in_process else os.urandom(16)
+        token = None if conn.in_process else new_channel_token()
         peer = _Peer(msg.name, conn, channel_token=token)
         directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
         await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory, token))
@@ -309,11 +263,11 @@ class Controller:
         while True:
             msg, frame = await conn.receive()
             if isinstance(msg, Call):
-                await self._route_call(peer, msg, frame)
+                await self.route_call(peer, msg, frame)
             elif isinstance(msg, Result | Error):
-                await self._route_reply(peer, msg, frame)
+                await self.route_reply(peer, msg, frame)
             elif isinstance(msg, Cancel):
-                await self._route_cancel(peer, msg, frame)
+                await self.route_cancel(peer, msg, frame)
             elif isinstance(msg, StreamItem | StreamEnd):
                 await self._route_to_callee(peer, msg.src, msg.id, frame)
             elif isinstance(msg, YieldItem):
@@ -324,7 +278,7 @@ class Controller:
                 else:
                     await self._route_to_caller(msg.peer, msg.id, frame)
             elif isinstance(msg, Ping):
-                await self._send(peer, Pong())
+                await self._send_on(peer.conn, Pong())
             elif isinstance(msg, Pong):
                 pass
             elif isinstance(msg, Register):
@@ -335,242 +289,22 @@ class Controller:
             else:
                 raise ProtocolError(f"unexpected {type(msg).__name__} from node {peer.name!r}")
 
-    async def _serve_channel(self, conn: Link, msg: Attach) -> None:
-        """Serve a call channel of a connected node (see :mod:`daffi._channel`)."""
-        conn.peer = f"{msg.name!r} (call channel)"
-        peer = self.peers.get(msg.name)
-        if (
-            msg.version != PROTOCOL_VERSION
-            or peer is None
-            or peer.channel_token is None
-            or not _same_secret(peer.channel_token, msg.token)
-        ):
-            logger.warning("refused a call channel for node %r: unknown node or token", msg.name)
-            with contextlib.suppress(anyio.BrokenResourceError):
-                await conn.send(Reject("unknown node or channel token", "InitializationError"))
-            return
-        welcome = Welcome(PROTOCOL_VERSION, self.name, "msgpack")
-        if msg.work:
-            await conn.send(welcome)
-            await self._serve_work_channel(peer, conn)
-            return
-        served = self._serve_in_thread(peer, conn, welcome)
-        link: Outlet = conn
-        if served is None:
-            await conn.send(welcome)
-            conn.direct = self._direct_handler(peer, conn)
-        else:
-            link = served
-        peer.channels.add(link)
-        if served is not None:
-            self._served_threads += 1
-            served.start()  # once it is among the peer's channels (its first reply may be fast)
-        try:
-            while True:
-                hint: _Peer | None = None
-                if served is None:
-                    msg_, frame = await conn.receive()
-                else:
-                    msg_, frame, hint = await served.receive()
-                if self.peers.get(peer.name) is not peer:
-                    return  # its node left (and maybe came back as a new session)
-                if isinstance(msg_, Call):
-                    await self._route_call(peer, msg_, frame, channel=link, target=hint)
-                elif isinstance(msg_, Cancel):
-                    await self._route_cancel(peer, msg_, frame)
-                else:
-                    raise ProtocolError(
-                        f"unexpected {type(msg_).__name__} on a call channel of {peer.name!r}"
-                    )
-        finally:
-            conn.direct = None
-            peer.channels.discard(link)
-            if served is not None:
-                self._served_threads -= 1
-                await served.aclose()
-                with anyio.CancelScope(shield=True):
-                    # Its thread ends once the callback it runs returns (bounded, as for
-                    # the node's executor: see daffi._executor).
-                    if not await served.join(DEFAULT_GRACE):
-                        logger.warning(
-                            "the thread serving a call channel of %r did not end within %.1f s",
-                            peer.name,
-                            DEFAULT_GRACE,
-                        )
-            with anyio.CancelScope(shield=True):
-                # Nobody reads the replies of the calls still running for it: cancel them.
-                for key, route in self.router.take_via(link):
-                    await self._send_to(route.executor, Cancel(key[1], key[0]))
-
-    def _serve_in_thread(self, peer: _Peer, conn: Link, welcome: Welcome) -> ServedChannel | None:
-        """Hand call channel ``conn`` of ``peer`` over to a thread of its own (to start), if
-        this process has a node with ``def`` callbacks (and a thread for it to spare); None:
-        the loop serves it. The thread runs that node's plain calls of those callbacks itself (see
-        :mod:`daffi._served`)."""
-        local = self._local
-        if local is None or self.peers.get(local.name) is not local:
-            return None
-        local_conn = local.conn
-        if conn.in_process or not local_conn.in_process:
-            return None
-        if self._served_threads >= local_conn.inline_slots_of_other:
-            return None
-        if all(info.is_async or info.is_generator for info in local.callbacks.values()):
-            return None
-        detached = conn.detach_socket()
-        if detached is None:
-            return None
-        from daffi._served import ServedChannel
-
-        sock, leftover = detached
-        served = ServedChannel(
-            sock,
-            leftover,
-            first=encode_frame(welcome),
-            route=self._served_route(peer),
-            peer=conn.peer,
-            max_frame_size=self.max_frame_size,
-        )
-        return served
-
-    def _served_route(self, peer: _Peer) -> Callable[[Call], tuple[Result | Error | None, Any]]:
-        """What a served call channel of ``peer`` does with a call, in its thread: runs it
-        if it is a plain call of a ``def`` callback of the node in this process (as one of
-        that node's workers), else leaves it to :meth:`_route_call` with the target it
-        chose (so round-robin advances once per call).
-
-        Reads the directory without the loop, through the router (one snapshot per lookup).
-        """
-
-        def route(msg: Call) -> tuple[Result | Error | None, Any]:
-            if (
-                msg.src != peer.name
-                or not _valid_timeout(msg)
-                or self.peers.get(peer.name) is not peer
-            ):
-                return None, None
-            target = self.router.target(peer.name, msg)
-            local = self._local
-            local_conn = None if local is None else local.conn
-            if (
-                target is None
-                or target is not local
-                or local_conn is None
-                or not local_conn.in_process
-                or not _runs_in_a_thread(local.callbacks.get(msg.name), msg)
-            ):
-                return None, target
-            return local_conn.run_inline(msg), local
-
-        return route
-
-    async def _serve_work_channel(self, peer: _Peer, conn: Link) -> None:
-        """Serve a work channel of ``peer``: calls go out on it, one at a time, and come
-        back answered (see :meth:`_sent_to_work_channel`)."""
-        conn.peer = f"{peer.name!r} (work channel)"
-        peer.work.add(conn)
-        peer.work_idle.append(conn)
-
-        def take(msg: Message, frame: bytes | bytearray) -> bool:
-            if not isinstance(msg, Result | Error) or self.peers.get(peer.name) is not peer:
-                return False
-            self._work_done(peer, conn, msg)
-            self._reply_now(peer, msg, frame)
-            return True
-
-        conn.direct = take
-        try:
-            while True:
-                msg, frame = await conn.receive()
-                if self.peers.get(peer.name) is not peer:
-                    return
-                if not isinstance(msg, Result | Error):
-                    raise ProtocolError(
-                        f"unexpected {type(msg).__name__} on a work channel of {peer.name!r}"
-                    )
-                self._work_done(peer, conn, msg)
-                await self._route_reply(peer, msg, frame)
-        finally:
-            conn.direct = None
-            peer.work.discard(conn)
-            with contextlib.suppress(ValueError):
-                peer.work_idle.remove(conn)
-            with anyio.CancelScope(shield=True):
-                for key, channel in list(self._on_work.items()):
-                    if channel is not conn or self._on_work.pop(key, None) is None:
-                        continue
-                    entry = self.router.forget(key)
-                    if entry is None:
-                        continue
-                    caller, call_id = key
-                    if self.peers.get(peer.name) is peer:
-                        why = "lost its work connection"  # its node is still connected
-                    else:
-                        why = "left" if peer.said_bye else "disconnected"
-                    error = _error(
-                        call_id,
-                        caller,
-                        "RemoteStoppedUnexpectedly",
-                        f"process {peer.name!r} {why} while running {entry.callback!r}",
-                        peer.name,
-                    )
-                    reply = self._reply_link(caller, entry.channel)
-                    if reply is not None:
-                        await self._send_on(reply, error)
-
-    def _work_done(self, peer: _Peer, conn: Link, msg: Result | Error) -> None:
-        # The node answered the call its work channel ran: the channel is free again.
-        if self._on_work.pop((msg.dst, msg.id), None) is conn and conn not in peer.work_idle:
-            peer.work_idle.append(conn)
-
-    def _sent_to_work_channel(
-        self, target: _Peer, msg: Call, caller: str, frame: bytes | bytearray
-    ) -> bool:
-        """Send ``msg`` on an idle work channel of ``target`` if it is a plain call of a
-        ``def`` callback (the channel's thread runs it at once, with no hand-off from the
-        node's loop to a worker thread); whether it went there. The call is in flight
-        already: its reply may come back before this returns."""
-        if not (target.work_idle and _runs_in_a_thread(target.callbacks.get(msg.name), msg)):
-            return False
-        conn = target.work_idle.pop()
-        key = (caller, msg.id)
-        self._on_work[key] = conn
-        try:
-            conn.send_frame_threadsafe(frame)  # one call at a time: nothing to wait for
-        except anyio.BrokenResourceError:
-            self._on_work.pop(key, None)  # a work channel closing: the node's connection
-            return False
-        return True
-
     async def _drop_peer(self, peer: _Peer) -> None:
         self.router.leave(peer)
         if self._local is peer:
             self._local = None
         for key in [key for key in self._chosen if key[0] == peer.name]:
             del self._chosen[key]
-        for channel in [*peer.channels, *peer.work]:
-            await channel.aclose()  # its handler sees the end and settles its calls
+        await self.channels.close_all(peer)
         how = "left" if peer.said_bye else "disconnected"
         logger.info("node %r %s", peer.name, how)
         with anyio.CancelScope(shield=True):
-            for key, (executor, cb_name, via) in self.router.take_all(peer.name):
-                caller, call_id = key
-                if executor == peer.name:
-                    error = _error(
-                        call_id,
-                        caller,
-                        "RemoteStoppedUnexpectedly",
-                        f"process {peer.name!r} {how} while running {cb_name!r}",
-                        peer.name,
-                    )
-                    if via is not None:
-                        with contextlib.suppress(anyio.BrokenResourceError):
-                            await via.send(error)
-                    else:
-                        await self._send_to(caller, error)
+            for key, route in self.router.take_all(peer.name):
+                if route.executor == peer.name:
+                    await self.fail_running(key, route, peer.name, how)
                 else:
                     # Nobody waits for this result any more: stop the work on its executor.
-                    await self._send_to(executor, Cancel(call_id, caller))
+                    await self.send_to(route.executor, Cancel(key[1], key[0]))
             await self._broadcast(NodeDown(peer.name, peer.said_bye), exclude=peer.name)
             if self.on_node_event is not None:
                 await self.on_node_event(peer.name, False)
@@ -592,7 +326,7 @@ class Controller:
 
     # ------------------------------------------------------------------ routing
 
-    async def _route_call(
+    async def route_call(
         self,
         peer: _Peer,
         msg: Call,
@@ -603,7 +337,7 @@ class Controller:
     ) -> None:
         if msg.src != peer.name:
             raise ProtocolError(f"node {peer.name!r} sent a call claiming to be from {msg.src!r}")
-        if not _valid_timeout(msg):
+        if not valid_timeout(msg):
             raise ProtocolError(f"node {peer.name!r} sent a call with timeout {msg.timeout!r}")
         reply = channel if channel is not None else peer.conn
         if target is None:
@@ -619,7 +353,7 @@ class Controller:
         if msg.want_result:
             self.router.record((peer.name, msg.id), InFlight(target_name, msg.name, channel))
         try:
-            if self._sent_to_work_channel(target_peer, msg, peer.name, frame):
+            if self.channels.sent_to_work_channel(target_peer, msg, peer.name, frame):
                 return
             conn = target_peer.conn
             if conn.offer_direct(msg, frame):
@@ -647,15 +381,30 @@ class Controller:
         else:
             logger.warning("dropped call %r from %r: %s", msg.name, msg.src, text)
 
+    async def fail_running(
+        self, key: tuple[str, int], route: InFlight, process: str, why: str
+    ) -> None:
+        """Tell the caller of call ``key`` that ``process`` stopped (``why``: "left",
+        "disconnected", ...) while running it."""
+        caller, call_id = key
+        error = _error(
+            call_id,
+            caller,
+            "RemoteStoppedUnexpectedly",
+            f"process {process!r} {why} while running {route.callback!r}",
+            process,
+        )
+        reply = self._reply_link(caller, route.channel)
+        if reply is not None:
+            await self._send_on(reply, error)
+
     def _reply_link(self, dst: str, channel: Outlet | None) -> Outlet | None:
         if channel is not None:
             return channel
         caller = self.peers.get(dst)
         return caller.conn if caller is not None else None
 
-    async def _route_reply(
-        self, peer: _Peer, msg: Result | Error, frame: bytes | bytearray
-    ) -> None:
+    async def route_reply(self, peer: _Peer, msg: Result | Error, frame: bytes | bytearray) -> None:
         conn = self._reply_destination(peer, msg)
         if conn is not None:
             with contextlib.suppress(anyio.BrokenResourceError):
@@ -669,9 +418,7 @@ class Controller:
         entry = self.router.answered((msg.dst, msg.id), peer.name)
         return None if entry is None else self._reply_link(msg.dst, entry.channel)
 
-    def _direct_handler(
-        self, peer: _Peer, channel: Link | None
-    ) -> Callable[[Message, bytes | bytearray], bool]:
+    def direct_handler(self, peer: _Peer, channel: Link | None) -> DirectHandler:
         """What ``peer``'s connection (or call ``channel``) hands over without a task switch.
 
         On a socket, messages come here right where the loop read them, while the serving
@@ -690,7 +437,7 @@ class Controller:
                 # against ~280 MiB/s for 1 MiB replies).
                 if channel is not None or (not on_loop and len(frame) > _DIRECT_REPLY_MAX):
                     return False
-                self._reply_now(peer, msg, frame)
+                self.reply_now(peer, msg, frame)
                 return True
             if isinstance(msg, Call) and on_loop:
                 return self._route_call_now(peer, msg, frame, channel)
@@ -698,7 +445,7 @@ class Controller:
 
         return take
 
-    def _reply_now(self, peer: _Peer, msg: Result | Error, frame: bytes | bytearray) -> None:
+    def reply_now(self, peer: _Peer, msg: Result | Error, frame: bytes | bytearray) -> None:
         conn = self._reply_destination(peer, msg)
         if conn is not None:
             with contextlib.suppress(anyio.BrokenResourceError):
@@ -711,11 +458,11 @@ class Controller:
     def _route_call_now(
         self, peer: _Peer, msg: Call, frame: bytes | bytearray, channel: Link | None
     ) -> bool:
-        """Route a call on the loop without waiting; False leaves it to :meth:`_route_call`
+        """Route a call on the loop without waiting; False leaves it to :meth:`route_call`
         (errors to report, a congested target, anything unusual)."""
         if msg.src != peer.name:
             return False
-        if not _valid_timeout(msg):
+        if not valid_timeout(msg):
             return False
         target = self.router.target(peer.name, msg)
         if target is None:
@@ -723,7 +470,7 @@ class Controller:
         key = (peer.name, msg.id)
         if msg.want_result:
             self.router.record(key, InFlight(target.name, msg.name, channel))
-        if self._sent_to_work_channel(target, msg, peer.name, frame):
+        if self.channels.sent_to_work_channel(target, msg, peer.name, frame):
             return True
         conn = target.conn
         if conn.congested:
@@ -738,7 +485,7 @@ class Controller:
             return False
         return True
 
-    async def _route_cancel(self, peer: _Peer, msg: Cancel, frame: bytes | bytearray) -> None:
+    async def route_cancel(self, peer: _Peer, msg: Cancel, frame: bytes | bytearray) -> None:
         if msg.src != peer.name:
             raise ProtocolError(f"node {peer.name!r} tried to cancel a call of {msg.src!r}")
         entry = self.router.forget((msg.src, msg.id))
@@ -769,14 +516,11 @@ class Controller:
             with contextlib.suppress(anyio.BrokenResourceError):
                 await target.conn.send_frame(frame)
 
-    async def _send(self, peer: _Peer, msg: Message) -> None:
-        await self._send_on(peer.conn, msg)
-
     async def _send_on(self, conn: Outlet, msg: Message) -> None:
         with contextlib.suppress(anyio.BrokenResourceError):
             await conn.send(msg)
 
-    async def _send_to(self, name: str, msg: Message) -> None:
+    async def send_to(self, name: str, msg: Message) -> None:
         peer = self.peers.get(name)
         if peer is not None:
-            await self._send(peer, msg)
+            await self._send_on(peer.conn, msg)

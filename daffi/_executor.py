@@ -39,6 +39,7 @@ from typing import Any, Final
 import anyio
 
 from daffi._crossloop import wait_future
+from daffi._threads import ThreadGroup
 
 __all__ = ["DEFAULT_GRACE", "Executor", "Job", "Outcome", "current_chain"]
 
@@ -160,9 +161,10 @@ class Executor:
         self._jobs: dict[tuple[str, int], Job] = {}  # calls queued or running, by key
         self._running: set[Job] = set()
         self._chains: dict[str, int] = {}  # chain -> its runs here
-        self._threads: set[threading.Thread] = set()
         self._closed = False
         self._chain_ids = itertools.count(1)
+        #: the pool's threads and those started through spawn()
+        self._threads = ThreadGroup()
         self._thread_ids = itertools.count()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -399,7 +401,7 @@ class Executor:
             self._idle -= 1
             self._work_ready.notify()
         else:
-            self._start_thread(self._work, f"daffi-{self.name}-{next(self._thread_ids)}")
+            self._threads.start(self._work, f"daffi-{self.name}-{next(self._thread_ids)}")
 
     def _work(self) -> None:
         task = None
@@ -430,25 +432,11 @@ class Executor:
             if self._closed:
                 return False
             try:
-                self._start_thread(target, name)
+                self._threads.start(target, name)
             except RuntimeError as exc:  # "can't start new thread"
                 logger.warning("node %r: cannot start thread %s: %s", self.name, name, exc)
                 return False
         return True
-
-    def _start_thread(self, target: Callable[[], None], name: str) -> None:
-        # With the lock held.
-        def body() -> None:
-            try:
-                target()
-            finally:
-                with self._lock:
-                    self._threads.discard(thread)
-                    self._changed.notify_all()
-
-        thread = threading.Thread(target=body, name=name, daemon=True)
-        self._threads.add(thread)
-        thread.start()
 
     # ------------------------------------------------------------------ lifetime
 
@@ -483,8 +471,8 @@ class Executor:
         deadline = time.monotonic() + self.grace
         delay = 0.001
         while True:
+            threads = self._threads.others()
             with self._lock:
-                threads = [t for t in self._threads if t is not threading.current_thread()]
                 running = [job.describe() for job in self._running]
             if not threads and not running:
                 return

@@ -16,8 +16,8 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
-from daffi._connection import _HEADER, _decoder, encode_frame
 from daffi._crossloop import loop_call_soon
+from daffi._frames import _HEADER, _decoder, encode_frame
 from daffi._link import DirectHandler, InlineRunner
 from daffi._protocol import Call, Error, Message, Result
 from daffi.exceptions import ProtocolError

@@ -18,6 +18,7 @@ Who may change what, so that it is correct without relying on the GIL:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
@@ -25,7 +26,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from daffi._protocol import SYSTEM_PREFIX, Call, CallbackInfo
 
-__all__ = ["Directory", "InFlight", "Router"]
+__all__ = ["Directory", "InFlight", "Router", "valid_timeout"]
 
 logger = logging.getLogger("daffi.controller")
 
@@ -54,6 +55,12 @@ class Directory(Generic[P]):
     ) -> None:
         self.peers: Mapping[str, P] = peers
         self.providers: Mapping[str, tuple[str, ...]] = providers
+
+
+def valid_timeout(msg: Call) -> bool:
+    """Whether ``msg`` carries a usable remaining time (none, or finite and not negative):
+    a call with any other is a protocol error, never routed."""
+    return msg.timeout is None or (math.isfinite(msg.timeout) and msg.timeout >= 0)
 
 
 class InFlight(NamedTuple):

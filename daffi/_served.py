@@ -36,8 +36,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from daffi._connection import FrameReader, encode_frame
 from daffi._crossloop import loop_call_soon
+from daffi._frames import FrameReader, encode_frame
 from daffi._protocol import Call, Error, Message, Result
 from daffi.exceptions import ProtocolError
 

@@ -20,7 +20,8 @@ import msgspec
 import pytest
 
 from daffi import Global
-from daffi._connection import Connection, encode_frame
+from daffi._connection import Connection
+from daffi._frames import encode_frame
 from daffi._protocol import PROTOCOL_VERSION, Error, Hello, Ping, Result, Welcome
 from daffi.decorators import fetcher
 from daffi.exceptions import daffi_error_info

@@ -15,8 +15,8 @@ import msgspec
 from daffi import Global
 from daffi._channel import ChannelPool
 from daffi._codec import default_codec
-from daffi._connection import _decoder
 from daffi._controller import Controller
+from daffi._frames import _decoder
 from daffi._node import Node
 from daffi._protocol import Message
 from daffi.registry import CallbackRegistry

@@ -24,7 +24,7 @@ import pytest
 from daffi import BROADCAST, FG, Global
 from daffi._channel import ChannelPool
 from daffi._codec import default_codec
-from daffi._connection import encode_frame
+from daffi._frames import encode_frame
 from daffi._protocol import (
     PROTOCOL_VERSION,
     Attach,

@@ -31,7 +31,8 @@ import pytest
 
 from daffi import BROADCAST, FG, Global
 from daffi._codec import default_codec
-from daffi._connection import Connection, encode_frame
+from daffi._connection import Connection
+from daffi._frames import encode_frame
 from daffi._protocol import (
     PROTOCOL_VERSION,
     Attach,
@@ -269,7 +270,7 @@ def run(g: Global, fn: Any, *args: Any, modifier: Any = None) -> Any:
 
 
 def served_count(ctrl: Global) -> int:
-    return controller_of(ctrl)._served_threads
+    return controller_of(ctrl).channels.served_threads
 
 
 def served_links(ctrl: Global, name: str = "client") -> list[ServedChannel]:

@@ -25,8 +25,8 @@ import pytest
 from daffi import BG, BROADCAST, FG, Global
 from daffi._channel import SyncChannel
 from daffi._codec import default_codec
-from daffi._connection import encode_frame
 from daffi._controller import _Peer
+from daffi._frames import encode_frame
 from daffi._protocol import (
     PROTOCOL_VERSION,
     Attach,
@@ -239,7 +239,7 @@ def worker_and_client(
 
 
 def all_idle(ctrl: Global, peer: _Peer) -> bool:
-    return peer.work_idle == list(peer.work) and not controller_of(ctrl)._on_work
+    return peer.work_idle == list(peer.work) and not controller_of(ctrl).channels.on_work
 
 
 def encoded_value(value: Any) -> msgspec.Raw:
@@ -294,7 +294,7 @@ def test_a_node_offering_a_def_callback_opens_one_work_channel(net: Net, backend
     assert not node_of(ctrl).session._work_started
     assert controller.peers["ctrl"].channel_token is None
     assert controller.peers["ctrl"].work == set()
-    assert controller._on_work == {}
+    assert controller.channels.on_work == {}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -389,7 +389,7 @@ def test_busy_work_channel_sends_calls_through_the_pool(net: Net, backend: str) 
     assert rec.started.wait(3)
     assert rec.threads == [WORK_THREAD]
     assert peer.work_idle == []
-    assert list(controller_of(ctrl)._on_work.values()) == list(peer.work)
+    assert list(controller_of(ctrl).channels.on_work.values()) == list(peer.work)
     for i in range(5):
         assert call_add(client, i, i) == 2 * i
     assert len(rec.threads) == 6
@@ -523,7 +523,10 @@ def test_many_threads_many_calls_no_lost_or_duplicated_replies(net: Net, backend
     assert len(rec.threads) == threads * calls  # every call ran exactly once
     assert WORK_THREAD in rec.threads
     assert all(name == WORK_THREAD or POOL_THREAD.match(name) for name in rec.threads)
-    assert wait_until(lambda: all_idle(ctrl, peer)), (peer.work_idle, controller_of(ctrl)._on_work)
+    assert wait_until(lambda: all_idle(ctrl, peer)), (
+        peer.work_idle,
+        controller_of(ctrl).channels.on_work,
+    )
     assert len(peer.work_idle) == 1  # given back once per call: no duplicate
     assert not controller_of(ctrl).router
     assert pool_of(worker)._work == {channel}
@@ -569,7 +572,7 @@ def test_caller_leaving_mid_call_frees_the_work_channel(net: Net, backend: str) 
     assert wait_until(lambda: "leaver" not in controller.peers)
     assert wait_until(lambda: not any(key[0] == "leaver" for key in controller.router))
     assert rec.finished.wait(3)
-    assert wait_until(lambda: all_idle(ctrl, peer)), (peer.work_idle, controller._on_work)
+    assert wait_until(lambda: all_idle(ctrl, peer)), (peer.work_idle, controller.channels.on_work)
     assert call_add(stayer, 3, 4) == 7
     assert rec.threads[-1] == WORK_THREAD
     assert pool_of(worker)._work == {channel}
@@ -641,10 +644,10 @@ def test_timeout_frees_the_work_channel_once_the_callback_returns(net: Net, back
     # the callback cannot be interrupted: its channel stays busy until it returns
     assert not rec.finished.is_set()
     assert peer.work_idle == []
-    assert len(controller._on_work) == 1
+    assert len(controller.channels.on_work) == 1
     assert rec.finished.wait(3)
-    assert wait_until(lambda: all_idle(ctrl, peer)), (peer.work_idle, controller._on_work)
-    assert controller._on_work == {}
+    assert wait_until(lambda: all_idle(ctrl, peer)), (peer.work_idle, controller.channels.on_work)
+    assert controller.channels.on_work == {}
     assert call_add(client, 20, 22) == 42
     assert rec.threads[-1] == WORK_THREAD
     assert pool_of(worker)._work == {channel}
@@ -669,7 +672,7 @@ def test_worker_stopped_while_its_work_thread_runs_a_call(net: Net, backend: str
     assert stopper.error is None, repr(stopper.error)
     controller = controller_of(ctrl)
     assert wait_until(lambda: "worker" not in controller.peers)
-    assert wait_until(lambda: not controller._on_work)
+    assert wait_until(lambda: not controller.channels.on_work)
     assert wait_until(lambda: not any(key[0] == "client" for key in controller.router))
 
 
@@ -694,7 +697,7 @@ def test_work_socket_dying_mid_call_fails_only_that_call(net: Net, backend: str)
     assert "'nap'" in str(outcome.error)
     assert wait_until(lambda: not peer.work)
     assert peer.work_idle == []
-    assert controller._on_work == {}
+    assert controller.channels.on_work == {}
     # the node's session is unharmed; its work thread ends once the callback returns
     assert controller.peers["worker"] is peer
     assert rec.finished.wait(3)
@@ -834,7 +837,7 @@ def test_raw_work_channel_gets_calls_and_its_replies_reach_the_caller(
         assert call.src == "client"
         assert default_codec.decode_args(call.payload) == ([1, 2], {})
         assert peer.work_idle == []
-        assert controller._on_work[("client", call.id)] is raw
+        assert controller.channels.on_work[("client", call.id)] is raw
         sock.sendall(encode_frame(Result(call.id, "client", encoded_value(99))))
         assert first.done.wait(3)
         assert first.error is None, repr(first.error)

@@ -26,7 +26,8 @@ import anyio.to_thread
 import msgspec
 import pytest
 
-from daffi._connection import Connection, encode_frame
+from daffi._connection import Connection
+from daffi._frames import encode_frame
 from daffi._protocol import Message, NodeUp, Ping, Pong, Result
 from daffi.exceptions import ProtocolError
 

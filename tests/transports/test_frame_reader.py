@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 
-from daffi._connection import _LARGE_FRAME, _LARGE_STEP, FrameReader, encode_frame
+from daffi._frames import _LARGE_FRAME, _LARGE_STEP, FrameReader, encode_frame
 from daffi._protocol import Call, Ping, Result
 from daffi.exceptions import ProtocolError
 

@@ -27,7 +27,7 @@ from anyio.streams.tls import TLSListener, TLSStream
 import daffi._backends
 from daffi import Global
 from daffi._backends import TESTED_ANYIO, anyio_internals_known
-from daffi._connection import FrameReader
+from daffi._frames import FrameReader
 from daffi._local_link import LocalConnection
 from daffi._protocol import Call, Result
 from daffi.decorators import alias, fetcher
@@ -157,7 +157,7 @@ def _never_raw(everyone: list[Global]) -> None:
                 links += 1
         controller = g._controller
         if controller is not None:
-            assert controller._served_threads == 0
+            assert controller.channels.served_threads == 0
             for peer in controller.peers.values():
                 assert not peer.channels
                 if not isinstance(peer.conn, LocalConnection):

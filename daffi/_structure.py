@@ -1,0 +1,452 @@
+"""Structuring: turning decoded payload values into the annotated types of a callable.
+
+A payload decodes to plain values (see :mod:`daffi._codec`). When a callback's parameters,
+or a fetcher's return, are annotated, those values are structured into the annotated types
+by a cattrs converter (:func:`make_converter`, built on first use: plain values never need
+cattrs): :func:`make_arg_structurer` and :func:`make_return_structurer` build, once per
+callable, the function that does it for each call. Values that already have the annotated
+type are passed through unchanged. Structuring is strict about scalars: a str is never turned
+into an int or a bool (msgspec already decodes scalars to their own types, so a mismatch
+means the sender sent something else).
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import dataclasses
+import functools
+import inspect
+import logging
+import reprlib
+import sys
+import types
+import typing
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any, NoReturn, Protocol, Union
+
+import msgspec
+
+if typing.TYPE_CHECKING:
+    import cattrs
+
+__all__ = [
+    "ArgStructurer",
+    "ConverterOwner",
+    "PayloadStructureError",
+    "make_arg_structurer",
+    "make_converter",
+    "make_return_structurer",
+    "mismatch_message",
+]
+
+logger = logging.getLogger("daffi.codec")
+
+ArgStructurer = Callable[[list[Any], dict[str, Any]], tuple[list[Any], dict[str, Any]]]
+_Convert = Callable[[Any], Any]
+
+# Annotations whose values msgspec already decodes to the right type: no structuring needed.
+_PLAIN_TYPES: frozenset[Any] = frozenset(
+    {Any, object, str, int, float, bool, bytes, None, type(None), list, dict}
+)
+_UNION_ORIGINS = (Union, types.UnionType)
+# Return annotations whose values arrive one item at a time (a stream).
+_STREAM_ORIGINS = (
+    collections.abc.Iterator,
+    collections.abc.Generator,
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncGenerator,
+)
+
+_repr = reprlib.Repr()
+_repr.maxstring = 60
+_repr.maxother = 60
+
+
+class PayloadStructureError(TypeError):
+    """A decoded value cannot be structured into the annotated type of its parameter."""
+
+
+class ConverterOwner(Protocol):
+    """What holds the converter that structures values (a payload codec)."""
+
+    @property
+    def converter(self) -> cattrs.Converter: ...
+
+
+class _Mismatch(Exception):
+    """Raised by a per-value converter; the caller adds which parameter it was."""
+
+    def __init__(self, tp: Any, value: Any, cause: Exception) -> None:
+        super().__init__()
+        self.tp = tp
+        self.value = value
+        self.cause = cause
+
+    def to_error(self, label: str) -> PayloadStructureError:
+        return PayloadStructureError(mismatch_message(label, self.tp, self.value, self.cause))
+
+
+def make_arg_structurer(func: Callable[..., Any], codec: ConverterOwner) -> ArgStructurer | None:
+    """Build the function that structures decoded arguments into ``func``'s annotated types.
+
+    Called once per callback at registration. Positional values are matched to parameters by
+    position in ``inspect.signature(func)`` (so a bound method's ``self`` is not counted), keyword
+    values by name; ``*args: T`` and ``**kwargs: T`` structure every extra value as ``T``.
+    Parameters whose annotation cannot be resolved or structured are passed through as decoded
+    (logged at debug level); registration never fails because of annotations.
+
+    Args:
+        func: The callable as it will be called (function, bound method, callable object...).
+        codec: The codec whose converter does the structuring.
+
+    Returns:
+        ``None`` when no parameter needs structuring (no annotations, or only annotations like
+        ``int``, ``str``, ``Any``, ``list``, ``dict[str, float]`` that decode correctly as they
+        are), so the hot path can skip the step. Otherwise a function
+        ``(args, kwargs) -> (args, kwargs)`` that replaces the values in place and returns the
+        same list and dict; it raises :class:`PayloadStructureError` naming the parameter and
+        expected type when a value does not fit.
+    """
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError) as exc:
+        logger.debug("no signature for %r (%s): arguments are passed as decoded", func, exc)
+        return None
+    hints = _resolve_hints(func)
+    if not hints:
+        return None
+    fname = _func_name(func)
+    positional: list[tuple[int, str, _Convert]] = []
+    keyword: list[tuple[str, _Convert]] = []
+    named: set[str] = set()  # names a keyword argument can bind to (not **kwargs)
+    var_positional: tuple[int, str, _Convert] | None = None
+    var_keyword: tuple[str, _Convert] | None = None
+    for index, param in enumerate(signature.parameters.values()):
+        kind = param.kind
+        if kind is not param.POSITIONAL_ONLY and kind is not param.VAR_KEYWORD:
+            named.add(param.name)
+        if param.name not in hints:
+            continue
+        convert = _value_converter(codec, hints[param.name], f"parameter {param.name!r}", fname)
+        if convert is None:
+            continue
+        if kind is param.VAR_POSITIONAL:
+            var_positional = (index, param.name, convert)
+        elif kind is param.VAR_KEYWORD:
+            var_keyword = (param.name, convert)
+        else:
+            if kind is not param.KEYWORD_ONLY:
+                positional.append((index, param.name, convert))
+            if kind is not param.POSITIONAL_ONLY:
+                keyword.append((param.name, convert))
+    if not (positional or keyword or var_positional or var_keyword):
+        return None
+    return _build_arg_structurer(fname, positional, keyword, named, var_positional, var_keyword)
+
+
+def make_return_structurer(
+    func: Callable[..., Any], codec: ConverterOwner
+) -> Callable[[Any], Any] | None:
+    """Build the function that structures a remote result into ``func``'s return annotation.
+
+    For ``async def`` the annotation already is the awaited type; a ``Coroutine[..., T]`` or
+    ``Awaitable[T]`` annotation is unwrapped to ``T``. A stream annotation (``Iterator[T]``,
+    ``Generator[T, ...]``, ``AsyncIterator[T]``, ``AsyncGenerator[T, ...]``) gives a per-item
+    structurer to apply to each received item.
+
+    Returns:
+        ``None`` when nothing needs structuring (no or a plain return annotation, or one that
+        cannot be resolved); otherwise a function ``value -> structured value`` that raises
+        :class:`PayloadStructureError` when the value does not fit.
+    """
+    tp = _resolve_hints(func).get("return")
+    if tp is None:
+        return None
+    fname = _func_name(func)
+    origin = typing.get_origin(tp)
+    tp_args = typing.get_args(tp)
+    if origin is collections.abc.Coroutine and len(tp_args) == 3:
+        tp = tp_args[2]
+    elif origin is collections.abc.Awaitable and tp_args:
+        tp = tp_args[0]
+    if tp in _STREAM_ORIGINS:  # bare Iterator etc.: items of any type
+        return None
+    stream = typing.get_origin(tp) in _STREAM_ORIGINS
+    if stream:
+        tp_args = typing.get_args(tp)
+        tp = tp_args[0] if tp_args else Any
+    label = f"{'stream item' if stream else 'return value'} of {fname}()"
+    convert = _value_converter(codec, tp, "return annotation", fname)
+    if convert is None:
+        return None
+
+    def structure_return(value: Any) -> Any:
+        try:
+            return convert(value)
+        except _Mismatch as exc:
+            raise exc.to_error(label) from exc.cause
+
+    return structure_return
+
+
+def _build_arg_structurer(
+    fname: str,
+    positional: list[tuple[int, str, _Convert]],
+    keyword: list[tuple[str, _Convert]],
+    named: set[str],
+    var_positional: tuple[int, str, _Convert] | None,
+    var_keyword: tuple[str, _Convert] | None,
+) -> ArgStructurer:
+    positional_slots = tuple(positional)
+    keyword_slots = tuple(keyword)
+    named_set = frozenset(named)
+
+    def structure_args(args: list[Any], kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        # `where` only feeds the error message: keep it a plain assignment on the success path.
+        where: str | int = ""
+        try:
+            count = len(args)
+            for index, name, convert in positional_slots:
+                if index < count:
+                    where = name
+                    args[index] = convert(args[index])
+            if var_positional is not None:
+                convert = var_positional[2]
+                for index in range(var_positional[0], count):
+                    where = index
+                    args[index] = convert(args[index])
+            if kwargs:
+                for name, convert in keyword_slots:
+                    if name in kwargs:
+                        where = name
+                        kwargs[name] = convert(kwargs[name])
+                if var_keyword is not None:
+                    convert = var_keyword[1]
+                    for key in kwargs:
+                        if key not in named_set:
+                            where = key
+                            kwargs[key] = convert(kwargs[key])
+        except _Mismatch as exc:
+            raise exc.to_error(f"{_arg_label(where)} of {fname}()") from exc.cause
+        return args, kwargs
+
+    def _arg_label(where: str | int) -> str:
+        if isinstance(where, int) and var_positional is not None:
+            return f"argument *{var_positional[1]}[{where - var_positional[0]}]"
+        if var_keyword is not None and where not in named_set:
+            return f"argument **{var_keyword[0]}[{where!r}]"
+        return f"argument {where!r}"
+
+    return structure_args
+
+
+def _value_converter(codec: ConverterOwner, tp: Any, what: str, fname: str) -> _Convert | None:
+    """Return a one-value converter into ``tp`` raising `_Mismatch`, or None if not needed."""
+    if not _needs_structuring(tp):
+        return None
+    try:
+        hook = codec.converter.get_structure_hook(tp)
+    except Exception as exc:
+        logger.debug(
+            "%s of %s(): cannot structure %s (%s); values are passed as decoded",
+            what,
+            fname,
+            _type_name(tp),
+            exc,
+        )
+        return None
+    exact = _exact_types(tp)
+
+    def convert(value: Any) -> Any:
+        if type(value) in exact:
+            return value
+        try:
+            return hook(value, tp)
+        except Exception as exc:
+            raise _Mismatch(tp, value, exc) from exc
+
+    return convert
+
+
+def _needs_structuring(tp: Any) -> bool:
+    try:
+        if tp in _PLAIN_TYPES:
+            return False
+    except TypeError:  # an unhashable annotation: let cattrs decide what it means
+        return True
+    origin = typing.get_origin(tp)
+    if origin is list or origin is dict or origin in _UNION_ORIGINS:
+        return any(_needs_structuring(arg) for arg in typing.get_args(tp))
+    return True
+
+
+def _exact_types(tp: Any) -> frozenset[type]:
+    """Classes whose instances already are a valid value for ``tp`` (passed through as is)."""
+    members = typing.get_args(tp) if typing.get_origin(tp) in _UNION_ORIGINS else (tp,)
+    return frozenset(
+        member
+        for member in members
+        if isinstance(member, type) and typing.get_origin(member) is None
+    )
+
+
+def _resolve_hints(func: Callable[..., Any]) -> dict[str, Any]:
+    """Resolved annotations of ``func``; unresolvable ones are left out (and logged)."""
+    target = _annotated_target(func)
+    try:
+        return typing.get_type_hints(target)
+    except Exception:
+        pass
+    # Resolve one annotation at a time so one bad forward reference only costs its parameter.
+    raw = getattr(target, "__annotations__", None)
+    if not isinstance(raw, dict):
+        return {}
+    globalns = getattr(inspect.unwrap(target), "__globals__", {})
+    hints: dict[str, Any] = {}
+    for name, annotation in raw.items():
+        holder = types.SimpleNamespace(__annotations__={name: annotation})
+        try:
+            hints[name] = typing.get_type_hints(holder, globalns=globalns)[name]
+        except Exception as exc:
+            logger.debug(
+                "cannot resolve annotation %r of %r in %s() (%s); its values are passed as decoded",
+                annotation,
+                name,
+                _func_name(func),
+                exc,
+            )
+    return hints
+
+
+def _annotated_target(func: Callable[..., Any]) -> Any:
+    """The object that carries ``func``'s annotations."""
+    if isinstance(func, functools.partial):
+        return _annotated_target(func.func)
+    if inspect.isclass(func):
+        return func.__init__
+    if inspect.isroutine(func):
+        return func
+    # A callable object: its annotations live on the class's __call__.
+    return type(func).__call__ if callable(func) else func
+
+
+def _func_name(func: Callable[..., Any]) -> str:
+    if isinstance(func, functools.partial):
+        return _func_name(func.func)
+    return str(getattr(func, "__qualname__", None) or getattr(type(func), "__qualname__", func))
+
+
+def mismatch_message(label: str, tp: Any, value: Any, exc: Exception) -> str:
+    message = f"{label} expects {_type_name(tp)}, got {_repr.repr(value)}"
+    cattrs_module = sys.modules.get("cattrs")  # only cattrs itself raises its errors
+    if cattrs_module is not None and isinstance(exc, cattrs_module.BaseValidationError):
+        details = cattrs_module.transform_error(exc)
+        more = f" and {len(details) - 3} more" if len(details) > 3 else ""
+        return f"{message} ({'; '.join(details[:3])}{more})"
+    detail = str(exc)
+    return f"{message} ({detail})" if detail else message
+
+
+def _type_name(tp: Any) -> str:
+    if tp is None or tp is type(None):
+        return "None"
+    if tp is Ellipsis:
+        return "..."
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in _UNION_ORIGINS:
+        return " | ".join(_type_name(arg) for arg in args)
+    if origin is not None and args and origin is not typing.Literal:
+        return f"{_type_name(origin)}[{', '.join(_type_name(arg) for arg in args)}]"
+    if isinstance(tp, type):
+        return tp.__name__
+    return repr(tp).replace("typing.", "")
+
+
+# --- the cattrs converter --------------------------------------------------------------------
+
+
+def make_converter() -> cattrs.Converter:
+    import cattrs
+    from cattrs.strategies import configure_union_passthrough
+
+    converter = cattrs.Converter()
+    # msgspec decodes scalars to their own types already; anything else is the sender's mistake,
+    # so be strict instead of cattrs' int("5") / bool("false") leniency.
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(bytes, _structure_bytes)
+    from uuid import UUID  # with cattrs: only once a callback needs structuring
+
+    # The forms msgspec encodes these types to are exactly what msgspec.convert parses back.
+    for scalar in (datetime, date, time, timedelta, UUID, Decimal, bytearray):
+        converter.register_structure_hook(scalar, _structure_with_msgspec)
+    converter.register_structure_hook_factory(_is_struct, lambda _: _structure_with_msgspec)
+    converter.register_structure_hook_factory(
+        _is_record, functools.partial(_record_hook, converter)
+    )
+    configure_union_passthrough(str | bytes | int | float | bool | None, converter)
+    return converter
+
+
+def _is_struct(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, msgspec.Struct)
+
+
+def _is_record(tp: Any) -> bool:
+    import attrs
+
+    return isinstance(tp, type) and (attrs.has(tp) or dataclasses.is_dataclass(tp))
+
+
+def _record_hook(converter: cattrs.Converter, cls: type) -> Callable[[Any, Any], Any]:
+    build: Callable[[Any, Any], Any] = converter.gen_structure_attrs_fromdict(cls)
+
+    def structure_record(value: Any, tp: Any) -> Any:
+        return value if isinstance(value, cls) else build(value, tp)
+
+    return structure_record
+
+
+def _structure_with_msgspec(value: Any, tp: Any) -> Any:
+    return value if type(value) is tp else msgspec.convert(value, tp)
+
+
+# These are registered for the base classes, so cattrs also picks them for subclasses such as
+# IntEnum or `class Color(str, Enum)`: build those from the value like cattrs does.
+def _structure_int(value: Any, tp: Any) -> Any:
+    if isinstance(value, int):
+        return value if tp is int else tp(value)
+    _wrong_scalar(value, tp)
+
+
+def _structure_float(value: Any, tp: Any) -> Any:
+    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value if type(value) is tp else tp(value)
+    _wrong_scalar(value, tp)
+
+
+def _structure_bool(value: Any, tp: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    _wrong_scalar(value, tp)
+
+
+def _structure_str(value: Any, tp: Any) -> Any:
+    if isinstance(value, str):
+        return value if tp is str else tp(value)
+    _wrong_scalar(value, tp)
+
+
+def _structure_bytes(value: Any, tp: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return value if type(value) is tp else tp(value)
+    _wrong_scalar(value, tp)
+
+
+def _wrong_scalar(value: Any, tp: Any) -> NoReturn:
+    raise TypeError(f"expected {_type_name(tp)}, got {type(value).__qualname__}")

@@ -1,0 +1,52 @@
+"""Threads started for one owner, which joins them when it ends.
+
+daffi starts no bare threads: each belongs to a task of the Global's task tree, which waits
+for it, bounded, when it ends. :class:`ThreadGroup` keeps that bookkeeping: which threads
+an owner started and which of them still run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+__all__ = ["ThreadGroup"]
+
+
+class ThreadGroup:
+    """The threads one owner started and has not seen end (any thread may use it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._threads: set[threading.Thread] = set()
+
+    def start(self, target: Callable[[], None], name: str) -> threading.Thread:
+        """Start a daemon thread named ``name`` running ``target``; it leaves the group when
+        ``target`` returns or raises.
+
+        Raises:
+            RuntimeError: the system has no thread to give ("can't start new thread").
+        """
+
+        def body() -> None:
+            try:
+                target()
+            finally:
+                with self._lock:
+                    self._threads.discard(thread)
+
+        thread = threading.Thread(target=body, name=name, daemon=True)
+        with self._lock:
+            self._threads.add(thread)
+        thread.start()
+        return thread
+
+    def others(self) -> list[threading.Thread]:
+        """The group's threads that have not ended, except the calling one."""
+        current = threading.current_thread()
+        with self._lock:
+            return [thread for thread in self._threads if thread is not current]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._threads)
