@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from daffi._codec import default_codec, make_return_structurer
+from daffi._context import current_global, current_global_or_none
 from daffi.exceptions import InitializationError
 from daffi.execution_modifiers import FG, ExecModifier, is_exec_modifier, normalize_modifier
 from daffi.registry._args import arguments_from_body
@@ -20,16 +21,6 @@ from daffi.registry._inspect import function_kind, has_body
 from daffi.registry._markers import alias_of, is_local
 
 __all__ = ["Fetcher", "fetcher"]
-
-
-def _current_global() -> Any:
-    # daffi._context imports the runtime; importing it here at module level would be
-    # circular, so it is looked up once, on the first call.
-    global _current_global
-    from daffi._context import current_global
-
-    _current_global = current_global
-    return current_global()
 
 
 async def _arguments(items: Any) -> Any:
@@ -71,18 +62,18 @@ class _FetcherCore:
             items = (
                 self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
             )
-            return _current_global()._stream_in(
+            return current_global()._execution.stream_in(
                 self.name, (arguments_from_body(item) for item in items), mod
             )
         if self.is_async_generator:
             aitems = (
                 self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
             )
-            return _current_global()._stream_in_async(self.name, _arguments(aitems), mod)
+            return current_global()._execution.stream_in_async(self.name, _arguments(aitems), mod)
         if self.is_async:
             return self._invoke_async(bound, mod, args, kwargs)
         call_args, call_kwargs = self.arguments(bound, args, kwargs)
-        return _current_global()._execute(
+        return current_global()._execution.execute(
             self.name, call_args, call_kwargs, mod, self.structure_result
         )
 
@@ -96,7 +87,7 @@ class _FetcherCore:
                 self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
             )
             call_args, call_kwargs = arguments_from_body(await coro)
-        return await _current_global()._execute_async(
+        return await current_global()._execution.execute_async(
             self.name, call_args, call_kwargs, mod, self.structure_result
         )
 
@@ -164,8 +155,6 @@ class fetcher:
     @property
     def g(self) -> Any:
         """The Global this fetcher calls through right now (None if none is running)."""
-        from daffi._context import current_global_or_none
-
         return current_global_or_none()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
