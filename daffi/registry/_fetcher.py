@@ -19,6 +19,7 @@ from daffi.execution_modifiers import FG, ExecModifier, is_exec_modifier, normal
 from daffi.registry._args import arguments_from_body
 from daffi.registry._inspect import function_kind, has_body
 from daffi.registry._markers import alias_of, is_local
+from daffi.registry._roles import Role, declare, is_instance, is_subclass
 
 __all__ = ["Fetcher", "fetcher"]
 
@@ -116,10 +117,8 @@ class fetcher:
         return super().__new__(cls)
 
     def __init__(self, fn: Any = None, *, exec_modifier: Any = None) -> None:
-        from daffi.registry._callback import callback as callback_cls
-
         proxy: bool | None = None
-        if isinstance(fn, callback_cls):
+        if is_instance(fn, Role.CALLBACK):
             fn, proxy = fn.wrapped, True  # @fetcher over @callback: same function, remote call
         self.wrapped: Callable[..., Any] = fn
         self._core = _FetcherCore(fn, alias_of(fn) or fn.__name__, proxy=proxy)
@@ -225,9 +224,7 @@ class Fetcher:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        from daffi.registry._callback import Callback
-
-        if issubclass(cls, Callback):
+        if is_subclass(cls, Role.CALLBACK_CLASS):
             raise InitializationError(
                 f"Multiple inheritance is prohibited: {cls.__name__} inherits both Fetcher and "
                 "Callback; split it into two classes"
@@ -237,3 +234,7 @@ class Fetcher:
             if name.startswith("_") or is_local(attr) or not inspect.isfunction(attr):
                 continue
             setattr(cls, name, _FetcherMethod(attr, alias_of(attr) or name))
+
+
+declare(Role.FETCHER_CLASS, Fetcher)
+declare(Role.FETCHER, fetcher)
