@@ -4,18 +4,57 @@ from __future__ import annotations
 
 import builtins
 import concurrent.futures
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+import weakref
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Protocol, TypeVar
 
 import anyio
 
 from daffi._crossloop import wait_future
 from daffi.exceptions import DaffiError, GlobalContextError, TimeoutError
 
-if TYPE_CHECKING:
-    from daffi._global import Global
+__all__ = [
+    "AsyncResult",
+    "Blocking",
+    "Bridge",
+    "ScheduledTask",
+    "ScheduledTasks",
+    "SchedulerTask",
+    "Schedules",
+]
 
-__all__ = ["AsyncResult", "ScheduledTask", "SchedulerTask"]
+T = TypeVar("T")
+
+
+class Blocking(Protocol):
+    """Refuses a blocking wait on the thread of daffi's own loop (``daffi._runtime.Runtime``)."""
+
+    def check_blocking(self, method: str, twin: str) -> None: ...
+
+
+class Bridge(Blocking, Protocol):
+    """Runs coroutines on daffi's loop from anywhere (``daffi._runtime.Runtime``)."""
+
+    def on_loop_thread(self) -> bool: ...
+
+    def spawn(
+        self, func: Callable[..., Awaitable[T]], *args: Any
+    ) -> concurrent.futures.Future[T]: ...
+
+    def blocking(
+        self, method: str, twin: str, func: Callable[..., Awaitable[T]], *args: Any
+    ) -> T: ...
+
+    async def run_on_loop(self, func: Callable[..., Awaitable[T]], *args: Any) -> T: ...
+
+
+class Schedules(Protocol):
+    """What a :class:`ScheduledTask` cancels through (``daffi._execution.Execution``)."""
+
+    @property
+    def runtime(self) -> Bridge: ...
+
+    async def cancel_schedule(self, receiver: str, schedule_uuid: str) -> bool: ...
 
 
 class AsyncResult:
@@ -26,7 +65,7 @@ class AsyncResult:
     the same error. ``await result`` works too.
     """
 
-    def __init__(self, future: concurrent.futures.Future[Any], owner: Global, func_name: str):
+    def __init__(self, future: concurrent.futures.Future[Any], owner: Blocking, func_name: str):
         self._future = future
         self._owner = owner
         self.func_name = func_name
@@ -50,7 +89,7 @@ class AsyncResult:
             TimeoutError: not finished within ``timeout`` seconds (the call keeps running).
             GlobalContextError: called from the thread of daffi's own event loop.
         """
-        self._owner._check_blocking("AsyncResult.get", "get_async")
+        self._owner.check_blocking("AsyncResult.get", "get_async")
         try:
             return self._future.result(timeout)
         except concurrent.futures.CancelledError:
@@ -101,7 +140,7 @@ class ScheduledTask:
             connected (``None`` if none).
     """
 
-    def __init__(self, uuid: str, func_name: str, receiver: str, owner: Global) -> None:
+    def __init__(self, uuid: str, func_name: str, receiver: str, owner: Schedules) -> None:
         self.uuid = uuid
         self.func_name = func_name
         self.receiver = receiver
@@ -118,15 +157,16 @@ class ScheduledTask:
         the schedule active; ``await cancel_async()`` gives the executor's answer.
         """
         owner = self._owner
-        if owner._on_loop_thread():
+        runtime = owner.runtime
+        if runtime.on_loop_thread():
             was_active = not self._cancel_requested
             self._cancel_requested = True
-            owner._spawn(owner._cancel_schedule, self.receiver, self.uuid)
+            runtime.spawn(owner.cancel_schedule, self.receiver, self.uuid)
             return was_active
-        cancelled: bool = owner._blocking(
+        cancelled: bool = runtime.blocking(
             "ScheduledTask.cancel",
             "cancel_async",
-            owner._cancel_schedule,
+            owner.cancel_schedule,
             self.receiver,
             self.uuid,
         )
@@ -135,8 +175,9 @@ class ScheduledTask:
 
     async def cancel_async(self) -> bool:
         """Cancel the schedule and return whether the executor had it active."""
-        cancelled: bool = await self._owner._await(
-            self._owner._cancel_schedule, self.receiver, self.uuid
+        owner = self._owner
+        cancelled: bool = await owner.runtime.run_on_loop(
+            owner.cancel_schedule, self.receiver, self.uuid
         )
         self._cancel_requested = True
         return cancelled
@@ -154,3 +195,19 @@ class ScheduledTask:
 
 #: The daffi 2 name of :class:`ScheduledTask`.
 SchedulerTask = ScheduledTask
+
+
+class ScheduledTasks:
+    """The schedules started from this process whose handles are still held (weakly): an
+    error a scheduled run reports back lands on its handle's ``last_error``."""
+
+    def __init__(self) -> None:
+        self._tasks: weakref.WeakValueDictionary[str, ScheduledTask] = weakref.WeakValueDictionary()
+
+    def add(self, task: ScheduledTask) -> None:
+        self._tasks[task.uuid] = task
+
+    def failed(self, schedule_uuid: str, error: DaffiError) -> None:
+        task = self._tasks.get(schedule_uuid)
+        if task is not None:
+            task.last_error = error

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from daffi.exceptions import InitializationError
 from daffi.registry._markers import alias_of, is_local
+from daffi.registry._roles import Role, declare, is_instance, is_subclass
 from daffi.registry._store import CallbackRegistry, default_registry
 
 __all__ = ["Callback", "callback", "public_members"]
@@ -48,9 +49,7 @@ class Callback:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        from daffi.registry._fetcher import Fetcher
-
-        if issubclass(cls, Fetcher):
+        if is_subclass(cls, Role.FETCHER_CLASS):
             raise InitializationError(
                 f"Multiple inheritance is prohibited: {cls.__name__} inherits both Callback and "
                 "Fetcher; split it into two classes"
@@ -107,13 +106,13 @@ class callback(Generic[F]):
     """
 
     def __new__(cls, fn: F, *, registry: CallbackRegistry | None = None) -> Any:
-        from daffi.registry._fetcher import fetcher as fetcher_cls
-
-        if isinstance(fn, fetcher_cls):
+        if is_instance(fn, Role.FETCHER):
             # @callback over @fetcher: register the function, keep the fetcher as the object
-            (registry if registry is not None else default_registry).add(fn.wrapped, fn.alias)
-            fn.proxy = True
-            return fn
+            fetcher_obj: Any = fn
+            target = registry if registry is not None else default_registry
+            target.add(fetcher_obj.wrapped, fetcher_obj.alias)
+            fetcher_obj.proxy = True
+            return fetcher_obj
         return super().__new__(cls)
 
     def __init__(self, fn: F, *, registry: CallbackRegistry | None = None) -> None:
@@ -152,3 +151,7 @@ class callback(Generic[F]):
 
     def __repr__(self) -> str:
         return f"<callback {self._alias!r} of {self.wrapped!r}>"
+
+
+declare(Role.CALLBACK_CLASS, Callback)
+declare(Role.CALLBACK, callback)

@@ -13,23 +13,15 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from daffi._codec import default_codec, make_return_structurer
+from daffi._context import current_global, current_global_or_none
 from daffi.exceptions import InitializationError
 from daffi.execution_modifiers import FG, ExecModifier, is_exec_modifier, normalize_modifier
 from daffi.registry._args import arguments_from_body
 from daffi.registry._inspect import function_kind, has_body
 from daffi.registry._markers import alias_of, is_local
+from daffi.registry._roles import Role, declare, is_instance, is_subclass
 
 __all__ = ["Fetcher", "fetcher"]
-
-
-def _current_global() -> Any:
-    # daffi._context imports the runtime; importing it here at module level would be
-    # circular, so it is looked up once, on the first call.
-    global _current_global
-    from daffi._context import current_global
-
-    _current_global = current_global
-    return current_global()
 
 
 async def _arguments(items: Any) -> Any:
@@ -71,18 +63,18 @@ class _FetcherCore:
             items = (
                 self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
             )
-            return _current_global()._stream_in(
+            return current_global()._execution.stream_in(
                 self.name, (arguments_from_body(item) for item in items), mod
             )
         if self.is_async_generator:
             aitems = (
                 self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
             )
-            return _current_global()._stream_in_async(self.name, _arguments(aitems), mod)
+            return current_global()._execution.stream_in_async(self.name, _arguments(aitems), mod)
         if self.is_async:
             return self._invoke_async(bound, mod, args, kwargs)
         call_args, call_kwargs = self.arguments(bound, args, kwargs)
-        return _current_global()._execute(
+        return current_global()._execution.execute(
             self.name, call_args, call_kwargs, mod, self.structure_result
         )
 
@@ -96,7 +88,7 @@ class _FetcherCore:
                 self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
             )
             call_args, call_kwargs = arguments_from_body(await coro)
-        return await _current_global()._execute_async(
+        return await current_global()._execution.execute_async(
             self.name, call_args, call_kwargs, mod, self.structure_result
         )
 
@@ -125,10 +117,8 @@ class fetcher:
         return super().__new__(cls)
 
     def __init__(self, fn: Any = None, *, exec_modifier: Any = None) -> None:
-        from daffi.registry._callback import callback as callback_cls
-
         proxy: bool | None = None
-        if isinstance(fn, callback_cls):
+        if is_instance(fn, Role.CALLBACK):
             fn, proxy = fn.wrapped, True  # @fetcher over @callback: same function, remote call
         self.wrapped: Callable[..., Any] = fn
         self._core = _FetcherCore(fn, alias_of(fn) or fn.__name__, proxy=proxy)
@@ -164,8 +154,6 @@ class fetcher:
     @property
     def g(self) -> Any:
         """The Global this fetcher calls through right now (None if none is running)."""
-        from daffi._context import current_global_or_none
-
         return current_global_or_none()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -236,9 +224,7 @@ class Fetcher:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        from daffi.registry._callback import Callback
-
-        if issubclass(cls, Callback):
+        if is_subclass(cls, Role.CALLBACK_CLASS):
             raise InitializationError(
                 f"Multiple inheritance is prohibited: {cls.__name__} inherits both Fetcher and "
                 "Callback; split it into two classes"
@@ -248,3 +234,7 @@ class Fetcher:
             if name.startswith("_") or is_local(attr) or not inspect.isfunction(attr):
                 continue
             setattr(cls, name, _FetcherMethod(attr, alias_of(attr) or name))
+
+
+declare(Role.FETCHER_CLASS, Fetcher)
+declare(Role.FETCHER, fetcher)

@@ -87,7 +87,7 @@ async def test_oversized_arguments_and_results_are_refused_and_nothing_breaks(
 ) -> None:
     async with server_and_client(sock_dir) as (server, client):
         await client.wait_function_async("echo", timeout=5)
-        node = client._node
+        node = client._runtime.node
         assert node is not None
         conn = node.conn
 
@@ -103,8 +103,8 @@ async def test_oversized_arguments_and_results_are_refused_and_nothing_breaks(
             assert await echo(b"y" * (LIMIT // 2)) == b"y" * (LIMIT // 2)
             assert await grow(1000) == b"x" * 1000
         assert node.conn is conn  # the client never had to reconnect
-        assert server._controller is not None
-        assert set(server._controller.peers) == {"server", "client"}
+        assert server._runtime.controller is not None
+        assert set(server._runtime.controller.peers) == {"server", "client"}
 
 
 def test_oversized_arguments_from_a_sync_caller(sock_dir: str) -> None:
@@ -134,7 +134,7 @@ def test_oversized_arguments_from_a_sync_caller(sock_dir: str) -> None:
                 with pytest.raises(PayloadEncodeError, match="max_frame_size"):
                     echo(b"x" * LIMIT)
                 assert echo(b"ok") == b"ok"
-            node = client._node
+            node = client._runtime.node
             assert node is not None
             assert node.channels is not None
             assert not node.channels.disabled

@@ -61,14 +61,14 @@ class Net:
     controller: Global
 
     def controller_core(self) -> Controller:
-        assert self.controller._controller is not None
-        return self.controller._controller
+        assert self.controller._runtime.controller is not None
+        return self.controller._runtime.controller
 
     def caller_pending(self) -> dict[int, Any]:
         """The caller node's table of calls waiting for a reply (private: ``CallTable.pending``,
         read on purpose, to check that no abandoned call leaves an entry behind)."""
-        assert self.caller._node is not None
-        return self.caller._node.table.pending
+        assert self.caller._runtime.node is not None
+        return self.caller._runtime.node.table.pending
 
     def routes_of_caller(self) -> list[tuple[str, int]]:
         """The controller's in-flight routes of calls made by the caller (private:
@@ -149,7 +149,7 @@ async def network(
             # channel shortly after it joins; until then its pool has one thread fewer
             # (test_workers.py checks that window on its own). Wait for it (private:
             # ``_Peer.work``).
-            core = controller._controller
+            core = controller._runtime.controller
             assert core is not None
             await wait_until(lambda: bool(core.peers["callee"].work), 3.0)
 

@@ -43,7 +43,7 @@ def main() -> int:
         g.wait_function("slow", timeout=10)
         g.wait_function("echo", timeout=10)
         print("ready", flush=True)
-        node = g._node
+        node = g._runtime.node
         assert node is not None
         try:
             print("calling", flush=True)
@@ -57,8 +57,8 @@ def main() -> int:
         after = echo.call("after", exec_modifier=FG(timeout=5))
         second = slow.call("second", 0, exec_modifier=FG(timeout=5))
         routes = -1
-        if g._controller is not None:
-            routes = sum(1 for key in list(g._controller.router) if key[0] == "caller")
+        if g._runtime.controller is not None:
+            routes = sum(1 for key in list(g._runtime.controller.router) if key[0] == "caller")
         print(
             f"after echo={after} second={second} pending={len(node.table.pending)} routes={routes}",
             flush=True,

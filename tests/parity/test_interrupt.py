@@ -165,7 +165,7 @@ async def _interrupt(
         probe.release.set()  # the def callee finishes now; its result must go nowhere
         assert await wait_event(probe.finished_event("first"), 2)
     if ctrl is not None:
-        core = ctrl._controller
+        core = ctrl._runtime.controller
         assert core is not None
 
         def routes() -> list[tuple[str, int]]:

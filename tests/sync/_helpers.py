@@ -119,8 +119,8 @@ def registry_with(callbacks: dict[str, Callable[..., Any]] | None) -> CallbackRe
 
 
 def node_of(g: Global) -> Node:
-    assert g._node is not None
-    return g._node
+    assert g._runtime.node is not None
+    return g._runtime.node
 
 
 def pool_of(g: Global) -> ChannelPool:
@@ -130,8 +130,8 @@ def pool_of(g: Global) -> ChannelPool:
 
 
 def controller_of(g: Global) -> Controller:
-    assert g._controller is not None
-    return g._controller
+    assert g._runtime.controller is not None
+    return g._runtime.controller
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 3.0) -> bool:

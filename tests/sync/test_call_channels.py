@@ -319,8 +319,8 @@ def test_unable_to_find_candidate_comes_back_on_the_channel(net: Net, pinned: bo
         else:
             node.directory._offers["phantom"] = {"ctrl": info}
 
-    assert client._portal is not None
-    client._portal.call(make_stale)
+    assert client._runtime.portal is not None
+    client._runtime.portal.call(make_stale)
     pool = pool_of(client)
     acquired = []
     real_acquire = pool.acquire

@@ -146,7 +146,7 @@ def _never_raw(everyone: list[Global]) -> None:
     """No connection of these Globals may bypass its stream, and no channel exists."""
     links = 0
     for g in everyone:
-        node = g._node
+        node = g._runtime.node
         if node is not None:
             assert node.channels is None, f"{g.process_name} opened call channels"
             conn = node.conn
@@ -155,7 +155,7 @@ def _never_raw(everyone: list[Global]) -> None:
                 assert conn.plain_socket is False
                 assert conn.detach_socket() is None
                 links += 1
-        controller = g._controller
+        controller = g._runtime.controller
         if controller is not None:
             assert controller.channels.served_threads == 0
             for peer in controller.peers.values():
@@ -340,7 +340,7 @@ async def test_tls_streams_are_never_written_raw(tls_transport: None, where: str
         async with network("tls+tcp://127.0.0.1:0", where) as everyone:
             await _call_both_ways(everyone[0])
             _never_raw(everyone)
-            conn = everyone[0]._node.conn  # type: ignore[union-attr]
+            conn = everyone[0]._runtime.node.conn  # type: ignore[union-attr]
             assert isinstance(conn.stream, TLSStream)  # type: ignore[union-attr]
 
 
@@ -357,7 +357,7 @@ async def test_plain_socket_transports_keep_their_fast_paths(
         async with network(address, "third") as everyone:
             caller = everyone[0]
             await _call_both_ways(caller)
-            node = caller._node
+            node = caller._runtime.node
             assert node is not None
             conn = node.conn
             assert conn is not None
@@ -380,7 +380,7 @@ async def test_untested_anyio_internals_fall_back_to_the_public_stream_path(
     with anyio.fail_after(30):
         async with network(f"unix://{socket_dir}/f.sock", "third") as everyone:
             await _call_both_ways(everyone[0])
-            conn = everyone[0]._node.conn  # type: ignore[union-attr]
+            conn = everyone[0]._runtime.node.conn  # type: ignore[union-attr]
             assert conn.plain_socket is True  # type: ignore[union-attr]
             assert conn._reader is None  # type: ignore[union-attr]
             assert conn._direct.can_write == (anyio_backend == "trio")  # type: ignore[union-attr]

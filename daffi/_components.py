@@ -1,0 +1,155 @@
+"""The controller and the node of one Global: how they are made, started and connected."""
+
+from __future__ import annotations
+
+import builtins
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from daffi._connection import Connection
+from daffi._controller import Controller
+from daffi._local_link import LocalConnection
+from daffi._node import Node
+from daffi._settings import Configured
+from daffi.exceptions import DaffiError, GlobalContextError, InitializationError, TimeoutError
+from daffi.transports import PLAIN_SOCKET, get_transport
+
+__all__ = ["GOODBYE_TIMEOUT", "Components"]
+
+#: seconds the goodbye to peers may take when a Global stops (however it stops)
+GOODBYE_TIMEOUT = 1.0
+
+NodeEvent = Callable[[str, bool], Awaitable[None]]
+
+
+class Components:
+    """The controller and/or node a Global runs, as its settings ask.
+
+    :meth:`start` makes and starts them in the core's task group; ``controller`` and ``node``
+    stay ``None`` for the parts this process does not run (or before they start).
+    """
+
+    def __init__(
+        self,
+        settings: Configured,
+        on_node_event: NodeEvent,
+        on_schedule_error: Callable[[str, DaffiError], None],
+    ) -> None:
+        self.settings = settings
+        self.on_node_event = on_node_event
+        self.on_schedule_error = on_schedule_error
+        self.controller: Controller | None = None
+        self.node: Node | None = None
+
+    def require_node(self) -> Node:
+        if self.node is None:
+            raise GlobalContextError(
+                "Support for invoking remote calls is not enabled in this process: it runs only "
+                "the controller (init_node=False)"
+            )
+        return self.node
+
+    async def start(self, tg: anyio.abc.TaskGroup) -> None:
+        """Start the controller (listening; the settings learn the bound address), then the
+        node, and wait for the node's first handshake (up to ``connect_timeout``)."""
+        settings = self.settings
+        if settings.init_controller:
+            self.controller = Controller(
+                settings.process_name,
+                [settings.address],
+                on_node_event=None if settings.init_node else self.on_node_event,
+                max_frame_size=settings.max_frame_size,
+                heartbeat_interval=settings.heartbeat_interval,
+            )
+            try:
+                bound = await tg.start(self.controller.serve)
+            except OSError as exc:
+                raise InitializationError(
+                    f"controller {settings.process_name!r} cannot listen on "
+                    f"{settings.address}: {exc}"
+                ) from exc
+            settings.address = bound[0]
+            settings.port = settings.address.port
+        if not settings.init_node:
+            return
+        self.node = Node(
+            settings.process_name,
+            settings.registry,
+            self._local_connector(tg) if self.controller else self._remote_connector(),
+            controller_label=str(settings.address),
+            on_node_event=self.on_node_event,
+            workers=settings.workers,
+            max_frame_size=settings.max_frame_size,
+            heartbeat_interval=settings.heartbeat_interval,
+            max_concurrent_calls=settings.max_concurrent_calls,
+            open_channel=None if self.controller else self._channel_opener(),
+        )
+        self.node.dispatch.on_schedule_error = self.on_schedule_error
+        await tg.start(self.node.run)
+        try:
+            with anyio.fail_after(settings.connect_timeout):
+                await self.node.wait_connected()
+        except builtins.TimeoutError as exc:
+            if isinstance(exc, TimeoutError):
+                raise
+            raise InitializationError(
+                f"node {settings.process_name!r} could not reach a controller at "
+                f"{settings.address} within {settings.connect_timeout} s (connect_timeout); "
+                "is the controller running?"
+            ) from None
+
+    async def goodbye(self) -> None:
+        """Send ``Bye`` to the peers: shielded (it runs while being cancelled) and bounded."""
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + GOODBYE_TIMEOUT
+            if self.node is not None:
+                await self.node.goodbye()
+            if self.controller is not None:
+                await self.controller.goodbye()
+
+    def _local_connector(self, tg: anyio.abc.TaskGroup) -> Callable[[], Awaitable[Any]]:
+        controller = self.controller
+        assert controller is not None
+
+        async def connect() -> LocalConnection:
+            ours, theirs = LocalConnection.pair()
+            tg.start_soon(controller.handle_connection, theirs)
+            return ours
+
+        return connect
+
+    def _remote_connector(self) -> Callable[[], Awaitable[Connection]]:
+        transport = get_transport(self.settings.address.scheme)
+        address = self.settings.address
+        max_frame_size = self.settings.max_frame_size
+        # Decided once per transport: may its connections bypass the stream?
+        plain_socket = PLAIN_SOCKET in transport.capabilities
+
+        async def connect() -> Connection:
+            stream = await transport.connect(address)
+            return Connection(
+                stream,
+                max_frame_size=max_frame_size,
+                peer="the controller",
+                plain_socket=plain_socket,
+            )
+
+        return connect
+
+    def _channel_opener(self) -> Callable[[float], socket.socket | None] | None:
+        """Opens the blocking sockets of call and work channels; None (sync calls go through
+        the loop) unless the transport declares PLAIN_SOCKET: a channel writes daffi's
+        frames to its socket unchanged."""
+        transport = get_transport(self.settings.address.scheme)
+        if PLAIN_SOCKET not in transport.capabilities:
+            return None
+        address = self.settings.address
+
+        def open_channel(timeout: float) -> socket.socket | None:
+            return transport.connect_blocking(address, timeout)
+
+        return open_channel

@@ -1,0 +1,462 @@
+"""The runtime of a Global: its event loop, and the bridge to it from other threads and loops.
+
+Three ways to run (see docs/design.md):
+
+* constructed outside an event loop: at once, in a background daemon thread of its own that
+  runs the async core, reached through a ``BlockingPortal`` (:meth:`Runtime.start_in_thread`);
+  stopped at exit;
+* ``async with``: in the caller's loop and task group (:meth:`Runtime.enter`);
+* constructed inside a running loop and never entered (daffi 2 style async apps): in a
+  background thread too, started at first use (:meth:`Runtime.ensure_started`).
+
+The bridge (:meth:`Runtime.blocking`, :meth:`Runtime.run_on_loop`, :meth:`Runtime.spawn`)
+runs coroutines on that loop from any thread or loop. An error that ends the core is kept
+(:meth:`Runtime.crashed`) and raised by later calls as the cause of their error.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import contextlib
+import inspect
+import logging
+import sys
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+import anyio
+import anyio.abc
+from anyio.from_thread import BlockingPortal
+
+from daffi._components import Components
+from daffi._context import Target, current_var, forget, remember
+from daffi._controller import Controller
+from daffi._crossloop import loop_call_soon, run_in_portal
+from daffi._node import Node
+from daffi._settings import Configured, Hook
+from daffi.exceptions import DaffiError, GlobalContextError
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = ["Owner", "Runtime"]
+
+logger = logging.getLogger("daffi.global")
+
+T = TypeVar("T")
+
+
+class Owner(Configured, Target, Protocol):
+    """The Global a runtime runs: its settings, and what its hooks and fetchers are given."""
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+class _ThreadStarted:
+    """A task status that wakes the thread that started the background loop."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def started(self, value: object = None) -> None:
+        self.event.set()
+
+
+class Runtime:
+    """Runs a Global's controller and node on an event loop, and lets any thread use it."""
+
+    def __init__(self, owner: Owner, on_schedule_error: Callable[[str, DaffiError], None]):
+        self.owner = owner
+        self.components = Components(owner, self._node_event, on_schedule_error)
+        self.portal: BlockingPortal | None = None
+        self.loop_thread: int | None = None
+        self.thread: threading.Thread | None = None
+        self.stop_event: anyio.Event | None = None
+        self.task_group: anyio.abc.TaskGroup | None = None
+        self.done = threading.Event()
+        #: the error that stopped the core, if one did (see run_core)
+        self.crash: BaseException | None = None
+        self._start_lock = threading.Lock()
+        self.started = False
+        self.stopped = False
+        self._in_loop: tuple[BlockingPortal, anyio.abc.TaskGroup] | None = None
+        self._context_token: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
+
+    @property
+    def node(self) -> Node | None:
+        return self.components.node
+
+    @property
+    def controller(self) -> Controller | None:
+        return self.components.controller
+
+    def require_node(self) -> Node:
+        return self.components.require_node()
+
+    # ------------------------------------------------------------------ the async core
+
+    async def run_core(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        """Run the controller and/or node until stopped, then say goodbye and unwind.
+
+        Once started, the core is shielded from cancellations of the scopes around it: it
+        ends when :meth:`stop` (or leaving ``async with``, which always happens, whatever
+        ends the block) sets the stop event, so ``Bye`` is sent on every exit. An error in
+        one of its tasks ends it too; it is kept in ``crash`` and raised by later calls
+        (as their cause) and by :meth:`join`.
+        """
+        owner = self.owner
+        self.stop_event = anyio.Event()
+        try:
+            with anyio.CancelScope() as core_scope:
+                async with anyio.create_task_group() as tg:
+                    self.task_group = tg
+                    try:
+                        await self.components.start(tg)
+                        self._unsubscribe = owner.registry.subscribe(self._registry_changed)
+                        remember(owner)
+                        core_scope.shield = True
+                        self.started = True
+                        task_status.started()
+                        if owner.on_init is not None:
+                            tg.start_soon(self._run_hook, owner.on_init, owner.process_name)
+                        await self.stop_event.wait()
+                    finally:
+                        # Not after a crash of one of its tasks (the stop event is not set
+                        # then): peers must tell a crash from a clean leave.
+                        if self.stop_event.is_set() or not self.started:
+                            await self.components.goodbye()
+                        tg.cancel_scope.cancel()
+        except BaseException as exc:
+            if self.started and not isinstance(exc, anyio.get_cancelled_exc_class()):
+                self.crashed(_unwrap(exc))
+            raise
+        finally:
+            self.stopped = True
+            self.stop_event.set()  # wakes join_async() on this loop, whatever ended the core
+            forget(owner)
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+            self.task_group = None
+
+    def crashed(self, error: BaseException) -> None:
+        """Keep the error that ended the core (the first one) and log it."""
+        if self.crash is not None:
+            return
+        self.crash = error
+        logger.critical(
+            "daffi %r stopped because of an error; later calls raise GlobalContextError "
+            "(caused by it) and join() raises it",
+            self.owner.process_name,
+            exc_info=error,
+        )
+
+    def stopped_error(self) -> GlobalContextError:
+        """The error raised by a call made after this Global stopped (caused by the crash
+        that stopped it, if one did)."""
+        crash = self.crash
+        if crash is None:
+            return GlobalContextError(
+                "Global can no longer accept remote calls because it was stopped"
+            )
+        error = GlobalContextError(
+            f"Global {self.owner.process_name!r} stopped because of an error: {crash!r}"
+        )
+        error.__cause__ = crash
+        return error
+
+    def raise_crash(self) -> None:
+        if self.crash is not None:
+            raise self.stopped_error() from self.crash
+
+    def _registry_changed(self) -> None:
+        node, portal = self.node, self.portal
+        if node is None or portal is None or self.stopped:
+            return
+        if threading.get_ident() == self.loop_thread:
+            if self.task_group is not None:
+                self.task_group.start_soon(node.advertise)
+        else:
+            with contextlib.suppress(RuntimeError):
+                portal.start_task_soon(node.advertise)
+
+    async def _node_event(self, name: str, joined: bool) -> None:
+        owner = self.owner
+        hook = owner.on_node_connect if joined else owner.on_node_disconnect
+        if hook is not None and self.task_group is not None:
+            self.task_group.start_soon(self._run_hook, hook, name)
+
+    async def _run_hook(self, hook: Hook, name: str) -> None:
+        owner = self.owner
+        try:
+            if inspect.iscoroutinefunction(hook):
+                await hook(owner, name)
+            else:
+                # In a worker thread, so the hook may call blocking Global methods.
+                result = await anyio.to_thread.run_sync(hook, owner, name, abandon_on_cancel=True)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception:
+            logger.exception("hook %r failed for process %r", hook, name)
+
+    # ------------------------------------------------------------------ starting
+
+    def start_in_thread(self) -> None:
+        """Start the core in a background thread of its own (if not started yet) and wait
+        until it runs; raises what kept it from starting."""
+        with self._start_lock:
+            if self.started or self.thread is not None:
+                return
+            if self.stopped:
+                raise GlobalContextError("this Global was stopped; create a new one")
+            ready = threading.Event()
+            failure: list[BaseException] = []
+
+            async def main() -> None:
+                async with BlockingPortal() as portal:
+                    self.portal = portal
+                    self.loop_thread = threading.get_ident()
+                    try:
+                        await self.run_core(task_status=_ThreadStarted(ready))
+                    finally:
+                        await portal.stop(cancel_remaining=True)
+
+            def target() -> None:
+                try:
+                    anyio.run(main, backend=self.owner.backend)
+                except BaseException as exc:
+                    error = _unwrap(exc)
+                    if ready.is_set():
+                        # The constructor has returned: later calls and join() raise it.
+                        self.crashed(error)
+                    else:
+                        failure.append(error)  # raised by the constructor
+                finally:
+                    forget(self.owner)
+                    self.stopped = True
+                    self.done.set()
+                    ready.set()
+
+            self.thread = threading.Thread(
+                target=target, name=f"daffi-{self.owner.process_name}", daemon=True
+            )
+            self.thread.start()
+            ready.wait()
+            if failure:
+                self.thread.join()
+                raise failure[0]
+            atexit.register(self._stop_at_exit)
+
+    async def ensure_started(self) -> None:
+        if not self.started and not self.stopped:
+            await anyio.to_thread.run_sync(self.start_in_thread)
+        if self.stopped:
+            raise self.stopped_error()
+
+    async def enter(self) -> None:
+        """Start in the caller's loop and task group (``async with``): what ``__aenter__``
+        does, unless it already runs in its background thread."""
+        if self.started or self.thread is not None:
+            return  # already running in its background thread
+        portal = BlockingPortal()
+        await portal.__aenter__()
+        self.portal = portal
+        self.loop_thread = threading.get_ident()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._in_loop = (portal, tg)
+        try:
+            await tg.start(self.run_core)
+        except BaseException as exc:
+            # Unwind daffi's task groups without feeding them the error (they would wrap it
+            # in exception groups), then raise the error itself.
+            with contextlib.suppress(BaseException):
+                await self._leave_loop()
+            raise _unwrap(exc) from None
+        self._context_token = current_var.set(self.owner)
+
+    async def _leave_loop(self) -> None:
+        """Unwind what :meth:`enter` entered, innermost first.
+
+        Plain try/finally rather than an ``AsyncExitStack``: when two exits raise the same
+        cancellation exception, the exit stack links it to itself as its own ``__context__``,
+        and asyncio then loops forever walking that chain.
+        """
+        in_loop, self._in_loop = self._in_loop, None
+        if in_loop is None:
+            return
+        portal, tg = in_loop
+        try:
+            await tg.__aexit__(None, None, None)
+        finally:
+            try:
+                # The portal's task group encloses the core's: stop it (cancelling calls in
+                # flight from other threads) only after the core has said goodbye.
+                await portal.stop(cancel_remaining=True)
+            finally:
+                try:
+                    await portal.__aexit__(None, None, None)
+                finally:
+                    self.stopped = True
+                    self.done.set()
+
+    async def exit(self, exc: BaseException | None) -> None:
+        """Leave ``async with`` (``exc``: what ended the body, if anything)."""
+        if self._in_loop is None:
+            await self.stop_async()
+            return
+        if self._context_token is not None:
+            current_var.reset(self._context_token)
+            self._context_token = None
+        if self.stop_event is not None:
+            self.stop_event.set()
+        # The body's exception is not fed to daffi's task groups: they would wrap it in
+        # exception groups; it propagates unchanged once daffi has stopped.
+        try:
+            await self._leave_loop()
+        except BaseException as error:
+            if self.crash is None or isinstance(error, anyio.get_cancelled_exc_class()):
+                raise
+            if exc is None:
+                raise self.stopped_error() from self.crash
+            # The body's own exception propagates; the crash was logged.
+        if exc is None and self.crash is not None:
+            raise self.stopped_error() from self.crash
+
+    # ------------------------------------------------------------------ stopping
+
+    def stop(self) -> None:
+        if self.stopped or self.stop_event is None:
+            self.stopped = True
+            return
+        if threading.get_ident() == self.loop_thread:
+            self.stop_event.set()
+            return
+        portal = self.portal
+        if portal is not None:
+            with contextlib.suppress(RuntimeError):
+                portal.call(self.stop_event.set)
+        if self.thread is not None:
+            self.thread.join(timeout=5)
+            atexit.unregister(self._stop_at_exit)
+        else:
+            self.done.wait(timeout=5)
+
+    async def stop_async(self) -> None:
+        if self.stopped or self.stop_event is None:
+            self.stopped = True
+            return
+        if threading.get_ident() == self.loop_thread:
+            self.stop_event.set()
+            if self._in_loop is not None:
+                return  # leaving `async with` completes the stop
+            return
+        await anyio.to_thread.run_sync(self.stop)
+
+    def _stop_at_exit(self) -> None:
+        try:
+            self.stop()
+        except Exception:  # at exit nothing is left to report to
+            logger.debug("error while stopping at exit", exc_info=True)
+
+    def join(self) -> None:
+        self.check_blocking("join", "join_async")
+        self.done.wait()
+        self.raise_crash()
+
+    async def join_async(self) -> None:
+        if not self.started and not self.stopped:
+            await self.ensure_started()
+        if threading.get_ident() == self.loop_thread and self.stop_event is not None:
+            await self.stop_event.wait()
+        else:
+            await anyio.to_thread.run_sync(self.done.wait, abandon_on_cancel=True)
+        self.raise_crash()
+
+    # ------------------------------------------------------------------ sync/async bridge
+
+    def on_loop_thread(self) -> bool:
+        return self.loop_thread is not None and threading.get_ident() == self.loop_thread
+
+    def check_blocking(self, method: str, twin: str) -> None:
+        if self.loop_thread is not None and threading.get_ident() == self.loop_thread:
+            raise GlobalContextError(
+                f"{method}() blocks, and it was called from the thread that runs daffi's event "
+                f"loop, where it would deadlock; use `await g.{twin}(...)` instead"
+            )
+
+    def blocking(self, method: str, twin: str, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``func(*args)`` on daffi's loop and block until it returns (starting the
+        runtime in its thread first if needed); ``method`` and ``twin`` name the blocking
+        method and its async twin in the error raised on the loop's own thread."""
+        self.check_blocking(method, twin)
+        if not self.started and not self.stopped:
+            self.start_in_thread()
+        portal = self.portal
+        if self.stopped or portal is None:
+            raise self.stopped_error()
+        try:
+            return portal.call(func, *args)
+        except RuntimeError as exc:
+            if "portal is not running" in str(exc) or "event loop" in str(exc):
+                error = self.stopped_error()
+                raise error from error.__cause__
+            raise
+
+    async def run_on_loop(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Await ``func(*args)`` run on daffi's loop, from any loop (asyncio or trio)."""
+        await self.ensure_started()
+        if threading.get_ident() == self.loop_thread:
+            return await func(*args)
+        portal = self.portal
+        assert portal is not None
+        return await run_in_portal(portal, func, *args)
+
+    def spawn(self, func: Callable[..., Awaitable[T]], *args: Any) -> concurrent.futures.Future[T]:
+        """Run ``func(*args)`` on daffi's loop in the background; its future, from any thread.
+
+        The future stays cancellable while the task runs: cancelling it cancels the task
+        (and so the remote call it makes).
+        """
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        async def fill() -> None:
+            with anyio.CancelScope() as scope:
+                if fut.cancelled():
+                    return
+                call_soon = loop_call_soon()
+
+                def on_done(done: concurrent.futures.Future[T]) -> None:
+                    if done.cancelled():
+                        call_soon(scope.cancel)
+
+                fut.add_done_callback(on_done)
+                try:
+                    result = await func(*args)
+                except BaseException as exc:
+                    if not fut.done():
+                        fut.set_exception(
+                            exc if isinstance(exc, Exception) else self.stopped_error()
+                        )
+                    if not isinstance(exc, Exception):
+                        raise
+                    return
+                if not fut.done():
+                    fut.set_result(result)
+
+        if self.on_loop_thread():
+            if self.task_group is None:
+                raise self.stopped_error()
+            self.task_group.start_soon(fill)
+        else:
+            portal = self.portal
+            if portal is None or self.stopped:
+                raise self.stopped_error()
+            portal.start_task_soon(fill)
+        return fut

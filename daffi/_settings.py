@@ -1,0 +1,199 @@
+"""What ``Global(...)`` is given: its arguments checked, and what they imply (the address).
+
+:meth:`Settings.check` raises ``InitializationError`` for arguments that cannot work, in the
+order the constructor has always checked them; :class:`Configured` is the view of a Global's
+settings that the runtime reads (and, once the controller listens, updates: the address).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from daffi.exceptions import InitializationError
+from daffi.registry._store import CallbackRegistry, default_registry
+from daffi.transports import Address
+
+__all__ = ["Configured", "Hook", "Settings", "resolve_address", "validate_port"]
+
+Hook = Callable[..., Any]
+
+
+class Configured(Protocol):
+    """The settings of a Global, as its runtime reads them.
+
+    The hooks are read when they run, so a hook assigned after construction is used.
+    """
+
+    process_name: str
+    init_controller: bool
+    init_node: bool
+    address: Address
+    port: int | None
+    on_init: Hook | None
+    on_node_connect: Hook | None
+    on_node_disconnect: Hook | None
+    backend: str
+    connect_timeout: float | None
+    registry: CallbackRegistry
+    workers: int
+    max_frame_size: int
+    heartbeat_interval: float
+    max_concurrent_calls: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The checked arguments of ``Global(...)`` (see its docstring for their meaning)."""
+
+    process_name: str
+    init_controller: bool
+    init_node: bool
+    address: Address
+    on_init: Hook | None
+    on_node_connect: Hook | None
+    on_node_disconnect: Hook | None
+    backend: str
+    connect_timeout: float | None
+    registry: CallbackRegistry
+    workers: int
+    max_frame_size: int
+    heartbeat_interval: float
+    max_concurrent_calls: int
+
+    @classmethod
+    def check(
+        cls,
+        *,
+        process_name: str | None,
+        init_controller: bool,
+        init_node: bool,
+        host: str | None,
+        port: int | str | None,
+        unix_sock_path: str | os.PathLike[str] | None,
+        ssl_certificate: str | os.PathLike[str] | None,
+        ssl_key: str | os.PathLike[str] | None,
+        on_init: Hook | None,
+        on_node_connect: Hook | None,
+        on_node_disconnect: Hook | None,
+        address: str | None,
+        backend: str,
+        connect_timeout: float | None,
+        registry: CallbackRegistry | None,
+        workers: int,
+        max_frame_size: int,
+        heartbeat_interval: float,
+        max_concurrent_calls: int,
+    ) -> Settings:
+        """Check the arguments and derive what they imply.
+
+        Raises:
+            InitializationError: an argument (or a combination) cannot work.
+        """
+        if not init_controller and not init_node:
+            raise InitializationError(
+                "No components were found in current process. Provide at least one required "
+                "argument `init_controller=True` or `init_node=True`."
+            )
+        if process_name is None:
+            process_name = hex(int.from_bytes(os.urandom(4), "big"))
+        name = str(process_name)
+        if not name:
+            raise InitializationError("process_name must not be empty")
+        if ssl_certificate is not None or ssl_key is not None:
+            raise InitializationError(
+                "TLS (ssl_certificate/ssl_key) is not supported by this version of daffi yet; "
+                "refusing to fall back to plaintext"
+            )
+        if backend not in ("asyncio", "trio"):
+            raise InitializationError(f"backend must be 'asyncio' or 'trio', not {backend!r}")
+        if workers < 1:
+            raise InitializationError(f"workers must be at least 1, not {workers!r}")
+        for hook_name, hook in (
+            ("on_init", on_init),
+            ("on_node_connect", on_node_connect),
+            ("on_node_disconnect", on_node_disconnect),
+        ):
+            if hook is not None and not callable(hook):
+                raise InitializationError(f"{hook_name} must be callable, not {hook!r}")
+        return cls(
+            process_name=name,
+            init_controller=bool(init_controller),
+            init_node=bool(init_node),
+            address=resolve_address(
+                address, host, port, unix_sock_path, init_controller=bool(init_controller)
+            ),
+            on_init=on_init,
+            on_node_connect=on_node_connect,
+            on_node_disconnect=on_node_disconnect,
+            backend=backend,
+            connect_timeout=connect_timeout,
+            registry=registry if registry is not None else default_registry,
+            workers=workers,
+            max_frame_size=max_frame_size,
+            heartbeat_interval=heartbeat_interval,
+            max_concurrent_calls=max_concurrent_calls,
+        )
+
+
+def resolve_address(
+    address: str | None,
+    host: str | None,
+    port: int | str | None,
+    unix_sock_path: str | os.PathLike[str] | None,
+    *,
+    init_controller: bool,
+) -> Address:
+    """Where the controller listens (or the node connects): ``address`` if given, else TCP
+    ``host:port``, else the Unix socket in ``unix_sock_path`` (by default a private per-user
+    directory)."""
+    if address is not None:
+        if host is not None or port is not None or unix_sock_path is not None:
+            raise InitializationError(
+                "Provide either 'address' or host/port/unix_sock_path, not both"
+            )
+        try:
+            return Address.parse(address)
+        except ValueError as exc:
+            raise InitializationError(str(exc)) from None
+    if host is not None and unix_sock_path is not None:
+        raise InitializationError(
+            "Provide either 'unix_sock_path' argument or combination of 'host' and 'port' "
+            "to connect via unix socket or via tcp respectively"
+        )
+    if host is not None:
+        return Address(
+            "tcp", host=str(host), port=validate_port(port, init_controller=init_controller)
+        )
+    if port is not None:
+        raise InitializationError("port was given without host; pass host='127.0.0.1' too")
+    if os.name == "nt":
+        raise InitializationError(
+            "Windows platform doesn't support unix sockets. Provide host and port to use TCP"
+        )
+    directory = os.fspath(unix_sock_path) if unix_sock_path is not None else None
+    if directory is None:
+        from daffi.transports.unix import default_unix_socket_dir
+
+        directory = default_unix_socket_dir()
+    return Address("unix", path=os.path.join(directory, "daffi.sock"))
+
+
+def validate_port(port: int | str | None, *, init_controller: bool) -> int:
+    """The TCP port as an int; 0 (pick a free one) only for a controller."""
+    if port is None:
+        if init_controller:
+            return 0
+        raise InitializationError(
+            "a node needs the controller's port: pass port=... (only a controller may omit "
+            "it to pick a free one)"
+        )
+    try:
+        value = int(port)
+    except (TypeError, ValueError):
+        raise InitializationError(f"port must be an integer, not {port!r}") from None
+    if not 0 <= value <= 65535 or (value == 0 and not init_controller):
+        raise InitializationError(f"port {port!r} is out of range (1..65535)")
+    return value
