@@ -9,10 +9,29 @@ these checks.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
-from daffi._protocol import PROTOCOL_VERSION, Attach, Hello, Reject
+from daffi._link import Link, Outlet
+from daffi._protocol import PROTOCOL_VERSION, Attach, CallbackInfo, Hello, Reject
 
-__all__ = ["may_attach", "new_channel_token", "refusal"]
+__all__ = ["Peer", "may_attach", "new_channel_token", "refusal"]
+
+
+@dataclass(eq=False)
+class Peer:
+    """A node that joined: its link, what it offers, its channels."""
+
+    name: str
+    conn: Link
+    callbacks: dict[str, CallbackInfo] = field(default_factory=dict)
+    said_bye: bool = False
+    #: the secret that lets this node open call channels (None: it may not)
+    channel_token: bytes | None = None
+    #: its open call channels
+    channels: set[Outlet] = field(default_factory=set)
+    #: its work channels, and those with no call running (ready for a def callback's call)
+    work: set[Link] = field(default_factory=set)
+    work_idle: list[Link] = field(default_factory=list)
 
 
 def refusal(msg: Hello, controller: str, *, name_taken: bool) -> Reject | None:

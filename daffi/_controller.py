@@ -14,12 +14,11 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
 
-from daffi._admission import new_channel_token, refusal
+from daffi._admission import Peer, new_channel_token, refusal
 from daffi._connection import Connection
 from daffi._controller_channels import ChannelService
 from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame
@@ -55,21 +54,6 @@ __all__ = ["Controller"]
 logger = logging.getLogger("daffi.controller")
 
 NodeEventHook = Callable[[str, bool], Awaitable[None]]
-
-
-@dataclass(eq=False)
-class _Peer:
-    name: str
-    conn: Link
-    callbacks: dict[str, CallbackInfo] = field(default_factory=dict)
-    said_bye: bool = False
-    #: the secret that lets this node open call channels (None: it may not)
-    channel_token: bytes | None = None
-    #: its open call channels
-    channels: set[Outlet] = field(default_factory=set)
-    #: its work channels, and those with no call running (ready for a def callback's call)
-    work: set[Link] = field(default_factory=set)
-    work_idle: list[Link] = field(default_factory=list)
 
 
 #: replies larger than this (bytes) from the node in this process are routed by the loop
@@ -110,26 +94,26 @@ class Controller:
         self.handshake_timeout = handshake_timeout
         self.heartbeat_interval = heartbeat_interval
         #: the directory, the routing decision and the calls in flight (see daffi._router)
-        self.router: Router[_Peer] = Router()
+        self.router: Router[Peer] = Router()
         # (caller, call id) -> the target the direct path chose for a call it then left to
         # the serving task (congested target): round-robin advances once per call
-        self._chosen: dict[tuple[str, int], _Peer] = {}
+        self._chosen: dict[tuple[str, int], Peer] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._loop_thread = threading.get_ident()
         #: the node in this process, if any (its connection is the in-process link)
-        self._local: _Peer | None = None
+        self._local: Peer | None = None
         #: serves the nodes' call and work channels (see daffi._controller_channels)
-        self.channels: ChannelService[_Peer] = ChannelService(
+        self.channels: ChannelService[Peer] = ChannelService(
             self, self.router, name=name, max_frame_size=max_frame_size
         )
 
     @property
-    def peers(self) -> Mapping[str, _Peer]:
+    def peers(self) -> Mapping[str, Peer]:
         """The connected nodes (an immutable snapshot)."""
         return self.router.directory.peers
 
     @property
-    def local(self) -> _Peer | None:
+    def local(self) -> Peer | None:
         """The node in this process, if any (its connection is the in-process link)."""
         return self._local
 
@@ -199,7 +183,7 @@ class Controller:
 
     async def handle_connection(self, conn: Link) -> None:
         """Serve one node connection until it closes (also the in-process node's link)."""
-        peer: _Peer | None = None
+        peer: Peer | None = None
         async with anyio.create_task_group() as tg:
             # Finishes writes the socket could not take at once (large frames, slow peers).
             tg.start_soon(conn.run_writer)
@@ -233,7 +217,7 @@ class Controller:
             return None
         return msg
 
-    async def _handshake(self, conn: Link, msg: Message) -> _Peer | None:
+    async def _handshake(self, conn: Link, msg: Message) -> Peer | None:
         if not isinstance(msg, Hello):
             raise ProtocolError(f"expected Hello as the first message, got {type(msg).__name__}")
         conn.peer = repr(msg.name)
@@ -245,7 +229,7 @@ class Controller:
             return None
         # A node in this process has no use for call channels.
         token = None if conn.in_process else new_channel_token()
-        peer = _Peer(msg.name, conn, channel_token=token)
+        peer = Peer(msg.name, conn, channel_token=token)
         directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
         await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory, token))
         peer.callbacks = {info.name: info for info in msg.callbacks}
@@ -258,7 +242,7 @@ class Controller:
             await self.on_node_event(peer.name, True)
         return peer
 
-    async def _serve_peer(self, peer: _Peer) -> None:
+    async def _serve_peer(self, peer: Peer) -> None:
         conn = peer.conn
         while True:
             msg, frame = await conn.receive()
@@ -289,7 +273,7 @@ class Controller:
             else:
                 raise ProtocolError(f"unexpected {type(msg).__name__} from node {peer.name!r}")
 
-    async def _drop_peer(self, peer: _Peer) -> None:
+    async def _drop_peer(self, peer: Peer) -> None:
         self.router.leave(peer)
         if self._local is peer:
             self._local = None
@@ -311,7 +295,7 @@ class Controller:
 
     # ------------------------------------------------------------------ directory
 
-    async def _set_callbacks(self, peer: _Peer, callbacks: tuple[CallbackInfo, ...]) -> None:
+    async def _set_callbacks(self, peer: Peer, callbacks: tuple[CallbackInfo, ...]) -> None:
         old, peer.callbacks = peer.callbacks, {info.name: info for info in callbacks}
         self.router.offer(peer, old)
         await self._broadcast(NodeUp(peer.name, callbacks), exclude=peer.name)
@@ -328,12 +312,12 @@ class Controller:
 
     async def route_call(
         self,
-        peer: _Peer,
+        peer: Peer,
         msg: Call,
         frame: bytes | bytearray,
         *,
         channel: Outlet | None = None,
-        target: _Peer | None = None,
+        target: Peer | None = None,
     ) -> None:
         if msg.src != peer.name:
             raise ProtocolError(f"node {peer.name!r} sent a call claiming to be from {msg.src!r}")
@@ -343,7 +327,7 @@ class Controller:
         if target is None:
             target = self._chosen.pop((peer.name, msg.id), None)
         if target is not None and self.router.is_current(target):
-            target_peer: _Peer | None = target  # chosen already (a served channel's thread)
+            target_peer: Peer | None = target  # chosen already (a served channel's thread)
         else:
             target_peer = self.router.target(peer.name, msg)
         if target_peer is None:
@@ -404,7 +388,7 @@ class Controller:
         caller = self.peers.get(dst)
         return caller.conn if caller is not None else None
 
-    async def route_reply(self, peer: _Peer, msg: Result | Error, frame: bytes | bytearray) -> None:
+    async def route_reply(self, peer: Peer, msg: Result | Error, frame: bytes | bytearray) -> None:
         conn = self._reply_destination(peer, msg)
         if conn is not None:
             with contextlib.suppress(anyio.BrokenResourceError):
@@ -412,13 +396,13 @@ class Controller:
                     return
                 await conn.send_frame(frame)
 
-    def _reply_destination(self, peer: _Peer, msg: Result | Error) -> Outlet | None:
+    def _reply_destination(self, peer: Peer, msg: Result | Error) -> Outlet | None:
         """Where ``peer``'s reply goes (its call's route is done), or None: nowhere (the
         caller cancelled or left, or ``peer`` does not run that call)."""
         entry = self.router.answered((msg.dst, msg.id), peer.name)
         return None if entry is None else self._reply_link(msg.dst, entry.channel)
 
-    def direct_handler(self, peer: _Peer, channel: Link | None) -> DirectHandler:
+    def direct_handler(self, peer: Peer, channel: Link | None) -> DirectHandler:
         """What ``peer``'s connection (or call ``channel``) hands over without a task switch.
 
         On a socket, messages come here right where the loop read them, while the serving
@@ -445,7 +429,7 @@ class Controller:
 
         return take
 
-    def reply_now(self, peer: _Peer, msg: Result | Error, frame: bytes | bytearray) -> None:
+    def reply_now(self, peer: Peer, msg: Result | Error, frame: bytes | bytearray) -> None:
         conn = self._reply_destination(peer, msg)
         if conn is not None:
             with contextlib.suppress(anyio.BrokenResourceError):
@@ -456,7 +440,7 @@ class Controller:
                     conn.send_frame_threadsafe(frame)
 
     def _route_call_now(
-        self, peer: _Peer, msg: Call, frame: bytes | bytearray, channel: Link | None
+        self, peer: Peer, msg: Call, frame: bytes | bytearray, channel: Link | None
     ) -> bool:
         """Route a call on the loop without waiting; False leaves it to :meth:`route_call`
         (errors to report, a congested target, anything unusual)."""
@@ -485,7 +469,7 @@ class Controller:
             return False
         return True
 
-    async def route_cancel(self, peer: _Peer, msg: Cancel, frame: bytes | bytearray) -> None:
+    async def route_cancel(self, peer: Peer, msg: Cancel, frame: bytes | bytearray) -> None:
         if msg.src != peer.name:
             raise ProtocolError(f"node {peer.name!r} tried to cancel a call of {msg.src!r}")
         entry = self.router.forget((msg.src, msg.id))
@@ -496,7 +480,7 @@ class Controller:
                     await target.conn.send_frame(frame)
 
     async def _route_to_callee(
-        self, peer: _Peer, src: str, call_id: int, frame: bytes | bytearray
+        self, peer: Peer, src: str, call_id: int, frame: bytes | bytearray
     ) -> None:
         if src != peer.name:
             raise ProtocolError(f"node {peer.name!r} sent stream data for a call of {src!r}")

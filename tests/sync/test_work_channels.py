@@ -23,9 +23,9 @@ import msgspec
 import pytest
 
 from daffi import BG, BROADCAST, FG, Global
+from daffi._admission import Peer
 from daffi._channel import SyncChannel
 from daffi._codec import default_codec
-from daffi._controller import _Peer
 from daffi._frames import encode_frame
 from daffi._protocol import (
     PROTOCOL_VERSION,
@@ -206,7 +206,7 @@ def count_cb(n: int) -> Iterator[int]:
 # ---------------------------------------------------------------- fixtures and helpers
 
 
-def work_ready(ctrl: Global, node: Global, timeout: float = 3.0) -> tuple[_Peer, SyncChannel]:
+def work_ready(ctrl: Global, node: Global, timeout: float = 3.0) -> tuple[Peer, SyncChannel]:
     """Wait until ``node`` has its work channel, idle on the controller's side."""
     name = node.process_name
 
@@ -227,7 +227,7 @@ def work_ready(ctrl: Global, node: Global, timeout: float = 3.0) -> tuple[_Peer,
 
 def worker_and_client(
     net: Net, backend: str, callbacks: dict[str, Callable[..., Any]], name: str
-) -> tuple[Global, Global, Global, _Peer, SyncChannel]:
+) -> tuple[Global, Global, Global, Peer, SyncChannel]:
     """A controller, a "worker" offering ``callbacks`` with its work channel ready, and a
     "client" that sees ``name`` offered."""
     ctrl = net.start_controller({}, backend=backend)
@@ -238,7 +238,7 @@ def worker_and_client(
     return ctrl, worker, client, peer, channel
 
 
-def all_idle(ctrl: Global, peer: _Peer) -> bool:
+def all_idle(ctrl: Global, peer: Peer) -> bool:
     return peer.work_idle == list(peer.work) and not controller_of(ctrl).channels.on_work
 
 
