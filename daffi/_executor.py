@@ -31,6 +31,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -152,11 +153,12 @@ class Executor:
         self.grace = grace
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # for threads waiting for a slot
-        self._work_ready = threading.Condition(self._lock)  # for idle pool threads
         # Guarded by _lock:
         self._busy = 0  # slots taken
         self._queue: collections.deque[_Task | _Waiter] = collections.deque()
-        self._ready: collections.deque[_Task | None] = collections.deque()  # for pool threads
+        # Tasks for the pool threads (a SimpleQueue: handing a task over wakes one thread
+        # without a Python-level condition, the cheapest hand-off there is).
+        self._ready: queue.SimpleQueue[_Task | None] = queue.SimpleQueue()
         self._idle = 0  # pool threads waiting for a task
         self._jobs: dict[tuple[str, int], Job] = {}  # calls queued or running, by key
         self._running: set[Job] = set()
@@ -396,24 +398,15 @@ class Executor:
 
     def _dispatch(self, task: _Task | None) -> None:
         # With the lock held: hand ``task`` to an idle pool thread, or start one.
-        self._ready.append(task)
         if self._idle:
             self._idle -= 1
-            self._work_ready.notify()
         else:
             self._threads.start(self._work, f"daffi-{self.name}-{next(self._thread_ids)}")
+        self._ready.put(task)
 
     def _work(self) -> None:
-        task = None
         while True:
-            with self._lock:
-                if task is not None:  # done with the last one: idle again
-                    if self._closed:
-                        return
-                    self._idle += 1
-                while not self._ready:
-                    self._work_ready.wait()
-                task = self._ready.popleft()
+            task = self._ready.get()
             if task is None:
                 return
             job, func, args, done = task
@@ -424,6 +417,10 @@ class Executor:
                     done(self._execute(job, func, args))
             except BaseException:  # a completion must never kill its thread
                 logger.exception("node %r: handling the end of %s failed", self.name, job.name)
+            with self._lock:  # idle again
+                if self._closed:
+                    return
+                self._idle += 1
 
     def spawn(self, target: Callable[[], None], name: str) -> bool:
         """Start a thread that :meth:`run` joins when it ends; False if none can be started
@@ -459,9 +456,8 @@ class Executor:
             dropped = [item for item in self._queue if not isinstance(item, _Waiter)]
             self._queue.clear()
             for _ in range(len(self._threads)):
-                self._ready.append(None)
+                self._ready.put(None)
             self._changed.notify_all()
-            self._work_ready.notify_all()
         for job, _, _, done in dropped:
             job.cancelled = True
             try:

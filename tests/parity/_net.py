@@ -1,8 +1,10 @@
 """The cells of the parity matrix: one network per cell, and callers of every kind.
 
 A cell is a topology, a backend, a kind of callee (``def`` / ``async def`` callbacks) and a
-kind of caller (a plain thread calling a ``def`` fetcher, or an ``async def`` fetcher awaited
-on the caller's loop). Every network runs over a Unix socket in a private temp directory, so
+kind of caller: a plain thread calling a ``def`` fetcher (``sync``), an ``async def`` fetcher
+awaited on the caller's own loop (``async``: ``async with Global``), or an ``async def``
+fetcher awaited on the test's loop through a Global whose loop runs in a thread of its own
+(``other-loop``: the daffi-2-style app, whose calls go out from the awaiting loop's thread). Every network runs over a Unix socket in a private temp directory, so
 the socket paths (call channels, work channels, served channel threads) are exercised; the
 memory transport would skip them.
 
@@ -41,7 +43,7 @@ from daffi.registry import CallbackRegistry
 
 TOPOLOGIES = ["ctrl-in-callee", "ctrl-in-caller", "ctrl-apart"]
 CALLEE_KINDS = ["def", "async"]
-CALLER_KINDS = ["sync", "async"]
+CALLER_KINDS = ["sync", "async", "other-loop"]
 
 
 def registry_with(callbacks: dict[str, Callable[..., Any]]) -> CallbackRegistry:

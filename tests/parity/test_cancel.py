@@ -18,6 +18,9 @@ from ._net import CALLEE_KINDS, TOPOLOGIES, Net, network, wait_event, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
+#: callers that await (a thread cannot be cancelled; see test_interrupt.py for sync callers)
+AWAITING_CALLERS = ["async", "other-loop"]
+
 
 async def _cancel_once_started(net: Net, probe: Probe, tag: str, seconds: float) -> None:
     """Call ``slow(tag, seconds)``; cancel the caller's scope once the callee runs it."""
@@ -44,14 +47,15 @@ async def _nothing_left(net: Net) -> None:
     )
 
 
+@pytest.mark.parametrize("caller_kind", AWAITING_CALLERS)
 @pytest.mark.parametrize("callee_kind", CALLEE_KINDS)
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 async def test_cancelled_caller_cancels_the_callee(
-    sock_dir: str, anyio_backend: str, topology: str, callee_kind: str
+    sock_dir: str, anyio_backend: str, topology: str, callee_kind: str, caller_kind: str
 ) -> None:
     probe = Probe()
     callbacks = callee_callbacks(callee_kind, probe)
-    async with network(sock_dir, topology, anyio_backend, "async", callbacks) as net:
+    async with network(sock_dir, topology, anyio_backend, caller_kind, callbacks) as net:
         seconds = 0.5 if callee_kind == "def" else 10.0
         await _cancel_once_started(net, probe, "first", seconds)
         if callee_kind == "async":
@@ -66,15 +70,18 @@ async def test_cancelled_caller_cancels_the_callee(
         assert (second.error, second.value) == (None, "done-second"), (second.error, second.value)
 
 
+@pytest.mark.parametrize("caller_kind", AWAITING_CALLERS)
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 async def test_cancelled_caller_queued_def_call_never_starts(
-    sock_dir: str, anyio_backend: str, topology: str
+    sock_dir: str, anyio_backend: str, topology: str, caller_kind: str
 ) -> None:
     """workers=2, both busy: a third call waits; its caller is cancelled meanwhile; once the
     workers are free, it must not start."""
     probe = Probe()
     callbacks = callee_callbacks("def", probe)
-    async with network(sock_dir, topology, anyio_backend, "async", callbacks, workers=2) as net:
+    async with network(
+        sock_dir, topology, anyio_backend, caller_kind, callbacks, workers=2
+    ) as net:
         try:
             async with anyio.create_task_group() as tg:
                 for tag in ("busy-1", "busy-2"):
