@@ -5,18 +5,20 @@ from __future__ import annotations
 import builtins
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
 from daffi._connection import Connection
-from daffi._controller import Controller
 from daffi._local_link import LocalConnection
 from daffi._node import Node
 from daffi._settings import Configured
 from daffi.exceptions import DaffiError, GlobalContextError, InitializationError, TimeoutError
 from daffi.transports import PLAIN_SOCKET, get_transport
+
+if TYPE_CHECKING:
+    from daffi._controller import Controller
 
 __all__ = ["GOODBYE_TIMEOUT", "Components"]
 
@@ -58,6 +60,8 @@ class Components:
         node, and wait for the node's first handshake (up to ``connect_timeout``)."""
         settings = self.settings
         if settings.init_controller:
+            from daffi._controller import Controller  # a node alone never loads it
+
             self.controller = Controller(
                 settings.process_name,
                 [settings.address],

@@ -24,7 +24,7 @@ import logging
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -32,11 +32,13 @@ from anyio.from_thread import BlockingPortal
 
 from daffi._components import Components
 from daffi._context import Target, current_var, forget, remember
-from daffi._controller import Controller
 from daffi._crossloop import loop_call_soon, run_in_portal
 from daffi._node import Node
 from daffi._settings import Configured, Hook
 from daffi.exceptions import DaffiError, GlobalContextError
+
+if TYPE_CHECKING:
+    from daffi._controller import Controller
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
