@@ -236,6 +236,10 @@ class Connection:
         """
         self.send_frame_threadsafe(encode_frame(msg))
 
+    def send_frames_threadsafe(self, frames: list[bytes | bytearray]) -> None:
+        """Send encoded frames in order from any thread, in one write when it can."""
+        self.send_frame_threadsafe(frames[0] if len(frames) == 1 else b"".join(frames))
+
     def send_frame_threadsafe(self, frame: bytes | bytearray) -> None:
         """Queue one encoded frame from any thread (see :meth:`send_threadsafe`)."""
         with self._lock:

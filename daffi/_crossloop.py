@@ -41,7 +41,7 @@ def loop_call_soon() -> Callable[[Callable[[], object]], object]:
 
 
 class _FrameSink(Protocol):
-    def send_frame_threadsafe(self, frame: bytes | bytearray) -> None: ...
+    def send_frames_threadsafe(self, frames: list[bytes | bytearray]) -> None: ...
 
 
 class LoopWaker:
@@ -107,9 +107,8 @@ class LoopWaker:
     def _send_batches(self) -> None:
         outgoing, self._outgoing = self._outgoing, {}
         for outlet, batch in outgoing.items():
-            frames = [frame for frame, _ in batch]
             try:
-                outlet.send_frame_threadsafe(frames[0] if len(frames) == 1 else b"".join(frames))
+                outlet.send_frames_threadsafe([frame for frame, _ in batch])
             except anyio.BrokenResourceError:
                 for _, on_fail in batch:
                     on_fail()

@@ -79,6 +79,11 @@ class Link(Outlet, Protocol):
         """The peer lives in this process (no call channels; calls may run inline)."""
         ...
 
+    def send_frames_threadsafe(self, frames: list[bytes | bytearray]) -> None:
+        """Send several encoded frames, in order, from any thread (a stream writes them at
+        once; the in-process link hands them over one by one)."""
+        ...
+
     async def receive(self) -> tuple[Message, bytes | bytearray]:
         """The next message and the frame it came in.
 

@@ -90,6 +90,11 @@ class LocalConnection:
         """Send one encoded frame from any thread (never blocks)."""
         self._deliver(frame)
 
+    def send_frames_threadsafe(self, frames: list[bytes | bytearray]) -> None:
+        """Send encoded frames in order: each is one message of the link."""
+        for frame in frames:
+            self._deliver(frame)
+
     def offer_direct(self, msg: Message, frame: bytes | bytearray) -> bool:
         """Hand ``msg`` to the other end's :attr:`direct` handler, if it takes it now.
 
