@@ -4,9 +4,10 @@ A cell is a topology, a backend, a kind of callee (``def`` / ``async def`` callb
 kind of caller: a plain thread calling a ``def`` fetcher (``sync``), an ``async def`` fetcher
 awaited on the caller's own loop (``async``: ``async with Global``), or an ``async def``
 fetcher awaited on the test's loop through a Global whose loop runs in a thread of its own
-(``other-loop``: the daffi-2-style app, whose calls go out from the awaiting loop's thread). Every network runs over a Unix socket in a private temp directory, so
-the socket paths (call channels, work channels, served channel threads) are exercised; the
-memory transport would skip them.
+(``other-loop``: the daffi-2-style app, whose calls go out from the awaiting loop's
+thread). Every network runs over a Unix socket in a private temp directory, so the socket
+paths (call channels, work channels, served channel threads) are exercised; the memory
+transport would skip them.
 
 Topologies (where the controller runs):
 
