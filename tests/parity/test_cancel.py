@@ -79,9 +79,7 @@ async def test_cancelled_caller_queued_def_call_never_starts(
     workers are free, it must not start."""
     probe = Probe()
     callbacks = callee_callbacks("def", probe)
-    async with network(
-        sock_dir, topology, anyio_backend, caller_kind, callbacks, workers=2
-    ) as net:
+    async with network(sock_dir, topology, anyio_backend, caller_kind, callbacks, workers=2) as net:
         try:
             async with anyio.create_task_group() as tg:
                 for tag in ("busy-1", "busy-2"):
