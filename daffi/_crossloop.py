@@ -40,12 +40,6 @@ def loop_call_soon() -> Callable[[Callable[[], object]], object]:
     return call_soon
 
 
-class _Event(Protocol):
-    def set(self) -> object: ...
-
-    async def wait(self) -> object: ...
-
-
 class _FrameSink(Protocol):
     def send_frames_threadsafe(self, frames: list[bytes | bytearray]) -> None: ...
 
@@ -61,14 +55,8 @@ class LoopWaker:
       loop go out in one write at the end of the turn (:meth:`send_this_turn`).
     """
 
-    def __init__(
-        self,
-        call_soon: Callable[[Callable[[], object]], object],
-        new_event: Callable[[], _Event] = anyio.Event,
-    ) -> None:
+    def __init__(self, call_soon: Callable[[Callable[[], object]], object]) -> None:
         self._call_soon = call_soon
-        #: makes an event of this loop (its library's own: no lookup of the library per call)
-        self.new_event = new_event
         self._lock = threading.Lock()
         self._ready: list[Callable[[], object]] = []
         self._scheduled = False
@@ -134,17 +122,7 @@ def loop_waker() -> LoopWaker:
     try:
         return _wakers.get()
     except LookupError:
-        library = sniffio.current_async_library()
-        new_event: Callable[[], _Event] = anyio.Event
-        if library == "asyncio":
-            import asyncio
-
-            new_event = asyncio.Event
-        elif library == "trio":
-            import trio
-
-            new_event = trio.Event
-        waker = LoopWaker(loop_call_soon(), new_event)
+        waker = LoopWaker(loop_call_soon())
         _wakers.set(waker)
         return waker
 

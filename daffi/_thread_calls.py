@@ -359,8 +359,8 @@ class ThreadCaller:
         if conn is None:
             return False, None
         own, remaining = remaining_time(timeout)
+        answered = anyio.Event()
         waker = loop_waker()
-        answered = waker.new_event()
         pending = Pending(callback=lambda: waker.soon(answered.set))
         call_id = next(self.table.ids)
         self.table.pending[call_id] = pending
