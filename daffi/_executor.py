@@ -276,7 +276,7 @@ class Executor:
 
     def _finish_soon(self, done: Callable[[Outcome], None], outcome: Outcome) -> None:
         # ``done`` must not run with the lock held: a pool thread calls it.
-        self._dispatch((Job(None, "done"), _call_done, (done, outcome), _ignore))
+        self._dispatch((Job(None, "done"), _call_done, (done, outcome), lambda _: None))
 
     # ------------------------------------------------------------------ running
 
@@ -495,7 +495,3 @@ class Executor:
 
 def _call_done(done: Callable[[Outcome], None], outcome: Outcome) -> None:
     done(outcome)
-
-
-def _ignore(outcome: Outcome) -> None:
-    pass
