@@ -13,7 +13,7 @@ through too.
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -397,9 +397,18 @@ def test_the_installed_anyio_is_in_the_tested_range() -> None:
 def test_the_anyio_version_guard(
     monkeypatch: pytest.MonkeyPatch, version: str, known: bool
 ) -> None:
-    import importlib.metadata
+    import daffi._backends
 
     assert TESTED_ANYIO == ((4, 11), (5, 0))
-    fake: Callable[[str], str] = lambda name: version  # noqa: E731
-    monkeypatch.setattr(importlib.metadata, "version", fake)
+    major, minor = (int(part) for part in version.split(".")[:2])
+    monkeypatch.setattr(daffi._backends, "installed_anyio_version", lambda: (major, minor))
     assert anyio_internals_known.__wrapped__() is known  # type: ignore[attr-defined]
+
+
+def test_the_installed_anyio_version_is_read_without_importlib_metadata() -> None:
+    import importlib.metadata
+
+    import daffi._backends
+
+    expected = tuple(int(part) for part in importlib.metadata.version("anyio").split(".")[:2])
+    assert daffi._backends.installed_anyio_version() == expected
