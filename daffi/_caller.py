@@ -17,12 +17,21 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import msgspec
 
-from daffi._calls import CallTable, Pending, Upload, UploadGroup, broadcast_outcome, link_lost
+from daffi._calls import (
+    CallTable,
+    Pending,
+    Upload,
+    UploadGroup,
+    broadcast_outcome,
+    call_timed_out,
+    link_lost,
+    wait_answered,
+)
 from daffi._link import Link
 from daffi._mirror import DirectoryMirror
 from daffi._protocol import STREAM_WINDOW, Call, Cancel, Credit, ScheduleSpec
 from daffi._streams import CreditGate, Download
-from daffi.exceptions import TimeoutError, UnableToFindCandidate, exception_from_error_info
+from daffi.exceptions import UnableToFindCandidate, exception_from_error_info
 
 if TYPE_CHECKING:
     from daffi._codec import PayloadCodec
@@ -115,10 +124,7 @@ class Caller:
         conn = self.link.conn or await self.link.connection(timeout)
         table = self.table
         call_id = next(table.ids)
-        now = anyio.current_time()
-        own_deadline = now + timeout if timeout is not None else math.inf
-        deadline = min(anyio.current_effective_deadline(), own_deadline)
-        remaining = None if math.isinf(deadline) else max(deadline - now, 0.0)
+        own_deadline, remaining = remaining_time(timeout)
         pending = table.pending[call_id] = Pending()
         msg = Call(call_id, name, payload, self.name, receiver, remaining, True, schedule)
         sent = timed_out = False
@@ -128,20 +134,13 @@ class Caller:
             except anyio.BrokenResourceError:
                 raise link_lost("calling", name) from None
             sent = True
-            if timeout is None:
-                await pending.wait()  # no scope of our own: the common case stays cheap
-            else:
-                with anyio.CancelScope(deadline=own_deadline) as scope:
-                    await pending.wait()
-                timed_out = scope.cancelled_caught
+            timed_out = await wait_answered(pending.wait, own_deadline, timeout)
         finally:
             table.pending.pop(call_id, None)
             if sent and not pending.done:
                 await self.cancel_remote(conn, call_id)
         if timed_out:
-            raise TimeoutError(
-                f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
-            )
+            raise call_timed_out(name, timeout)
         return pending.outcome(self.codec, structure)
 
     async def open_download(

@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -21,6 +21,7 @@ from daffi.exceptions import (
     ErrorInfo,
     ProtocolError,
     RemoteStoppedUnexpectedly,
+    TimeoutError,
     broadcast_error,
     exception_from_error_info,
 )
@@ -40,6 +41,26 @@ __all__ = [
 ]
 
 logger = logging.getLogger("daffi.node")
+
+
+def call_timed_out(name: str, timeout: float | None) -> TimeoutError:
+    """The error of a call whose own timeout ran out (its remote execution is cancelled)."""
+    return TimeoutError(
+        f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
+    )
+
+
+async def wait_answered(
+    wait: Callable[[], Awaitable[object]], deadline: float, timeout: float | None
+) -> bool:
+    """Await ``wait()`` on the caller's loop, within the call's own ``timeout`` (ending at
+    ``deadline``); True if that timeout ran out first."""
+    if timeout is None:
+        await wait()  # no scope of our own: the common case stays cheap
+        return False
+    with anyio.CancelScope(deadline=deadline) as scope:
+        await wait()
+    return scope.cancelled_caught
 
 
 def link_lost(doing: str, name: str) -> RemoteStoppedUnexpectedly:

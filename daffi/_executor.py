@@ -40,7 +40,7 @@ from typing import Any, Final
 import anyio
 
 from daffi._crossloop import wait_future
-from daffi._threads import ThreadGroup
+from daffi._threads import ThreadGroup, wait_bounded
 
 __all__ = ["DEFAULT_GRACE", "Executor", "Job", "Outcome", "current_chain"]
 
@@ -448,6 +448,13 @@ class Executor:
             with anyio.CancelScope(shield=True):
                 await self.close()
 
+    def _all_ended(self) -> bool:
+        """No callback runs here any more and every thread the executor started ended."""
+        with self._lock:
+            if self._running:
+                return False
+        return not self._threads.others()
+
     async def close(self) -> None:
         """Stop: nothing new starts, queued jobs are dropped, idle threads end; wait up to
         ``grace`` seconds for the rest, then warn about callbacks still running."""
@@ -464,18 +471,11 @@ class Executor:
                 done(_CLOSED)
             except Exception:
                 logger.exception("node %r: handling the end of %s failed", self.name, job.name)
-        deadline = time.monotonic() + self.grace
-        delay = 0.001
-        while True:
-            threads = self._threads.others()
-            with self._lock:
-                running = [job.describe() for job in self._running]
-            if not threads and not running:
-                return
-            if time.monotonic() >= deadline:
-                break
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        if await wait_bounded(self._all_ended, self.grace):
+            return
+        threads = self._threads.others()
+        with self._lock:
+            running = [job.describe() for job in self._running]
         if running:
             logger.warning(
                 "node %r stopped while def callbacks were still running after %.1f s: %s; "

@@ -221,7 +221,9 @@ class Router(Generic[P]):
             return iter(list(self._in_flight))
 
     def __len__(self) -> int:
-        return len(self._in_flight)
+        with self.lock:
+            return len(self._in_flight)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._in_flight
+        with self.lock:
+            return key in self._in_flight

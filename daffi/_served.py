@@ -39,6 +39,7 @@ import anyio.lowlevel
 from daffi._crossloop import loop_call_soon
 from daffi._frames import FrameReader, encode_frame
 from daffi._protocol import Call, Error, Message, Result
+from daffi._threads import wait_bounded
 from daffi.exceptions import ProtocolError
 
 __all__ = ["ServedChannel"]
@@ -129,14 +130,7 @@ class ServedChannel:
         """Wait up to ``timeout`` seconds for the thread to end (after :meth:`aclose`): it
         ends once the callback it runs, if any, returns. Returns whether it ended."""
         thread = self._thread
-        deadline = anyio.current_time() + timeout
-        delay = 0.001
-        while thread is not None and thread.is_alive():
-            if anyio.current_time() >= deadline:
-                return False
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 0.05)
-        return True
+        return await wait_bounded(lambda: thread is None or not thread.is_alive(), timeout)
 
     # ------------------------------------------------------------------ loop side
 

@@ -24,7 +24,15 @@ import anyio
 import msgspec
 
 from daffi._caller import remaining_time
-from daffi._calls import CallTable, Failed, Pending, broadcast_outcome, link_lost
+from daffi._calls import (
+    CallTable,
+    Failed,
+    Pending,
+    broadcast_outcome,
+    call_timed_out,
+    link_lost,
+    wait_answered,
+)
 from daffi._connection import encode_frame
 from daffi._crossloop import loop_waker
 from daffi._executor import current_chain
@@ -232,9 +240,7 @@ class ThreadCaller:
             clean = True
         except builtins.TimeoutError:
             # Closing the channel (below) makes the controller cancel the remote work.
-            timed_out = TimeoutError(
-                f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
-            )
+            timed_out = call_timed_out(name, timeout)
             if not gather:
                 raise timed_out from None
             for index in ids.values():  # the others' replies are kept
@@ -334,9 +340,7 @@ class ThreadCaller:
             # nothing is left pending and an unanswered call is cancelled remotely.
             self.abandon(conn, call_id, pending)
         if not answered:
-            raise TimeoutError(
-                f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
-            )
+            raise call_timed_out(name, timeout)
         return pending.outcome(self.codec, structure)
 
     async def call_from_other_loop(
@@ -377,22 +381,14 @@ class ThreadCaller:
         # their cancels (a burst of 64 calls: one system call, not 64).
         frame = encode_frame(Call(call_id, name, payload, self.name, receiver, remaining))
         waker.send_this_turn(conn, frame, lost)
-        timed_out = False
         try:
-            if timeout is None:
-                await answered.wait()
-            else:
-                with anyio.CancelScope(deadline=own) as scope:
-                    await answered.wait()
-                timed_out = scope.cancelled_caught
+            timed_out = await wait_answered(answered.wait, own, timeout)
         finally:
             self.table.pending.pop(call_id, None)
             if not pending.done:
                 waker.send_this_turn(conn, encode_frame(Cancel(call_id, self.name)), _nothing)
         if timed_out:
-            raise TimeoutError(
-                f"call to {name!r} timed out after {timeout} s; the remote execution was cancelled"
-            )
+            raise call_timed_out(name, timeout)
         return True, pending.outcome(self.codec, structure)
 
     def call_in_background(

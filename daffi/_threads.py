@@ -10,7 +10,23 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-__all__ = ["ThreadGroup"]
+import anyio
+
+__all__ = ["ThreadGroup", "wait_bounded"]
+
+
+async def wait_bounded(done: Callable[[], bool], timeout: float) -> bool:
+    """Wait on the loop, up to ``timeout`` seconds, until ``done()`` (something other threads
+    bring about, such as their ending) holds; whether it did. Polls, backing off from 1 ms to
+    50 ms: nothing wakes the loop when a thread ends."""
+    deadline = anyio.current_time() + timeout
+    delay = 0.001
+    while not done():
+        if anyio.current_time() >= deadline:
+            return False
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return True
 
 
 class ThreadGroup:
