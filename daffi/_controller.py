@@ -230,13 +230,20 @@ class Controller:
         # A node in this process has no use for call channels.
         token = None if conn.in_process else new_channel_token()
         peer = Peer(msg.name, conn, channel_token=token)
-        directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
-        await conn.send(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory, token))
         peer.callbacks = {info.name: info for info in msg.callbacks}
+        directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
+        # One step, with no await from the name check above to the broadcast: the Welcome
+        # is queued before anything else can be sent to this peer, and the peer joins the
+        # directory at once, so a node that joins, changes or leaves concurrently is either
+        # in the Welcome or announced after it (and two nodes cannot take one name).
+        try:
+            conn.send_threadsafe(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory, token))
+        except anyio.BrokenResourceError:
+            return None
         self.router.join(peer)
         if conn.in_process:
             self._local = peer
-        await self._broadcast(NodeUp(peer.name, msg.callbacks), exclude=peer.name)
+        self._broadcast(NodeUp(peer.name, msg.callbacks), exclude=peer.name)
         logger.info("node %r connected", peer.name)
         if self.on_node_event is not None:
             await self.on_node_event(peer.name, True)
@@ -266,7 +273,7 @@ class Controller:
             elif isinstance(msg, Pong):
                 pass
             elif isinstance(msg, Register):
-                await self._set_callbacks(peer, msg.callbacks)
+                self._set_callbacks(peer, msg.callbacks)
             elif isinstance(msg, Bye):
                 peer.said_bye = True
                 return
@@ -277,6 +284,9 @@ class Controller:
         self.router.leave(peer)
         if self._local is peer:
             self._local = None
+        # In the same step as leaving the directory (see _handshake): a node of the same
+        # name that joins right after is announced after this.
+        self._broadcast(NodeDown(peer.name, peer.said_bye), exclude=peer.name)
         for key in [key for key in self._chosen if key[0] == peer.name]:
             del self._chosen[key]
         await self.channels.close_all(peer)
@@ -289,24 +299,25 @@ class Controller:
                 else:
                     # Nobody waits for this result any more: stop the work on its executor.
                     await self.send_to(route.executor, Cancel(key[1], key[0]))
-            await self._broadcast(NodeDown(peer.name, peer.said_bye), exclude=peer.name)
             if self.on_node_event is not None:
                 await self.on_node_event(peer.name, False)
 
     # ------------------------------------------------------------------ directory
 
-    async def _set_callbacks(self, peer: Peer, callbacks: tuple[CallbackInfo, ...]) -> None:
+    def _set_callbacks(self, peer: Peer, callbacks: tuple[CallbackInfo, ...]) -> None:
         old, peer.callbacks = peer.callbacks, {info.name: info for info in callbacks}
         self.router.offer(peer, old)
-        await self._broadcast(NodeUp(peer.name, callbacks), exclude=peer.name)
+        self._broadcast(NodeUp(peer.name, callbacks), exclude=peer.name)
 
-    async def _broadcast(self, msg: Message, *, exclude: str) -> None:
+    def _broadcast(self, msg: Message, *, exclude: str) -> None:
+        """Queue a directory change for every other peer, with no await: it reaches exactly
+        the peers in the directory at the moment of the change, in the order of changes."""
         frame = encode_frame(msg)
         for other in list(self.peers.values()):
             if other.name != exclude:
                 # A broken peer is dropped by its own handler.
                 with contextlib.suppress(anyio.BrokenResourceError):
-                    await other.conn.send_frame(frame)
+                    other.conn.send_frame_threadsafe(frame)
 
     # ------------------------------------------------------------------ routing
 

@@ -16,7 +16,7 @@ import sniffio
 from anyio.from_thread import BlockingPortal
 from anyio.lowlevel import RunVar
 
-__all__ = ["loop_call_soon", "loop_waker", "run_in_portal", "wait_future"]
+__all__ = ["loop_call_soon", "loop_waker", "run_in_portal", "spawn_in_running_loop", "wait_future"]
 
 T = TypeVar("T")
 
@@ -38,6 +38,31 @@ def loop_call_soon() -> Callable[[Callable[[], object]], object]:
         return anyio.from_thread.run_sync(func, token=token)
 
     return call_soon
+
+
+#: asyncio keeps only weak references to its tasks: the tasks spawned below are kept here
+_spawned: set[Any] = set()
+
+
+def spawn_in_running_loop(func: Callable[[], Awaitable[None]]) -> None:
+    """Start ``func()`` as a task of the running loop, called from synchronous code in it.
+
+    The task belongs to no task group of the application: on asyncio it is a plain task
+    (cancelled by ``asyncio.run`` when the main coroutine returns), on trio a system task
+    (cancelled when the main task ends; the run waits for it). ``func`` must not raise
+    anything but the loop's cancellation.
+    """
+    library = sniffio.current_async_library()
+    if library == "trio":
+        import trio
+
+        trio.lowlevel.spawn_system_task(func)
+        return
+    import asyncio
+
+    task = asyncio.get_running_loop().create_task(func())  # type: ignore[arg-type]
+    _spawned.add(task)
+    task.add_done_callback(_spawned.discard)
 
 
 class _FrameSink(Protocol):

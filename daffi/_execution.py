@@ -87,8 +87,7 @@ class Execution:
         if isinstance(modifier, BG) or (
             isinstance(modifier, BROADCAST) and not modifier.return_result
         ):
-            if not runtime.started and not runtime.stopped:
-                runtime.start_in_thread()
+            runtime.ensure_started_sync()
             if runtime.stopped:
                 raise runtime.stopped_error()
             return self._start_background(name, args, kwargs, modifier, structure)
@@ -148,7 +147,7 @@ class Execution:
                     timeout=modifier.timeout,
                     structure=structure,
                 )
-        elif type(modifier) is FG:
+        elif type(modifier) is FG and not runtime.on_loop_thread():
             # Awaited on another loop (a daffi-2-style app whose Global runs in a thread of
             # its own): the call goes out from this thread, and only its answer crosses.
             await runtime.ensure_started()
@@ -352,8 +351,7 @@ class Execution:
         """Send a sync generator fetcher's items (driven in the calling thread)."""
         runtime = self.runtime
         if isinstance(modifier, BG):
-            if not runtime.started and not runtime.stopped:
-                runtime.start_in_thread()
+            runtime.ensure_started_sync()
             fut = runtime.spawn(self._stream_in_background, name, items, modifier)
             return AsyncResult(fut, runtime, name)
         if runtime.on_loop_thread():

@@ -5,8 +5,8 @@ Three ways to run (see docs/design.md):
 * constructed outside an event loop: starts at once in a background daemon thread that runs
   the async core; blocking methods call through a ``BlockingPortal``; stopped at exit.
 * ``async with Global(...) as g`` (asyncio or trio): runs in the caller's loop and task group.
-* constructed inside a running loop and never entered: starts in a background thread at
-  first use (daffi 2 style async apps).
+* constructed inside a running loop and never entered (daffi 2 style async apps): runs in
+  a task of that loop, on its library, started when the constructor's caller first yields.
 
 ``Global`` is the facade over three pieces: its settings (``_settings.py``), its runtime (the
 loop, the thread or caller's loop it runs in, the bridge to it: ``_runtime.py``, with the
@@ -144,6 +144,8 @@ class Global:
             sniffio.current_async_library()
         except sniffio.AsyncLibraryNotFoundError:
             self._runtime.start_in_thread()
+        else:
+            self._runtime.start_in_running_loop()
 
     # ------------------------------------------------------------------ running and stopping
 

@@ -6,8 +6,9 @@ Three ways to run (see docs/design.md):
   runs the async core, reached through a ``BlockingPortal`` (:meth:`Runtime.start_in_thread`);
   stopped at exit;
 * ``async with``: in the caller's loop and task group (:meth:`Runtime.enter`);
-* constructed inside a running loop and never entered (daffi 2 style async apps): in a
-  background thread too, started at first use (:meth:`Runtime.ensure_started`).
+* constructed inside a running loop (daffi 2 style async apps): in a task of that loop, on
+  its library (asyncio or trio), started by the constructor and run unless ``async with``
+  enters the Global first (:meth:`Runtime.start_in_running_loop`).
 
 The bridge (:meth:`Runtime.blocking`, :meth:`Runtime.run_on_loop`, :meth:`Runtime.spawn`)
 runs coroutines on that loop from any thread or loop. An error that ends the core is kept
@@ -32,7 +33,7 @@ from anyio.from_thread import BlockingPortal
 
 from daffi._components import Components
 from daffi._context import Target, current_var, forget, remember
-from daffi._crossloop import loop_call_soon, run_in_portal
+from daffi._crossloop import loop_call_soon, run_in_portal, spawn_in_running_loop
 from daffi._node import Node
 from daffi._settings import Configured, Hook
 from daffi.exceptions import DaffiError, GlobalContextError
@@ -70,6 +71,24 @@ class _ThreadStarted:
         self.event.set()
 
 
+class _Host:
+    """The task that runs a Global's core in the loop the Global was created in."""
+
+    def __init__(self) -> None:
+        #: set once the core runs (or failed to start): for the loop's own tasks
+        self.started = anyio.Event()
+        #: the same, for other threads
+        self.ready = threading.Event()
+        #: set once the core has stopped and its task has unwound everything
+        self.done = anyio.Event()
+        #: whether the task still has to start the core (``async with`` may do it first)
+        self.pending = True
+        #: whether the task runs the core (else ``async with`` does)
+        self.runs_core = False
+        #: stop() was called while the task was starting the core
+        self.stop_requested = False
+
+
 class Runtime:
     """Runs a Global's controller and node on an event loop, and lets any thread use it."""
 
@@ -90,6 +109,7 @@ class Runtime:
         self._in_loop: tuple[BlockingPortal, anyio.abc.TaskGroup] | None = None
         self._context_token: Any = None
         self._unsubscribe: Callable[[], None] | None = None
+        self._host: _Host | None = None
 
     @property
     def node(self) -> Node | None:
@@ -255,17 +275,92 @@ class Runtime:
                 raise failure[0]
             atexit.register(self._stop_at_exit)
 
+    def start_in_running_loop(self) -> None:
+        """Constructed in a running loop: run the core in a task of that loop (on its
+        library), which starts when the constructor's caller first yields to the loop,
+        unless ``async with`` has entered this Global by then."""
+        self._host = _Host()
+        self.loop_thread = threading.get_ident()
+        spawn_in_running_loop(self._run_hosted)
+
+    async def _run_hosted(self) -> None:
+        host = self._host
+        assert host is not None
+        if not host.pending:
+            return  # `async with` entered it
+        host.pending = False
+        host.runs_core = True
+        try:
+            try:
+                await self._enter()
+            except BaseException as exc:
+                if isinstance(exc, anyio.get_cancelled_exc_class()):
+                    raise
+                self.crashed(_unwrap(exc))
+                return
+            finally:
+                if not self.started:
+                    self.stopped = True
+                    self.done.set()
+                host.started.set()
+                host.ready.set()
+            stop_event = self.stop_event
+            assert stop_event is not None
+            if host.stop_requested:
+                stop_event.set()
+            try:
+                await stop_event.wait()
+            finally:
+                # The loop ending (its main task returned) cancels this task: stop cleanly.
+                with anyio.CancelScope(shield=True):
+                    with contextlib.suppress(Exception):  # a crash was kept and logged
+                        await self._exit_entered(None)
+        finally:
+            host.done.set()
+
+    def ensure_started_sync(self) -> None:
+        """Before a synchronous call: start the core in its thread if nothing runs it yet,
+        or wait until the task of its loop has started it."""
+        if self.started or self.stopped:
+            return
+        host = self._host
+        if host is None:
+            self.start_in_thread()
+            return
+        if self.on_loop_thread():
+            raise GlobalContextError(
+                "this Global starts in its event loop once the code that created it awaits "
+                "something; await an async method first (e.g. `await g.wait_function_async(...)`)"
+            )
+        host.ready.wait()
+
     async def ensure_started(self) -> None:
         if not self.started and not self.stopped:
-            await anyio.to_thread.run_sync(self.start_in_thread)
+            host = self._host
+            if host is None:
+                await anyio.to_thread.run_sync(self.start_in_thread)
+            elif self.on_loop_thread():
+                await host.started.wait()
+            else:
+                await anyio.to_thread.run_sync(host.ready.wait)
         if self.stopped:
             raise self.stopped_error()
 
     async def enter(self) -> None:
         """Start in the caller's loop and task group (``async with``): what ``__aenter__``
-        does, unless it already runs in its background thread."""
+        does, unless it already runs in its background thread or in a task of its loop."""
+        host = self._host
+        if host is not None:
+            if host.pending:
+                host.pending = False  # entered before its loop ran the task: run it here
+            else:
+                await self.ensure_started()
+                return
         if self.started or self.thread is not None:
             return  # already running in its background thread
+        await self._enter()
+
+    async def _enter(self) -> None:
         portal = BlockingPortal()
         await portal.__aenter__()
         self.portal = portal
@@ -310,9 +405,14 @@ class Runtime:
 
     async def exit(self, exc: BaseException | None) -> None:
         """Leave ``async with`` (``exc``: what ended the body, if anything)."""
-        if self._in_loop is None:
+        host = self._host
+        if self._in_loop is None or (host is not None and host.runs_core):
             await self.stop_async()
             return
+        await self._exit_entered(exc)
+
+    async def _exit_entered(self, exc: BaseException | None) -> None:
+        """Leave what :meth:`_enter` entered, in the task that entered it."""
         if self._context_token is not None:
             current_var.reset(self._context_token)
             self._context_token = None
@@ -333,7 +433,26 @@ class Runtime:
 
     # ------------------------------------------------------------------ stopping
 
+    def _stop_before_start(self) -> bool:
+        """A stop requested while the task of its loop has not started the core yet: the
+        core will not start (or is stopped as soon as it has). Whether that was the case."""
+        host = self._host
+        if host is None or host.started.is_set() or not (host.pending or host.runs_core):
+            return False
+        if host.pending:
+            host.pending = False
+            self.stopped = True
+            self.done.set()
+            host.ready.set()
+            host.started.set()
+            host.done.set()
+        else:
+            host.stop_requested = True
+        return True
+
     def stop(self) -> None:
+        if self._stop_before_start():
+            return
         if self.stopped or self.stop_event is None:
             self.stopped = True
             return
@@ -351,13 +470,19 @@ class Runtime:
             self.done.wait(timeout=5)
 
     async def stop_async(self) -> None:
+        host = self._host
+        if self._stop_before_start():
+            if host is not None and self.on_loop_thread():
+                await host.done.wait()
+            return
         if self.stopped or self.stop_event is None:
             self.stopped = True
             return
         if threading.get_ident() == self.loop_thread:
             self.stop_event.set()
-            if self._in_loop is not None:
-                return  # leaving `async with` completes the stop
+            if host is not None and host.runs_core:
+                await host.done.wait()  # the task of the loop unwinds the core
+            # else leaving `async with` completes the stop
             return
         await anyio.to_thread.run_sync(self.stop)
 
@@ -375,7 +500,10 @@ class Runtime:
     async def join_async(self) -> None:
         if not self.started and not self.stopped:
             await self.ensure_started()
-        if threading.get_ident() == self.loop_thread and self.stop_event is not None:
+        host = self._host
+        if host is not None and host.runs_core and self.on_loop_thread():
+            await host.done.wait()
+        elif threading.get_ident() == self.loop_thread and self.stop_event is not None:
             await self.stop_event.wait()
         else:
             await anyio.to_thread.run_sync(self.done.wait, abandon_on_cancel=True)
@@ -398,8 +526,7 @@ class Runtime:
         runtime in its thread first if needed); ``method`` and ``twin`` name the blocking
         method and its async twin in the error raised on the loop's own thread."""
         self.check_blocking(method, twin)
-        if not self.started and not self.stopped:
-            self.start_in_thread()
+        self.ensure_started_sync()
         portal = self.portal
         if self.stopped or portal is None:
             raise self.stopped_error()

@@ -202,6 +202,60 @@ async def test_duplicate_process_name_is_refused(make_node: NodeFactory) -> None
             await again.wait_process_async("twin", timeout=1)
 
 
+@pytest.mark.parametrize("round_", range(5))
+async def test_nodes_joining_at_once_all_see_each_other(
+    make_node: NodeFactory, round_: int
+) -> None:
+    """Regression: a node whose handshake overlapped another's got a Welcome without it and
+    was never told it joined (the controller awaited between its snapshot and the join)."""
+    names = [f"n{i}" for i in range(4)]
+    seen: dict[str, dict[str, Any]] = {}
+    everyone_in = anyio.Event()
+
+    async def join(name: str) -> None:
+        async with make_node(name, {f"cb_{name}": lambda: name}) as g:
+            for other in names:
+                await g.wait_process_async(other, timeout=5)
+            seen[name] = g.registered_callbacks
+            if len(seen) == len(names):
+                everyone_in.set()
+            await everyone_in.wait()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(join, name)
+    for name in names:
+        assert sorted(seen[name]) == sorted(n for n in names if n != name)
+        assert all(list(cbs) == [f"cb_{other}"] for other, cbs in seen[name].items())
+
+
+async def test_two_nodes_of_one_name_joining_at_once_one_is_refused(
+    make_node: NodeFactory,
+) -> None:
+    outcomes: list[str] = []
+    both_tried = anyio.Event()
+
+    async def join() -> None:
+        try:
+            async with make_node("twin"):
+                outcomes.append("joined")
+                await both_tried.wait()
+        except InitializationError:
+            outcomes.append("refused")
+        if len(outcomes) == 2:
+            both_tried.set()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(join)
+            tg.start_soon(join)
+            with anyio.move_on_after(5):
+                await both_tried.wait()
+            both_tried.set()
+    assert sorted(outcomes) == ["joined", "refused"]
+
+
 async def test_controller_and_node_in_one_global(anyio_backend: str) -> None:
     address = f"memory://daffi-it-{uuid.uuid4().hex}"
     hub_reg = CallbackRegistry()
