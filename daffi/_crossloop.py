@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 import anyio
@@ -44,7 +44,7 @@ def loop_call_soon() -> Callable[[Callable[[], object]], object]:
 _spawned: set[Any] = set()
 
 
-def spawn_in_running_loop(func: Callable[[], Awaitable[None]]) -> None:
+def spawn_in_running_loop(func: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Start ``func()`` as a task of the running loop, called from synchronous code in it.
 
     The task belongs to no task group of the application: on asyncio it is a plain task
@@ -60,7 +60,7 @@ def spawn_in_running_loop(func: Callable[[], Awaitable[None]]) -> None:
         return
     import asyncio
 
-    task = asyncio.get_running_loop().create_task(func())  # type: ignore[arg-type]
+    task = asyncio.get_running_loop().create_task(func())
     _spawned.add(task)
     task.add_done_callback(_spawned.discard)
 

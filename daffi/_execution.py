@@ -53,7 +53,7 @@ class Runner(Bridge, Protocol):
 
     def require_node(self) -> Node: ...
 
-    def start_in_thread(self) -> None: ...
+    def ensure_started_sync(self) -> None: ...
 
     async def ensure_started(self) -> None: ...
 
@@ -136,7 +136,12 @@ class Execution:
         """An ``async def`` fetcher's call, awaited on any loop (asyncio or trio)."""
         runtime = self.runtime
         node = runtime.node
-        if type(modifier) is FG and node is not None and runtime.on_loop_thread():
+        if (
+            type(modifier) is FG
+            and node is not None
+            and not runtime.stopped
+            and runtime.on_loop_thread()
+        ):
             # The common case, kept short: an FG call from daffi's own loop.
             payload, info = node.prepare_info(name, args, kwargs, modifier.receiver)
             if not info.is_generator and not runtime.stopped:
