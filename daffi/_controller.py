@@ -22,7 +22,7 @@ from daffi._admission import Peer, new_channel_token, refusal
 from daffi._connection import Connection
 from daffi._controller_channels import ChannelService
 from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame
-from daffi._link import DirectHandler, Link, Outlet
+from daffi._link import DirectHandler, Link, Outlet, cancelled_from_outside, say_last
 from daffi._protocol import (
     PROTOCOL_VERSION,
     Attach,
@@ -102,6 +102,8 @@ class Controller:
         self._loop_thread = threading.get_ident()
         #: the node in this process, if any (its connection is the in-process link)
         self._local: Peer | None = None
+        #: Bye was sent to every node (a stop): a connection cancelled afterwards says nothing
+        self._said_goodbye = False
         #: serves the nodes' call and work channels (see daffi._controller_channels)
         self.channels: ChannelService[Peer] = ChannelService(
             self, self.router, name=name, max_frame_size=max_frame_size
@@ -149,6 +151,7 @@ class Controller:
 
         The caller bounds it and shields it (the Global does, whatever ends it).
         """
+        self._said_goodbye = True
         frame = encode_frame(Bye("controller stopping"))
         for peer in list(self.peers.values()):
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
@@ -200,6 +203,12 @@ class Controller:
                 logger.error("protocol error from %s: %s", conn.peer, exc)
             except anyio.EndOfStream:
                 pass
+            except anyio.get_cancelled_exc_class():
+                if peer is not None and cancelled_from_outside():
+                    # The loop is ending with this controller running: leave cleanly (its
+                    # goodbye may have queued the Bye already).
+                    await say_last(conn, None if self._said_goodbye else Bye("controller stopping"))
+                raise
             finally:
                 conn.direct = None
                 tg.cancel_scope.cancel()

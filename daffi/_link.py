@@ -17,13 +17,21 @@ the in-process link).
 
 from __future__ import annotations
 
+import contextlib
+import math
 import socket
 from collections.abc import Callable
 from typing import Protocol
 
+import anyio
+import anyio.lowlevel
+
 from daffi._protocol import Call, Error, Message, Result
 
-__all__ = ["DirectHandler", "InlineRunner", "Link", "Outlet"]
+__all__ = ["DirectHandler", "InlineRunner", "Link", "Outlet", "cancelled_from_outside", "say_last"]
+
+#: how long the last message of a link whose task is cancelled from outside may take
+LAST_MESSAGE_TIMEOUT = 1.0
 
 #: Takes a message right where it arrived (without waking the receiving task); False: the
 #: receiving task gets it.
@@ -111,3 +119,26 @@ class Link(Outlet, Protocol):
         """Hand the link's socket to a thread (see ``Connection.detach_socket``); None when
         the link has no socket it may give away."""
         ...
+
+
+def cancelled_from_outside() -> bool:
+    """Whether the cancellation being handled came from outside anyio's cancel scopes.
+
+    daffi stops its tasks by cancelling a scope (the effective deadline is then -inf).
+    Anything else is the event loop ending: ``asyncio.run`` cancels every task left once
+    its main coroutine returns, daffi's too (trio never cancels a task that way).
+    """
+    return anyio.current_effective_deadline() != -math.inf
+
+
+async def say_last(conn: Link, msg: Message | None) -> None:
+    """Send ``msg`` (if any) as the last message of ``conn`` from a task being cancelled,
+    and what is queued before it: shielded, bounded, and written before the caller closes
+    the link (best effort)."""
+    with anyio.CancelScope(shield=True) as scope:
+        scope.deadline = anyio.current_time() + LAST_MESSAGE_TIMEOUT
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            if msg is not None:
+                await conn.send(msg)
+            # A write queued for the end of this loop turn (asyncio) happens now.
+            await anyio.lowlevel.checkpoint()

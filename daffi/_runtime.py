@@ -10,21 +10,20 @@ Three ways to run (see docs/design.md):
   its library (asyncio or trio), started by the constructor and run unless ``async with``
   enters the Global first (:meth:`Runtime.start_in_running_loop`).
 
-The bridge (:meth:`Runtime.blocking`, :meth:`Runtime.run_on_loop`, :meth:`Runtime.spawn`)
-runs coroutines on that loop from any thread or loop. An error that ends the core is kept
+The bridge (:class:`daffi._loop_bridge.LoopBridge`, its base: ``blocking``, ``run_on_loop``,
+``spawn``) runs coroutines on that loop from any thread or loop. An error that ends the core is kept
 (:meth:`Runtime.crashed`) and raised by later calls as the cause of their error.
 """
 
 from __future__ import annotations
 
 import atexit
-import concurrent.futures
 import contextlib
 import inspect
 import logging
 import sys
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
@@ -33,7 +32,9 @@ from anyio.from_thread import BlockingPortal
 
 from daffi._components import Components
 from daffi._context import Target, current_var, forget, remember
-from daffi._crossloop import loop_call_soon, run_in_portal, spawn_in_running_loop
+from daffi._crossloop import spawn_in_running_loop
+from daffi._link import cancelled_from_outside
+from daffi._loop_bridge import Host, LoopBridge, ThreadStarted
 from daffi._node import Node
 from daffi._settings import Configured, Hook
 from daffi.exceptions import DaffiError, GlobalContextError
@@ -61,35 +62,7 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
-class _ThreadStarted:
-    """A task status that wakes the thread that started the background loop."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def started(self, value: object = None) -> None:
-        self.event.set()
-
-
-class _Host:
-    """The task that runs a Global's core in the loop the Global was created in."""
-
-    def __init__(self) -> None:
-        #: set once the core runs (or failed to start): for the loop's own tasks
-        self.started = anyio.Event()
-        #: the same, for other threads
-        self.ready = threading.Event()
-        #: set once the core has stopped and its task has unwound everything
-        self.done = anyio.Event()
-        #: whether the task still has to start the core (``async with`` may do it first)
-        self.pending = True
-        #: whether the task runs the core (else ``async with`` does)
-        self.runs_core = False
-        #: stop() was called while the task was starting the core
-        self.stop_requested = False
-
-
-class Runtime:
+class Runtime(LoopBridge):
     """Runs a Global's controller and node on an event loop, and lets any thread use it."""
 
     def __init__(self, owner: Owner, on_schedule_error: Callable[[str, DaffiError], None]):
@@ -109,7 +82,7 @@ class Runtime:
         self._in_loop: tuple[BlockingPortal, anyio.abc.TaskGroup] | None = None
         self._context_token: Any = None
         self._unsubscribe: Callable[[], None] | None = None
-        self._host: _Host | None = None
+        self._host: Host | None = None
 
     @property
     def node(self) -> Node | None:
@@ -148,7 +121,12 @@ class Runtime:
                         task_status.started()
                         if owner.on_init is not None:
                             tg.start_soon(self._run_hook, owner.on_init, owner.process_name)
-                        await self.stop_event.wait()
+                        try:
+                            await self.stop_event.wait()
+                        except anyio.get_cancelled_exc_class():
+                            if cancelled_from_outside():
+                                self.stop_event.set()  # the loop is ending: leave as a stop
+                            raise
                     finally:
                         # Not after a crash of one of its tasks (the stop event is not set
                         # then): peers must tell a crash from a clean leave.
@@ -245,7 +223,7 @@ class Runtime:
                     self.portal = portal
                     self.loop_thread = threading.get_ident()
                     try:
-                        await self.run_core(task_status=_ThreadStarted(ready))
+                        await self.run_core(task_status=ThreadStarted(ready))
                     finally:
                         await portal.stop(cancel_remaining=True)
 
@@ -279,7 +257,7 @@ class Runtime:
         """Constructed in a running loop: run the core in a task of that loop (on its
         library), which starts when the constructor's caller first yields to the loop,
         unless ``async with`` has entered this Global by then."""
-        self._host = _Host()
+        self._host = Host()
         self.loop_thread = threading.get_ident()
         spawn_in_running_loop(self._run_hosted)
 
@@ -508,84 +486,3 @@ class Runtime:
         else:
             await anyio.to_thread.run_sync(self.done.wait, abandon_on_cancel=True)
         self.raise_crash()
-
-    # ------------------------------------------------------------------ sync/async bridge
-
-    def on_loop_thread(self) -> bool:
-        return self.loop_thread is not None and threading.get_ident() == self.loop_thread
-
-    def check_blocking(self, method: str, twin: str) -> None:
-        if self.loop_thread is not None and threading.get_ident() == self.loop_thread:
-            raise GlobalContextError(
-                f"{method}() blocks, and it was called from the thread that runs daffi's event "
-                f"loop, where it would deadlock; use `await g.{twin}(...)` instead"
-            )
-
-    def blocking(self, method: str, twin: str, func: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Run ``func(*args)`` on daffi's loop and block until it returns (starting the
-        runtime in its thread first if needed); ``method`` and ``twin`` name the blocking
-        method and its async twin in the error raised on the loop's own thread."""
-        self.check_blocking(method, twin)
-        self.ensure_started_sync()
-        portal = self.portal
-        if self.stopped or portal is None:
-            raise self.stopped_error()
-        try:
-            return portal.call(func, *args)
-        except RuntimeError as exc:
-            if "portal is not running" in str(exc) or "event loop" in str(exc):
-                error = self.stopped_error()
-                raise error from error.__cause__
-            raise
-
-    async def run_on_loop(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """Await ``func(*args)`` run on daffi's loop, from any loop (asyncio or trio)."""
-        await self.ensure_started()
-        if threading.get_ident() == self.loop_thread:
-            return await func(*args)
-        portal = self.portal
-        assert portal is not None
-        return await run_in_portal(portal, func, *args)
-
-    def spawn(self, func: Callable[..., Awaitable[T]], *args: Any) -> concurrent.futures.Future[T]:
-        """Run ``func(*args)`` on daffi's loop in the background; its future, from any thread.
-
-        The future stays cancellable while the task runs: cancelling it cancels the task
-        (and so the remote call it makes).
-        """
-        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        async def fill() -> None:
-            with anyio.CancelScope() as scope:
-                if fut.cancelled():
-                    return
-                call_soon = loop_call_soon()
-
-                def on_done(done: concurrent.futures.Future[T]) -> None:
-                    if done.cancelled():
-                        call_soon(scope.cancel)
-
-                fut.add_done_callback(on_done)
-                try:
-                    result = await func(*args)
-                except BaseException as exc:
-                    if not fut.done():
-                        fut.set_exception(
-                            exc if isinstance(exc, Exception) else self.stopped_error()
-                        )
-                    if not isinstance(exc, Exception):
-                        raise
-                    return
-                if not fut.done():
-                    fut.set_result(result)
-
-        if self.on_loop_thread():
-            if self.task_group is None:
-                raise self.stopped_error()
-            self.task_group.start_soon(fill)
-        else:
-            portal = self.portal
-            if portal is None or self.stopped:
-                raise self.stopped_error()
-            portal.start_task_soon(fill)
-        return fut

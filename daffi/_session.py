@@ -35,7 +35,7 @@ import anyio
 import anyio.abc
 
 from daffi._calls import CallTable
-from daffi._link import Link
+from daffi._link import Link, cancelled_from_outside, say_last
 from daffi._mirror import DirectoryMirror
 from daffi._protocol import (
     PROTOCOL_VERSION,
@@ -348,6 +348,11 @@ class Session:
                 raise
             raise ProtocolError("the controller did not answer the handshake") from exc
         except anyio.get_cancelled_exc_class():
+            if self.conn is conn and cancelled_from_outside():
+                # The loop is ending with this node running (a daffi 2 style app that
+                # never stopped its Global): leave cleanly, as a stop would (its goodbye
+                # may have queued the Bye already).
+                await say_last(conn, None if self._stopping else Bye("node stopping"))
             self._stopping = True  # the node itself is being cancelled: no reconnecting
             raise
         finally:

@@ -77,6 +77,19 @@ def test_ctrl_c_in_an_async_app_says_bye(
     assert "node 'ctrl-c-app' disconnected" not in controller.stderr(), controller.describe()
 
 
+@pytest.mark.parametrize("library", ["asyncio", "trio"])
+def test_a_daffi_2_style_app_whose_loop_ends_says_bye(
+    launch: Launcher, endpoint: Endpoint, library: str
+) -> None:
+    controller = launch("daffi_cli.py", "controller", *cli_argv(endpoint), name="controller")
+    controller.wait_for_line(r"^daffi controller 'controller' listening on ", timeout=15)
+    app = launch("loop_ends.py", library, *endpoint.argv)
+    assert app.wait_for_line(r"^READY (\S+)$", timeout=15)[1] == library
+    assert_exits_promptly(app)
+    controller.wait_for_stderr("node 'loop-ends-app' left")
+    assert "node 'loop-ends-app' disconnected" not in controller.stderr(), controller.describe()
+
+
 def test_the_controller_command_exits_1_when_its_controller_crashed(
     launch: Launcher, endpoint: Endpoint
 ) -> None:
