@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import msgspec
 
+from daffi._backends import LoopPrimitives, loop_primitives
 from daffi._calls import (
     CallTable,
     Pending,
@@ -52,13 +53,17 @@ class ControllerLink(Protocol):
         ...
 
 
-def remaining_time(timeout: float | None) -> tuple[float, float | None]:
+def remaining_time(
+    timeout: float | None,
+    effective_deadline: Callable[[], float] = anyio.current_effective_deadline,
+) -> tuple[float, float | None]:
     """``(own deadline, remaining time)`` of a call made on a loop with ``timeout``.
 
     The own deadline is ``timeout`` from now (``inf`` without one); the remaining time, sent
     with the call, also counts the caller's enclosing cancel scopes (None: unbounded).
+    ``effective_deadline``: the loop's way to read them (see ``loop_primitives``).
     """
-    scope_deadline = anyio.current_effective_deadline()
+    scope_deadline = effective_deadline()
     if timeout is None and math.isinf(scope_deadline):
         return math.inf, None  # the common case: no clock reading needed
     now = anyio.current_time()
@@ -91,6 +96,14 @@ class Caller:
         self.directory = directory
         self.link = link
         self.codec = codec
+        #: the loop's deadline and event primitives (known once the first call runs on it)
+        self._loop: LoopPrimitives | None = None
+
+    def _primitives(self) -> LoopPrimitives:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = loop_primitives()
+        return loop
 
     def prepare(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], receiver: str | None
@@ -124,8 +137,9 @@ class Caller:
         conn = self.link.conn or await self.link.connection(timeout)
         table = self.table
         call_id = next(table.ids)
-        own_deadline, remaining = remaining_time(timeout)
-        pending = table.pending[call_id] = Pending()
+        loop = self._primitives()
+        own_deadline, remaining = remaining_time(timeout, loop.effective_deadline)
+        pending = table.pending[call_id] = Pending(new_event=loop.new_event)
         msg = Call(call_id, name, payload, self.name, receiver, remaining, True, schedule)
         sent = timed_out = False
         try:
@@ -155,8 +169,9 @@ class Caller:
         """Call a generator callback; its values arrive through the returned ``Download``."""
         conn = await self.link.connection(timeout)
         call_id = next(self.table.ids)
-        own_deadline, remaining = remaining_time(timeout)
-        pending = Pending()
+        loop = self._primitives()
+        own_deadline, remaining = remaining_time(timeout, loop.effective_deadline)
+        pending = Pending(new_event=loop.new_event)
         send, receive = anyio.create_memory_object_stream[msgspec.Raw](STREAM_WINDOW)
         pending.items = send
         self.table.pending[call_id] = pending
@@ -201,8 +216,9 @@ class Caller:
         self.directory.target_info(name, receiver)  # raises when nobody offers it
         conn = await self.link.connection(timeout)
         call_id = next(self.table.ids)
-        _, remaining = remaining_time(timeout)
-        pending = Pending()
+        loop = self._primitives()
+        _, remaining = remaining_time(timeout, loop.effective_deadline)
+        pending = Pending(new_event=loop.new_event)
         pending.gate = CreditGate()
         self.table.pending[call_id] = pending
         empty = msgspec.Raw(self.codec.encode_args((), {}))

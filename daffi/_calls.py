@@ -14,6 +14,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectSendStream
 
+from daffi._backends import LoopEvent
 from daffi._link import Link
 from daffi._protocol import STREAM_WINDOW, Credit, Error, Result, StreamEnd, StreamItem, YieldItem
 from daffi._streams import CreditGate
@@ -98,17 +99,21 @@ class Pending:
     __slots__ = ("callback", "done", "error", "event", "gate", "items", "lock", "payload")
 
     def __init__(
-        self, *, threaded: bool = False, callback: Callable[[], object] | None = None
+        self,
+        *,
+        threaded: bool = False,
+        callback: Callable[[], object] | None = None,
+        new_event: Callable[[], LoopEvent] = anyio.Event,
     ) -> None:
         self.done = False
         self.callback = callback
-        self.event: anyio.Event | None = None
+        self.event: LoopEvent | None = None
         self.lock: threading.Lock | None = None
         if threaded:
             self.lock = threading.Lock()
             self.lock.acquire()
         elif callback is None:
-            self.event = anyio.Event()
+            self.event = new_event()
         self.payload: msgspec.Raw | None = None
         self.error: ErrorInfo | None = None
         #: a generator callback's values, for downloads
