@@ -91,6 +91,8 @@ class Connection:
         self._drained = anyio.Event()
         self._flush_scheduled = False
         self._drain_wanted = False
+        #: run_writer waits for a kick (trio: send_frame leaves the turn's writes to it)
+        self._writer_waits = False
         #: Set by the connection's owner: takes a message right where it was read, without
         #: waking the task that receives (asyncio only; see :meth:`_take_directly`). Returns
         #: False for a message it leaves to :meth:`receive`.
@@ -126,7 +128,7 @@ class Connection:
                 raise self._broken()
             self._frames.append(frame)
             self._queued += len(frame)
-            lead = schedule = now = False
+            lead = schedule = now = wake = False
             if self._writing or self._kick_pending or self._direct_busy:
                 pass  # the writer in charge sends it
             elif self._call_soon_local is not None:
@@ -135,8 +137,14 @@ class Connection:
                 schedule = not self._flush_scheduled
                 self._flush_scheduled = True
             elif self._direct.can_write:
-                # No end-of-turn hook (trio): write now, sparing the stream's send machinery.
-                now = self._direct_busy = True
+                if self._writer_waits:
+                    # No end-of-turn hook (trio): the writer task, woken now, runs after the
+                    # tasks ready in this turn and writes what they queued in one call.
+                    wake = not self._flush_scheduled
+                    self._flush_scheduled = True
+                else:
+                    # No writer task yet (a handshake): write now.
+                    now = self._direct_busy = True
             else:
                 lead = self._writing = True
             # Decided under the lock: another thread may be draining the queue right now.
@@ -147,6 +155,8 @@ class Connection:
         if schedule:
             assert self._call_soon_local is not None
             self._call_soon_local(self._flush_soon)
+        elif wake:
+            self._kick.set()
         elif now:
             self._write_direct()
         if lead:
@@ -268,10 +278,20 @@ class Connection:
         self._kick.set()
 
     async def run_writer(self) -> None:
-        """Send what other threads queued; run it in the connection's task group."""
+        """Send what other threads queued, and on trio what a turn of the loop's tasks
+        queued; run it in the connection's task group."""
         while True:
-            await self._kick.wait()
+            self._writer_waits = True
+            try:
+                await self._kick.wait()
+            finally:
+                self._writer_waits = False
             self._kick = anyio.Event()
+            if self._flush_scheduled and self._call_soon_local is None:
+                # Woken by send_frame (trio), after every task ready in that turn has run.
+                # Plain code, no checkpoint: the write happens even if this task was
+                # cancelled meanwhile (a stop right after sending Bye).
+                self._flush_soon()
             with self._lock:
                 self._kick_pending = False
                 if self._writing or self._direct_busy or not self._frames:
