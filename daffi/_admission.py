@@ -1,20 +1,50 @@
-"""Who may join: the controller's checks of a connection's first frame.
+"""Who may join, and the directory changes that follow: the controller's checks of a
+connection's first frame, and the one-step join, change and leave.
 
 A node joins with ``Hello`` and, unless it lives in the controller's process, gets a
 channel token in its ``Welcome``; its call and work channels then attach with ``Attach`` and
 that token (see :mod:`daffi._channel`). Nothing is routed for a connection before it passed
 these checks.
+
+Every change of the directory (:func:`admit`, :func:`reoffer`, :func:`retire`) is one step
+with no ``await``: the change and its announcement to every other node (:func:`announce`,
+which queues without waiting), so each change reaches exactly the nodes in the directory at
+that moment, in order, and after their ``Welcome``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
-from daffi._link import Link, Outlet
-from daffi._protocol import PROTOCOL_VERSION, Attach, CallbackInfo, Hello, Reject
+import anyio
 
-__all__ = ["Peer", "may_attach", "new_channel_token", "refusal"]
+from daffi._frames import encode_frame
+from daffi._link import Link, Outlet
+from daffi._protocol import (
+    PROTOCOL_VERSION,
+    Attach,
+    CallbackInfo,
+    Hello,
+    Message,
+    NodeDown,
+    NodeUp,
+    Reject,
+    Welcome,
+)
+from daffi._router import Router
+
+__all__ = [
+    "Peer",
+    "admit",
+    "announce",
+    "may_attach",
+    "new_channel_token",
+    "refusal",
+    "reoffer",
+    "retire",
+]
 
 
 @dataclass(eq=False)
@@ -75,3 +105,44 @@ def may_attach(msg: Attach, token: bytes | None) -> bool:
     import hmac  # only a controller serving call channels needs it
 
     return hmac.compare_digest(token, msg.token)
+
+
+def admit(router: Router[Peer], peer: Peer, controller: str) -> bool:
+    """Let ``peer`` join (its name was checked just before, with no await since): its
+    ``Welcome`` with the directory of this moment is queued first on its link, then it joins
+    the directory and the others are told. False if its link broke meanwhile."""
+    directory = {
+        other.name: tuple(other.callbacks.values()) for other in router.directory.peers.values()
+    }
+    welcome = Welcome(PROTOCOL_VERSION, controller, "msgpack", directory, peer.channel_token)
+    try:
+        peer.conn.send_threadsafe(welcome)
+    except anyio.BrokenResourceError:
+        return False
+    router.join(peer)
+    announce(router, NodeUp(peer.name, tuple(peer.callbacks.values())), exclude=peer.name)
+    return True
+
+
+def reoffer(router: Router[Peer], peer: Peer, callbacks: tuple[CallbackInfo, ...]) -> None:
+    """``peer`` now offers ``callbacks``; the others are told."""
+    old, peer.callbacks = peer.callbacks, {info.name: info for info in callbacks}
+    router.offer(peer, old)
+    announce(router, NodeUp(peer.name, callbacks), exclude=peer.name)
+
+
+def retire(router: Router[Peer], peer: Peer) -> None:
+    """``peer`` leaves the directory; the others are told (before a node of the same name
+    can join again)."""
+    router.leave(peer)
+    announce(router, NodeDown(peer.name, peer.said_bye), exclude=peer.name)
+
+
+def announce(router: Router[Peer], msg: Message, *, exclude: str) -> None:
+    """Queue ``msg`` for every node in the directory but ``exclude``, without waiting."""
+    frame = encode_frame(msg)
+    for other in list(router.directory.peers.values()):
+        if other.name != exclude:
+            # A broken peer is dropped by its own handler.
+            with contextlib.suppress(anyio.BrokenResourceError):
+                other.conn.send_frame_threadsafe(frame)

@@ -18,31 +18,26 @@ from collections.abc import Awaitable, Callable, Mapping
 import anyio
 import anyio.abc
 
-from daffi._admission import Peer, new_channel_token, refusal
+from daffi._admission import Peer, admit, new_channel_token, refusal, reoffer, retire
 from daffi._connection import Connection
 from daffi._controller_channels import ChannelService
 from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame
 from daffi._link import DirectHandler, Link, Outlet, cancelled_from_outside, say_last
 from daffi._protocol import (
-    PROTOCOL_VERSION,
     Attach,
     Bye,
     Call,
-    CallbackInfo,
     Cancel,
     Credit,
     Error,
     Hello,
     Message,
-    NodeDown,
-    NodeUp,
     Ping,
     Pong,
     Register,
     Result,
     StreamEnd,
     StreamItem,
-    Welcome,
     YieldItem,
 )
 from daffi._router import InFlight, Router, valid_timeout
@@ -240,19 +235,11 @@ class Controller:
         token = None if conn.in_process else new_channel_token()
         peer = Peer(msg.name, conn, channel_token=token)
         peer.callbacks = {info.name: info for info in msg.callbacks}
-        directory = {other.name: tuple(other.callbacks.values()) for other in self.peers.values()}
-        # One step, with no await from the name check above to the broadcast: the Welcome
-        # is queued before anything else can be sent to this peer, and the peer joins the
-        # directory at once, so a node that joins, changes or leaves concurrently is either
-        # in the Welcome or announced after it (and two nodes cannot take one name).
-        try:
-            conn.send_threadsafe(Welcome(PROTOCOL_VERSION, self.name, "msgpack", directory, token))
-        except anyio.BrokenResourceError:
+        # No await from the name check above to the join (two nodes cannot take one name).
+        if not admit(self.router, peer, self.name):
             return None
-        self.router.join(peer)
         if conn.in_process:
             self._local = peer
-        self._broadcast(NodeUp(peer.name, msg.callbacks), exclude=peer.name)
         logger.info("node %r connected", peer.name)
         if self.on_node_event is not None:
             await self.on_node_event(peer.name, True)
@@ -282,7 +269,7 @@ class Controller:
             elif isinstance(msg, Pong):
                 pass
             elif isinstance(msg, Register):
-                self._set_callbacks(peer, msg.callbacks)
+                reoffer(self.router, peer, msg.callbacks)
             elif isinstance(msg, Bye):
                 peer.said_bye = True
                 return
@@ -290,12 +277,9 @@ class Controller:
                 raise ProtocolError(f"unexpected {type(msg).__name__} from node {peer.name!r}")
 
     async def _drop_peer(self, peer: Peer) -> None:
-        self.router.leave(peer)
+        retire(self.router, peer)
         if self._local is peer:
             self._local = None
-        # In the same step as leaving the directory (see _handshake): a node of the same
-        # name that joins right after is announced after this.
-        self._broadcast(NodeDown(peer.name, peer.said_bye), exclude=peer.name)
         for key in [key for key in self._chosen if key[0] == peer.name]:
             del self._chosen[key]
         await self.channels.close_all(peer)
@@ -310,23 +294,6 @@ class Controller:
                     await self.send_to(route.executor, Cancel(key[1], key[0]))
             if self.on_node_event is not None:
                 await self.on_node_event(peer.name, False)
-
-    # ------------------------------------------------------------------ directory
-
-    def _set_callbacks(self, peer: Peer, callbacks: tuple[CallbackInfo, ...]) -> None:
-        old, peer.callbacks = peer.callbacks, {info.name: info for info in callbacks}
-        self.router.offer(peer, old)
-        self._broadcast(NodeUp(peer.name, callbacks), exclude=peer.name)
-
-    def _broadcast(self, msg: Message, *, exclude: str) -> None:
-        """Queue a directory change for every other peer, with no await: it reaches exactly
-        the peers in the directory at the moment of the change, in the order of changes."""
-        frame = encode_frame(msg)
-        for other in list(self.peers.values()):
-            if other.name != exclude:
-                # A broken peer is dropped by its own handler.
-                with contextlib.suppress(anyio.BrokenResourceError):
-                    other.conn.send_frame_threadsafe(frame)
 
     # ------------------------------------------------------------------ routing
 
