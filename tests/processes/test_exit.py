@@ -61,33 +61,42 @@ def cli_argv(endpoint: Endpoint) -> list[str]:
     return ["--unix-sock-path", endpoint.argv[1]]
 
 
+def cli_controller(launch: Launcher, endpoint: Endpoint) -> Program:
+    """``python -m daffi controller`` on ``endpoint``, once it listens."""
+    controller = launch("daffi_cli.py", "controller", *cli_argv(endpoint), name="controller")
+    controller.wait_for_line(r"^daffi controller 'controller' listening on ", timeout=15)
+    return controller
+
+
+def assert_left(controller: Program, node: str) -> None:
+    """The controller logged that ``node`` left (said Bye), not that it disconnected."""
+    controller.wait_for_stderr(f"node {node!r} left")
+    assert f"node {node!r} disconnected" not in controller.stderr(), controller.describe()
+
+
 @pytest.mark.parametrize("library", ["asyncio", "trio"])
 def test_ctrl_c_in_an_async_app_says_bye(
     launch: Launcher, endpoint: Endpoint, library: str
 ) -> None:
-    controller = launch("daffi_cli.py", "controller", *cli_argv(endpoint), name="controller")
-    controller.wait_for_line(r"^daffi controller 'controller' listening on ", timeout=15)
+    controller = cli_controller(launch, endpoint)
     app = launch("interrupted_app.py", library, *endpoint.argv)
     app.wait_for_line(r"^READY$", timeout=15)
     controller.wait_for_stderr("node 'ctrl-c-app' connected")
     os.kill(app.pid, signal.SIGINT)
     app.wait_for_line(r"^INTERRUPTED$", timeout=10)
     assert app.wait_exit(10) == 0, app.describe()
-    controller.wait_for_stderr("node 'ctrl-c-app' left")
-    assert "node 'ctrl-c-app' disconnected" not in controller.stderr(), controller.describe()
+    assert_left(controller, "ctrl-c-app")
 
 
 @pytest.mark.parametrize("library", ["asyncio", "trio"])
 def test_a_daffi_2_style_app_whose_loop_ends_says_bye(
     launch: Launcher, endpoint: Endpoint, library: str
 ) -> None:
-    controller = launch("daffi_cli.py", "controller", *cli_argv(endpoint), name="controller")
-    controller.wait_for_line(r"^daffi controller 'controller' listening on ", timeout=15)
+    controller = cli_controller(launch, endpoint)
     app = launch("loop_ends.py", library, *endpoint.argv)
     assert app.wait_for_line(r"^READY (\S+)$", timeout=15)[1] == library
     assert_exits_promptly(app)
-    controller.wait_for_stderr("node 'loop-ends-app' left")
-    assert "node 'loop-ends-app' disconnected" not in controller.stderr(), controller.describe()
+    assert_left(controller, "loop-ends-app")
 
 
 def test_the_controller_command_exits_1_when_its_controller_crashed(

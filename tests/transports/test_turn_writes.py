@@ -26,6 +26,8 @@ from daffi._connection import DEFAULT_MAX_FRAME_SIZE, Connection
 from daffi._frames import encode_frame, first_frame
 from daffi._protocol import Message, Result
 
+from .test_direct_reader import connected_pair
+
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.timeout(30),
@@ -40,12 +42,8 @@ def result(call_id: int) -> Result:
 @asynccontextmanager
 async def counted_connection() -> AsyncIterator[tuple[Connection, socket.socket, list[int]]]:
     """A connection on a plain socket, the raw other end, and the sizes of its writes."""
-    ours, theirs = socket.socketpair()
-    conn: Connection | None = None
-    try:
-        stream = await anyio.abc.SocketStream.from_socket(ours)
-        conn = Connection(stream, peer="raw-peer", plain_socket=True)
-        access = conn._direct
+    async with connected_pair() as pair:
+        access = pair.conn._direct
         assert access.can_write, "a socket pair is a plain socket: direct writes are used"
         writes: list[int] = []
         original = access.send
@@ -57,14 +55,7 @@ async def counted_connection() -> AsyncIterator[tuple[Connection, socket.socket,
             return sent
 
         access.send = counting_send  # type: ignore[method-assign]
-        yield conn, theirs, writes
-    finally:
-        if conn is not None:
-            with anyio.CancelScope(shield=True):
-                await conn.aclose()
-        else:
-            ours.close()
-        theirs.close()
+        yield pair.conn, pair.raw, writes
 
 
 def read_messages(raw: socket.socket, count: int) -> list[Message]:
