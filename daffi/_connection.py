@@ -297,7 +297,13 @@ class Connection:
                 if self._writing or self._direct_busy or not self._frames:
                     continue
                 self._writing = True
-            await self._flush()
+            try:
+                await self._flush()
+            except anyio.BrokenResourceError:
+                # The peer is gone: only this connection ends (its receiver sees the end of
+                # the stream once it is closed); the task group around it goes on.
+                await self.aclose()
+                return
 
     async def _flush(self) -> None:
         # The caller holds the writer role. A write is never interrupted half way: on trio a

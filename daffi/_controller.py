@@ -196,8 +196,10 @@ class Controller:
                     await self._serve_peer(peer)
             except ProtocolError as exc:
                 logger.error("protocol error from %s: %s", conn.peer, exc)
-            except anyio.EndOfStream:
-                pass
+            except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                pass  # the peer is gone: only this connection ends
+            except OSError as exc:
+                logger.warning("connection from %s failed: %s", conn.peer, exc)
             except anyio.get_cancelled_exc_class():
                 if peer is not None and cancelled_from_outside():
                     # The loop is ending with this controller running: leave cleanly (its

@@ -63,11 +63,30 @@ def first_frame(buf: bytearray, max_frame_size: int, peer: str) -> tuple[Message
     return decode_frame(frame, peer), frame
 
 
+#: msgpack nested deeper than about this (arrays in arrays, maps in maps) does not decode:
+#: msgspec recurses once per level within Python's recursion limit (1,000 by default), part
+#: of which the loop's own frames use. Such a frame is a protocol error of its sender.
+NESTING_LIMIT = 900
+
+
 def decode_frame(frame: bytes | bytearray, peer: str) -> Message:
+    """The message in ``frame``.
+
+    Raises:
+        ProtocolError: it does not decode, whatever the reason (malformed msgpack, an
+            unknown message, too deep a nesting, no memory for what it announces); the
+            caller closes that peer's connection and nothing else.
+    """
     try:
         return _decoder.decode(memoryview(frame)[_HEADER:])
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"{peer} sent an undecodable frame: {exc}") from exc
+    except RecursionError:
+        raise ProtocolError(
+            f"{peer} sent a frame nested deeper than daffi decodes (about {NESTING_LIMIT} levels)"
+        ) from None
+    except Exception as exc:  # MemoryError, ValueError, ...: still only this peer's fault
+        raise ProtocolError(f"{peer} sent a frame that does not decode: {exc!r}") from exc
 
 
 #: frames larger than this are read straight into a buffer of their own (see FrameReader)

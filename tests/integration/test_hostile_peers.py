@@ -1,0 +1,141 @@
+"""A hostile or failing peer ends only its own connection; the controller keeps serving.
+
+Issue 11's rows D1 (a frame nested deeper than msgspec decodes) and D2 (many peers whose
+sockets break at once, while the controller writes to them). Each test runs a controller
+on a Unix socket in a temp dir, a node offering ``echo`` and a client, on asyncio and trio,
+attacks with raw sockets, then checks that the client's calls all still succeed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import msgspec
+import pytest
+
+from daffi import Global
+from daffi._frames import NESTING_LIMIT, decode_frame, encode_frame
+from daffi._protocol import PROTOCOL_VERSION, Call, Hello
+from daffi.decorators import alias, fetcher
+from daffi.exceptions import ProtocolError
+from daffi.registry import CallbackRegistry
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+@alias("echo")
+@fetcher
+async def echo(x):
+    pass
+
+
+def deep_frame(depth: int) -> bytes:
+    """A call whose payload is ``depth`` msgpack arrays, one inside the other (a frame of
+    about ``depth`` bytes: the decoder recurses once per level to find the payload's end)."""
+    payload = msgspec.Raw(b"\x91" * depth + b"\x90")
+    return bytes(encode_frame(Call(1, "echo", payload, "deep", None, None)))
+
+
+def test_a_frame_nested_too_deep_is_a_protocol_error_naming_the_peer() -> None:
+    with pytest.raises(ProtocolError, match=r"'intruder' sent a frame nested deeper"):
+        decode_frame(deep_frame(50 * NESTING_LIMIT), "'intruder'")
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[str]:
+    directory = tempfile.mkdtemp(prefix="dhp-", dir="/tmp")
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+async def calls_succeed(client: Global, count: int = 20) -> None:
+    with client.as_current():
+        for i in range(count):
+            assert await echo(i) == i
+
+
+def raw_connect(sock_dir: str) -> socket.socket:
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.connect(str(Path(sock_dir) / "daffi.sock"))
+    return raw
+
+
+async def test_a_deeply_nested_frame_closes_only_its_connection(sock_dir: str) -> None:
+    registry = CallbackRegistry()
+    registry.add(lambda x: x, "echo")
+    with anyio.fail_after(40):
+        async with (
+            Global("ctrl", init_controller=True, init_node=False, unix_sock_path=sock_dir),
+            Global("server", registry=registry, unix_sock_path=sock_dir),
+            Global("client", registry=CallbackRegistry(), unix_sock_path=sock_dir) as client,
+        ):
+            await client.wait_function_async("echo", timeout=5)
+            await calls_succeed(client)
+            for before_handshake in (True, False):
+                raw = await anyio.to_thread.run_sync(raw_connect, sock_dir)
+                if not before_handshake:
+                    hello = Hello(PROTOCOL_VERSION, "deep", ("msgpack",), ())
+                    raw.sendall(bytes(encode_frame(hello)))
+                raw.sendall(deep_frame(50 * NESTING_LIMIT))
+                raw.settimeout(5)
+                # The controller closes it: reading ends (after a Welcome, if it had one).
+                while await anyio.to_thread.run_sync(raw.recv, 65536):
+                    pass
+                raw.close()
+                await calls_succeed(client)
+
+
+@pytest.mark.parametrize("round_", range(3))
+async def test_many_peers_breaking_at_once_end_only_their_connections(
+    sock_dir: str, round_: int
+) -> None:
+    registry = CallbackRegistry()
+    registry.add(lambda x: x, "echo")
+    left: set[str] = set()
+    all_left = anyio.Event()
+
+    async def on_node_disconnect(g: Global, name: str) -> None:
+        if name.startswith("doomed"):
+            left.add(name)
+        if len(left) == 50:
+            all_left.set()
+
+    with anyio.fail_after(50):
+        async with (
+            Global("ctrl", init_controller=True, init_node=False, unix_sock_path=sock_dir),
+            Global("server", registry=registry, unix_sock_path=sock_dir),
+            Global(
+                "client",
+                registry=CallbackRegistry(),
+                unix_sock_path=sock_dir,
+                on_node_disconnect=on_node_disconnect,
+            ) as client,
+        ):
+            await client.wait_function_async("echo", timeout=5)
+            peers = []
+            for i in range(50):
+                raw = await anyio.to_thread.run_sync(raw_connect, sock_dir)
+                hello = Hello(PROTOCOL_VERSION, f"doomed-{i}", ("msgpack",), ())
+                raw.sendall(bytes(encode_frame(hello)))
+                peers.append(raw)
+            await client.wait_process_async("doomed-49", timeout=10)
+            # They stop reading, so the controller's next writes to them fail (EPIPE),
+            # while their connections still look open to its readers...
+            for raw in peers:
+                raw.shutdown(socket.SHUT_RD)
+            # ... and a node joining makes it write to all of them at once.
+            async with Global("late", registry=CallbackRegistry(), unix_sock_path=sock_dir):
+                await calls_succeed(client, 50)
+                with anyio.fail_after(10):
+                    await all_left.wait()
+            assert left == {f"doomed-{i}" for i in range(50)}
+            await calls_succeed(client)
+            for raw in peers:
+                raw.close()
