@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Generic, TypeVar
 
 from daffi.exceptions import InitializationError
-from daffi.registry._markers import alias_of, is_local
+from daffi.registry._markers import alias_of, is_local, refused
 from daffi.registry._roles import Role, declare, is_instance, is_subclass
 from daffi.registry._store import CallbackRegistry, default_registry
 
@@ -125,6 +125,8 @@ class callback(Generic[F]):
             raise InitializationError("Lambdas is not supported by @callback; use a def")
         if not callable(fn):
             raise InitializationError(f"@callback needs a function, got {fn!r}")
+        if is_local(fn):
+            raise refused(fn)
         self.wrapped = fn
         self._registry = registry if registry is not None else default_registry
         self._alias = alias_of(fn) or fn.__name__
@@ -142,6 +144,10 @@ class callback(Generic[F]):
         self._registry.add(self.wrapped, value)
         self._registry.remove(self._alias)
         self._alias = value
+
+    def withdraw(self) -> None:
+        """Stop offering this callback (its registry forgets it)."""
+        self._registry.remove(self._alias)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.wrapped(*args, **kwargs)

@@ -18,7 +18,7 @@ from daffi.exceptions import InitializationError
 from daffi.execution_modifiers import FG, ExecModifier, is_exec_modifier, normalize_modifier
 from daffi.registry._args import arguments_from_body
 from daffi.registry._inspect import function_kind, has_body
-from daffi.registry._markers import alias_of, is_local
+from daffi.registry._markers import alias_of, is_local, refused
 from daffi.registry._roles import Role, declare, is_instance, is_subclass
 
 __all__ = ["Fetcher", "fetcher"]
@@ -120,6 +120,8 @@ class fetcher:
         proxy: bool | None = None
         if is_instance(fn, Role.CALLBACK):
             fn, proxy = fn.wrapped, True  # @fetcher over @callback: same function, remote call
+        elif is_local(fn):
+            raise refused(fn)
         self.wrapped: Callable[..., Any] = fn
         self._core = _FetcherCore(fn, alias_of(fn) or fn.__name__, proxy=proxy)
         self._exec_modifier: Any = FG

@@ -6,7 +6,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar, overload
 
-__all__ = ["alias", "alias_of", "is_local", "local"]
+from daffi.exceptions import InitializationError
+from daffi.registry._roles import Role, is_instance
+
+__all__ = ["alias", "alias_of", "is_local", "local", "refused"]
 
 F = TypeVar("F")
 
@@ -50,10 +53,20 @@ def local(fn: None = None) -> Callable[[F], F]: ...
 def local(fn: Any = None) -> Any:
     """Keep a method of a ``Callback`` or ``Fetcher`` class local (not remote).
 
-    Usable as ``@local`` or ``@local()``.
+    Usable as ``@local`` or ``@local()``. Only for methods of those classes: on a function
+    decorated ``@callback`` or ``@fetcher`` (in either order) it is refused, since it would
+    not stop the function being offered or calling remotely.
+
+    Raises:
+        InitializationError: ``@local`` over a ``@callback`` or ``@fetcher`` function.
     """
 
     def mark(target: Any) -> Any:
+        if is_instance(target, Role.CALLBACK):
+            target.withdraw()  # refused: it must not stay offered
+            raise refused(target)
+        if is_instance(target, Role.FETCHER):
+            raise refused(target)
         func: Any = target.__func__ if isinstance(target, staticmethod | classmethod) else target
         setattr(func, _LOCAL, True)
         with contextlib.suppress(AttributeError, TypeError):
@@ -61,6 +74,16 @@ def local(fn: Any = None) -> Any:
         return target
 
     return mark if fn is None else mark(fn)
+
+
+def refused(target: Any) -> InitializationError:
+    """The error for ``@local`` and ``@callback``/``@fetcher`` on one plain function."""
+    name = getattr(target, "__name__", repr(target))
+    return InitializationError(
+        f"@local on the function {name!r} has no effect: @local keeps a method of a Callback "
+        "or Fetcher class local; to keep a plain function local, do not decorate it with "
+        "@callback or @fetcher"
+    )
 
 
 def is_local(target: Any) -> bool:

@@ -557,3 +557,27 @@ def test_fetcher_over_callback_private_registry(reg: CallbackRegistry) -> None:
     assert reg.get("shared").fn(2) == 6
     again = callback(fetcher(shared), registry=CallbackRegistry())
     assert again.proxy is True
+
+
+# ---------------------------------------------------------------- @local on a plain function
+
+
+@pytest.mark.parametrize(
+    "decorate",
+    [
+        pytest.param(lambda fn, reg: local(callback(fn, registry=reg)), id="local-over-callback"),
+        pytest.param(lambda fn, reg: callback(local(fn), registry=reg), id="callback-over-local"),
+        pytest.param(lambda fn, reg: local(fetcher(fn)), id="local-over-fetcher"),
+        pytest.param(lambda fn, reg: fetcher(local(fn)), id="fetcher-over-local"),
+    ],
+)
+def test_local_on_a_plain_callback_or_fetcher_is_refused(decorate: Any) -> None:
+    """Issue 11, D10: it was silently ignored (the function was offered all the same)."""
+
+    def plain(x: int) -> int:
+        return x
+
+    reg = CallbackRegistry()
+    with pytest.raises(InitializationError, match=r"@local on the function 'plain' has no effect"):
+        decorate(plain, reg)
+    assert "plain" not in reg  # nothing stays offered
