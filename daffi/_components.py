@@ -90,6 +90,7 @@ class Components:
             max_frame_size=settings.max_frame_size,
             heartbeat_interval=settings.heartbeat_interval,
             max_concurrent_calls=settings.max_concurrent_calls,
+            min_period_interval=settings.min_period_interval,
             open_channel=None if self.controller else self._channel_opener(),
         )
         self.node.dispatch.on_schedule_error = self.on_schedule_error

@@ -48,6 +48,7 @@ from daffi.exceptions import (
     error_info_from_exception,
     exception_from_error_info,
 )
+from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
 from daffi.registry._store import CallbackEntry, CallbackRegistry
 
 if TYPE_CHECKING:
@@ -114,10 +115,19 @@ class Dispatcher:
         workers: how many ``def`` callbacks may run at once in worker threads.
         max_concurrent_calls: incoming calls running at once beyond which new ones are
             refused with an error (a flood from a peer cannot exhaust this process).
+        min_period_interval: the shortest schedule interval it accepts (seconds).
     """
 
-    def __init__(self, node: DispatchHost, *, workers: int, max_concurrent_calls: int) -> None:
+    def __init__(
+        self,
+        node: DispatchHost,
+        *,
+        workers: int,
+        max_concurrent_calls: int,
+        min_period_interval: float = MIN_PERIOD_INTERVAL,
+    ) -> None:
         self.node = node
+        self.min_period_interval = min_period_interval
         self.registry = node.registry
         self.codec = node.codec
         self.workers = workers
@@ -420,6 +430,12 @@ class Dispatcher:
             ) from None
         trigger: Trigger
         if spec.kind == "interval" and spec.interval is not None and spec.interval > 0:
+            if spec.interval < self.min_period_interval:
+                raise ArgumentsError(
+                    f"cannot schedule {entry.name!r} every {spec.interval} s: node "
+                    f"{self.name!r} runs schedules at most every {self.min_period_interval} s "
+                    "(its min_period_interval)"
+                )
             trigger = Interval(spec.interval, start=scheduler.clock.wall())
         elif spec.kind == "at_time" and spec.at_time:
             trigger = AtTimes(tuple(sorted(spec.at_time)))

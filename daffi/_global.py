@@ -37,6 +37,7 @@ from daffi._results import ScheduledTasks
 from daffi._runtime import Runtime
 from daffi._settings import Hook, Settings
 from daffi.exceptions import TimeoutError
+from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
 from daffi.registry._store import CallbackRegistry
 
 __all__ = ["Global"]
@@ -73,6 +74,8 @@ class Global:
         heartbeat_interval: seconds between pings; a peer silent for 3 intervals is dead.
         max_concurrent_calls: incoming calls running at once beyond which new ones are
             refused with ``GlobalContextError`` at the caller.
+        min_period_interval: the shortest ``PERIOD(interval=...)`` this node runs, in
+            seconds (default 1 ms); a schedule asking for less is refused.
     """
 
     def __init__(
@@ -97,6 +100,7 @@ class Global:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         heartbeat_interval: float = 5.0,
         max_concurrent_calls: int = 10_000,
+        min_period_interval: float = MIN_PERIOD_INTERVAL,
     ) -> None:
         settings = Settings.check(
             process_name=process_name,
@@ -118,6 +122,7 @@ class Global:
             max_frame_size=max_frame_size,
             heartbeat_interval=heartbeat_interval,
             max_concurrent_calls=max_concurrent_calls,
+            min_period_interval=min_period_interval,
         )
         self.process_name = settings.process_name
         self.init_controller = settings.init_controller
@@ -135,6 +140,7 @@ class Global:
         self.max_frame_size = settings.max_frame_size
         self.heartbeat_interval = settings.heartbeat_interval
         self.max_concurrent_calls = settings.max_concurrent_calls
+        self.min_period_interval = settings.min_period_interval
 
         scheduled = ScheduledTasks()
         self._runtime = Runtime(self, on_schedule_error=scheduled.failed)

@@ -36,6 +36,7 @@ from daffi._protocol import CallbackInfo
 from daffi._session import Connector, NodeEventHook, Session
 from daffi._thread_calls import ThreadCaller
 from daffi.exceptions import DaffiError
+from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
 from daffi.registry._store import CallbackRegistry
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ class Node:
         workers: how many sync callbacks may run at once in worker threads.
         max_concurrent_calls: incoming calls running at once beyond which new ones are
             refused with an error (a flood from a peer cannot exhaust this process).
+        min_period_interval: the shortest schedule interval this node runs (seconds).
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class Node:
         handshake_timeout: float = 10.0,
         max_backoff: float = 2.0,
         max_concurrent_calls: int = 10_000,
+        min_period_interval: float = MIN_PERIOD_INTERVAL,
         open_channel: Callable[[float], socket.socket | None] | None = None,
     ) -> None:
         self.name = name
@@ -81,7 +84,12 @@ class Node:
         self.directory = DirectoryMirror(name, registry, self.codec, max_frame_size)
         self.table = CallTable()
         #: runs the calls other nodes send here (and hosts the scheduler)
-        self.dispatch = Dispatcher(self, workers=workers, max_concurrent_calls=max_concurrent_calls)
+        self.dispatch = Dispatcher(
+            self,
+            workers=workers,
+            max_concurrent_calls=max_concurrent_calls,
+            min_period_interval=min_period_interval,
+        )
         self.session = Session(
             name,
             registry,

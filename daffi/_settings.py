@@ -42,6 +42,7 @@ class Configured(Protocol):
     max_frame_size: int
     heartbeat_interval: float
     max_concurrent_calls: int
+    min_period_interval: float
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Settings:
     max_frame_size: int
     heartbeat_interval: float
     max_concurrent_calls: int
+    min_period_interval: float
 
     @classmethod
     def check(
@@ -86,6 +88,7 @@ class Settings:
         max_frame_size: int,
         heartbeat_interval: float,
         max_concurrent_calls: int,
+        min_period_interval: float,
     ) -> Settings:
         """Check the arguments and derive what they imply.
 
@@ -111,6 +114,11 @@ class Settings:
             raise InitializationError(f"backend must be 'asyncio' or 'trio', not {backend!r}")
         if workers < 1:
             raise InitializationError(f"workers must be at least 1, not {workers!r}")
+        if not (isinstance(min_period_interval, int | float) and min_period_interval > 0):
+            raise InitializationError(
+                f"min_period_interval must be a positive number of seconds, not "
+                f"{min_period_interval!r}"
+            )
         for hook_name, hook in (
             ("on_init", on_init),
             ("on_node_connect", on_node_connect),
@@ -135,6 +143,7 @@ class Settings:
             max_frame_size=max_frame_size,
             heartbeat_interval=heartbeat_interval,
             max_concurrent_calls=max_concurrent_calls,
+            min_period_interval=float(min_period_interval),
         )
 
 

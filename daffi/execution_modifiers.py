@@ -30,6 +30,7 @@ __all__ = [
     "BROADCAST",
     "FG",
     "MAX_AT_TIMES",
+    "MIN_PERIOD_INTERVAL",
     "PERIOD",
     "AtTime",
     "Duration",
@@ -38,6 +39,10 @@ __all__ = [
     "is_exec_modifier_type",
     "normalize_modifier",
 ]
+
+#: The shortest ``PERIOD`` interval a requester may ask for, and every node's default minimum
+#: (``Global(min_period_interval=...)``), in seconds.
+MIN_PERIOD_INTERVAL: Final = 0.001
 
 #: A duration as users give it: seconds, a timedelta, or a string such as ``"1m 24s"``.
 Duration: TypeAlias = int | float | timedelta | str
@@ -197,7 +202,13 @@ class PERIOD:
                 "for two schedules."
             )
         object.__setattr__(self, "at_time", None if at_time is None else _at_times(at_time))
-        object.__setattr__(self, "interval", _optional_duration(interval, "PERIOD interval"))
+        seconds = _optional_duration(interval, "PERIOD interval")
+        if seconds is not None and seconds < MIN_PERIOD_INTERVAL:
+            raise InitializationError(
+                f"PERIOD interval {seconds} s is below the minimum of {MIN_PERIOD_INTERVAL} s "
+                "(1 ms): a schedule that fast would keep the executing node busy"
+            )
+        object.__setattr__(self, "interval", seconds)
         object.__setattr__(self, "receiver", _receiver(receiver, "PERIOD"))
 
     @property

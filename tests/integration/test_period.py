@@ -22,7 +22,7 @@ import pytest
 
 from daffi import PERIOD, Global, RemoteCallError, ScheduledTask, SchedulerTask
 from daffi.decorators import alias, fetcher
-from daffi.exceptions import ArgumentsError, UnableToFindCandidate
+from daffi.exceptions import ArgumentsError, InitializationError, UnableToFindCandidate
 from daffi.registry import CallbackRegistry, Fetcher
 
 from .conftest import NodeFactory
@@ -659,3 +659,40 @@ def test_sync_face_schedules_and_cancels(sock_dir: str, backend: str) -> None:
     finally:
         for g in reversed(started):
             g.stop()
+
+
+# ---------------------------------------------------------------- the minimum interval
+
+
+def test_a_period_below_one_millisecond_is_refused_by_the_requester() -> None:
+    """Issue 11, D8: PERIOD(interval='1ns') was accepted and run 5,000 times a second."""
+    for too_fast in ("1ns", 0.0005, "999us"):
+        with pytest.raises(InitializationError, match=r"below the minimum of 0\.001 s"):
+            PERIOD(interval=too_fast)
+    assert PERIOD(interval="1ms").interval == 0.001
+
+
+def test_min_period_interval_must_be_positive() -> None:
+    with pytest.raises(InitializationError, match="min_period_interval"):
+        Global("x", init_controller=True, min_period_interval=0)
+
+
+@pytest.mark.parametrize("minimum", [None, 0.5])
+async def test_the_executor_refuses_a_schedule_below_its_minimum(
+    make_node: NodeFactory, minimum: float | None
+) -> None:
+    """A requester that skips PERIOD's check (a hostile or older one) is refused too; a node
+    may raise its own minimum."""
+    runs = Runs()
+    options = {} if minimum is None else {"min_period_interval": minimum}
+    with anyio.fail_after(10):
+        async with make_node("exec", {"tick": runs.tick}, **options), make_node("req") as req:
+            await req.wait_function_async("tick", timeout=5)
+            fast = PERIOD(interval=0.1 if minimum else 1.0)
+            if minimum is None:
+                object.__setattr__(fast, "interval", 1e-6)  # as a hostile requester sends it
+            with req.as_current(), pytest.raises(ArgumentsError, match="min_period_interval"):
+                await tick.call(1, exec_modifier=fast)
+            assert await req.get_scheduled_tasks_async("exec") == []
+            await anyio.sleep(0.05)
+            assert runs.calls == []

@@ -151,6 +151,7 @@ PUBLIC = {
         "BROADCAST",
         "FG",
         "MAX_AT_TIMES",
+        "MIN_PERIOD_INTERVAL",
         "PERIOD",
         "AtTime",
         "Duration",
