@@ -133,6 +133,7 @@ class UnixTransport(Transport):
                 f"sockets allow at most {_MAX_PATH_BYTES}; use a shorter path, e.g. one in "
                 f"default_unix_socket_dir()",
             )
+        _check_socket_dir(address.path, action, address)
         return address.path
 
 
@@ -257,6 +258,29 @@ def _check_private_dir(path: str, getuid: Callable[[], int] | None) -> None:
             f"daffi socket directory {path} is writable by other users "
             f"(mode {stat.S_IMODE(info.st_mode):04o}, expected 0700); "
             f"run 'chmod 700 {path}' or {advice}",
+        )
+
+
+def _check_socket_dir(path: str, action: str, address: Address) -> None:
+    """Refuse a socket whose directory other users may write and is not sticky: any of
+    them could replace the socket file with their own (and read every call).
+
+    A sticky directory such as /tmp is accepted: there nobody but its owner (or root) may
+    remove or rename the socket file. A directory that does not exist yet is created
+    private (mode 0700) by ``listen``.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        info = os.stat(directory)
+    except OSError:
+        return  # missing: listen creates it private; connect fails on the path itself
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not info.st_mode & stat.S_ISVTX:
+        raise PermissionError(
+            errno.EPERM,
+            f"cannot {action} {address}: its directory {directory} is writable by other "
+            f"users (mode {stat.S_IMODE(info.st_mode):04o}), who could replace the socket; "
+            f"run 'chmod go-w {directory}', or put the socket in a private directory "
+            f"(default_unix_socket_dir() gives one)",
         )
 
 

@@ -83,6 +83,31 @@ async def test_existing_directory_mode_is_left_alone(socket_dir: Path) -> None:
             assert _mode(directory) == 0o755
 
 
+@pytest.mark.parametrize("mode", [0o777, 0o775, 0o722])
+async def test_a_directory_other_users_can_write_is_refused(socket_dir: Path, mode: int) -> None:
+    """Issue 11, D13: another user could replace the socket file there."""
+    directory = socket_dir / "open"
+    directory.mkdir()
+    os.chmod(directory, mode)
+    address = _unix(directory / "daffi.sock")
+    for attempt in (UnixTransport().listen(address), UnixTransport().connect(address)):
+        with pytest.raises(PermissionError, match=r"writable by other users.*chmod go-w"):
+            await attempt
+    with pytest.raises(PermissionError, match="writable by other users"):
+        UnixTransport().connect_blocking(address, 1)
+    assert not (directory / "daffi.sock").exists()
+
+
+async def test_a_sticky_shared_directory_is_accepted(socket_dir: Path) -> None:
+    """Like /tmp: nobody but the socket's owner may remove or rename it there."""
+    directory = socket_dir / "sticky"
+    directory.mkdir()
+    os.chmod(directory, 0o1777)
+    with anyio.fail_after(10):
+        async with await UnixTransport().listen(_unix(directory / "daffi.sock")):
+            assert (directory / "daffi.sock").exists()
+
+
 async def test_a_file_that_is_not_a_socket_is_never_removed(socket_dir: Path) -> None:
     path = socket_dir / "daffi.sock"
     path.write_text("precious")
