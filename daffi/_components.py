@@ -68,6 +68,7 @@ class Components:
                 on_node_event=None if settings.init_node else self.on_node_event,
                 max_frame_size=settings.max_frame_size,
                 heartbeat_interval=settings.heartbeat_interval,
+                max_connections=settings.max_connections,
             )
             try:
                 bound = await tg.start(self.controller.serve)

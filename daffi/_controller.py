@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Mapping
 import anyio
 import anyio.abc
 
+from daffi._accepting import DEFAULT_MAX_CONNECTIONS, ConnectionGate, serve_listener
 from daffi._admission import Peer, admit, new_channel_token, refusal, reoffer, retire
 from daffi._connection import Connection
 from daffi._controller_channels import ChannelService
@@ -80,8 +81,11 @@ class Controller:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         handshake_timeout: float = 10.0,
         heartbeat_interval: float = 5.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self.name = name
+        #: the connections open through its listeners, against ``max_connections``
+        self.gate = ConnectionGate(max_connections)
         self.requested_addresses = addresses
         self.addresses: list[Address] = []
         self.on_node_event = on_node_event
@@ -131,7 +135,7 @@ class Controller:
                 self._task_group = tg
                 for item, plain_socket in zip(listenings, plain, strict=True):
                     handler = functools.partial(self.handle_stream, plain_socket=plain_socket)
-                    tg.start_soon(item.listener.serve, handler, tg)
+                    tg.start_soon(serve_listener, item.listener, handler, tg, self.gate)
                     logger.info("controller %r listening on %s", self.name, item.address)
                 tg.start_soon(self._reap_silent_peers)
                 task_status.started(self.addresses)

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 import sniffio
 
+from daffi._accepting import DEFAULT_MAX_CONNECTIONS
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._context import current_var
 from daffi._dispatch import SYSTEM_LIST_SCHEDULES
@@ -74,6 +75,8 @@ class Global:
         heartbeat_interval: seconds between pings; a peer silent for 3 intervals is dead.
         max_concurrent_calls: incoming calls running at once beyond which new ones are
             refused with ``GlobalContextError`` at the caller.
+        max_connections: a controller's open connections beyond which it stops accepting
+            until one closes (default 10,000).
         min_period_interval: the shortest ``PERIOD(interval=...)`` this node runs, in
             seconds (default 1 ms); a schedule asking for less is refused.
     """
@@ -101,6 +104,7 @@ class Global:
         heartbeat_interval: float = 5.0,
         max_concurrent_calls: int = 10_000,
         min_period_interval: float = MIN_PERIOD_INTERVAL,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         settings = Settings.check(
             process_name=process_name,
@@ -123,6 +127,7 @@ class Global:
             heartbeat_interval=heartbeat_interval,
             max_concurrent_calls=max_concurrent_calls,
             min_period_interval=min_period_interval,
+            max_connections=max_connections,
         )
         self.process_name = settings.process_name
         self.init_controller = settings.init_controller
@@ -141,6 +146,7 @@ class Global:
         self.heartbeat_interval = settings.heartbeat_interval
         self.max_concurrent_calls = settings.max_concurrent_calls
         self.min_period_interval = settings.min_period_interval
+        self.max_connections = settings.max_connections
 
         scheduled = ScheduledTasks()
         self._runtime = Runtime(self, on_schedule_error=scheduled.failed)

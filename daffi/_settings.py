@@ -43,6 +43,7 @@ class Configured(Protocol):
     heartbeat_interval: float
     max_concurrent_calls: int
     min_period_interval: float
+    max_connections: int
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Settings:
     heartbeat_interval: float
     max_concurrent_calls: int
     min_period_interval: float
+    max_connections: int
 
     @classmethod
     def check(
@@ -89,6 +91,7 @@ class Settings:
         heartbeat_interval: float,
         max_concurrent_calls: int,
         min_period_interval: float,
+        max_connections: int,
     ) -> Settings:
         """Check the arguments and derive what they imply.
 
@@ -114,6 +117,10 @@ class Settings:
             raise InitializationError(f"backend must be 'asyncio' or 'trio', not {backend!r}")
         if workers < 1:
             raise InitializationError(f"workers must be at least 1, not {workers!r}")
+        if not (isinstance(max_connections, int) and max_connections >= 1):
+            raise InitializationError(
+                f"max_connections must be a positive int, not {max_connections!r}"
+            )
         if not (isinstance(min_period_interval, int | float) and min_period_interval > 0):
             raise InitializationError(
                 f"min_period_interval must be a positive number of seconds, not "
@@ -144,6 +151,7 @@ class Settings:
             heartbeat_interval=heartbeat_interval,
             max_concurrent_calls=max_concurrent_calls,
             min_period_interval=float(min_period_interval),
+            max_connections=max_connections,
         )
 
 
