@@ -7,8 +7,10 @@ never touch the process-wide default registry.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import pytest
@@ -53,3 +55,13 @@ def make_node(address: str, controller: Global) -> NodeFactory:
         return Global(name, address=address, registry=registry, **kwargs)
 
     return factory
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[str]:
+    """A fresh private directory (mode 0700, short path under /tmp) for a Unix socket."""
+    path = tempfile.mkdtemp(prefix="daffi-it-", dir="/tmp")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

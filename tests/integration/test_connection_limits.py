@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +24,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 @fetcher
 async def echo(x):
     pass
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    directory = tempfile.mkdtemp(prefix="dcl-", dir="/tmp")
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def raw_connect(sock_dir: str) -> socket.socket:

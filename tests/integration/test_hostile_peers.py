@@ -8,10 +8,7 @@ attacks with raw sockets, then checks that the client's calls all still succeed.
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -44,15 +41,6 @@ def deep_frame(depth: int) -> bytes:
 def test_a_frame_nested_too_deep_is_a_protocol_error_naming_the_peer() -> None:
     with pytest.raises(ProtocolError, match=r"'intruder' sent a frame nested deeper"):
         decode_frame(deep_frame(50 * NESTING_LIMIT), "'intruder'")
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[str]:
-    directory = tempfile.mkdtemp(prefix="dhp-", dir="/tmp")
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 async def calls_succeed(client: Global, count: int = 20) -> None:
