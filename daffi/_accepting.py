@@ -1,5 +1,7 @@
-"""The controller's accept loop: a cap on open connections, and back-off when the process
-runs out of file descriptors, instead of a crash.
+"""The controller's accept loop and its reaper of stalled connections.
+
+The accept loop: a cap on open connections, and back-off when the process runs out of file
+descriptors, instead of a crash.
 
 As servers in the field do (nginx's ``worker_connections``, Go's ``http.Server`` backing off
 on ``EMFILE``): at the cap the loop stops accepting until a connection closes (further
@@ -11,18 +13,31 @@ from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "ConnectionGate", "serve_listener"]
+from daffi._link import Link
+
+__all__ = [
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "ConnectionGate",
+    "reap_stalled_peers",
+    "serve_listener",
+]
 
 logger = logging.getLogger("daffi.controller")
 
 #: connections a controller keeps open at once by default (``Global(max_connections=...)``)
 DEFAULT_MAX_CONNECTIONS = 10_000
+
+#: seconds a frame may take from its first byte to its last (``Global(frame_timeout=...)``):
+#: 64 MiB (the default ``max_frame_size``) at about 1 MiB/s
+DEFAULT_FRAME_TIMEOUT = 60.0
 
 #: ``accept`` errors that say the process (or system) is short of a resource for now
 _EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -115,3 +130,42 @@ async def serve_listener(
         pause = _FIRST_PAUSE
         gate.opened()
         task_group.start_soon(handle, stream)
+
+
+class _Peer(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def conn(self) -> Link: ...
+
+
+async def reap_stalled_peers(
+    peers: Callable[[], Iterable[_Peer]], heartbeat_interval: float, frame_timeout: float
+) -> None:
+    """Close the connections of nodes silent for 3 heartbeat intervals, and of nodes whose
+    frame has not completed within ``frame_timeout`` of its first byte (a peer trickling
+    bytes keeps its connection alive, but not a frame open for ever)."""
+    limit = 3 * heartbeat_interval
+    period = min(heartbeat_interval, frame_timeout / 2)
+    while True:
+        await anyio.sleep(period)
+        now = time.monotonic()
+        for peer in list(peers()):
+            conn = peer.conn
+            partial_since = conn.partial_since
+            if partial_since is not None and now - partial_since > frame_timeout:
+                logger.warning(
+                    "node %r has not completed a frame within %s s of its first byte "
+                    "(frame_timeout); closing its connection",
+                    peer.name,
+                    frame_timeout,
+                )
+                await conn.aclose()
+            elif now - conn.last_received > limit:
+                logger.warning(
+                    "node %r sent nothing for %.1f s; closing its connection",
+                    peer.name,
+                    now - conn.last_received,
+                )
+                await conn.aclose()

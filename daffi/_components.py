@@ -69,6 +69,7 @@ class Components:
                 max_frame_size=settings.max_frame_size,
                 heartbeat_interval=settings.heartbeat_interval,
                 max_connections=settings.max_connections,
+                frame_timeout=settings.frame_timeout,
             )
             try:
                 bound = await tg.start(self.controller.serve)

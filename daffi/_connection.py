@@ -72,6 +72,7 @@ class Connection:
         self.high_water = high_water
         self.last_received = time.monotonic()
         self._buffer = bytearray()
+        self._partial_since = 0.0  # when the bytes now in _buffer began to arrive
         self._closed = False
         self._loop_thread = threading.get_ident()
         self._call_soon = loop_call_soon()
@@ -362,6 +363,7 @@ class Connection:
             taken = first_frame(buf, self.max_frame_size, self.peer)
             if taken is not None:
                 del buf[: len(taken[1])]
+                self._partial_since = self.last_received  # what is left began then
                 return taken
             reader = self._reader
             try:
@@ -376,6 +378,7 @@ class Connection:
                 buf += chunk
             else:
                 buf[:] = chunk
+                self._partial_since = self.last_received
 
     def _take_directly(self) -> bool:
         """Hand complete frames to :attr:`direct` as they arrive (asyncio, on the loop).
@@ -391,11 +394,12 @@ class Connection:
             return True
         buf = self._buffer
         chunk = reader.take()
+        self.last_received = time.monotonic()
         if buf:
             buf += chunk
         else:
             buf[:] = chunk
-        self.last_received = time.monotonic()
+            self._partial_since = self.last_received
         while True:
             try:
                 taken = first_frame(buf, self.max_frame_size, self.peer)
@@ -414,6 +418,13 @@ class Connection:
             if not handled:
                 return True  # the task takes this one (and what follows) in receive()
             del buf[: len(frame)]
+            self._partial_since = self.last_received
+
+    @property
+    def partial_since(self) -> float | None:
+        """``time.monotonic()`` when the first byte of a frame not yet complete arrived;
+        None when no such frame is pending."""
+        return self._partial_since if self._buffer else None
 
     @property
     def in_process(self) -> bool:

@@ -12,13 +12,18 @@ import contextlib
 import functools
 import logging
 import threading
-import time
 from collections.abc import Awaitable, Callable, Mapping
 
 import anyio
 import anyio.abc
 
-from daffi._accepting import DEFAULT_MAX_CONNECTIONS, ConnectionGate, serve_listener
+from daffi._accepting import (
+    DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    ConnectionGate,
+    reap_stalled_peers,
+    serve_listener,
+)
 from daffi._admission import Peer, admit, new_channel_token, refusal, reoffer, retire
 from daffi._connection import Connection
 from daffi._controller_channels import ChannelService
@@ -82,8 +87,11 @@ class Controller:
         handshake_timeout: float = 10.0,
         heartbeat_interval: float = 5.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
     ) -> None:
         self.name = name
+        #: seconds a frame may take from its first byte to its last
+        self.frame_timeout = frame_timeout
         #: the connections open through its listeners, against ``max_connections``
         self.gate = ConnectionGate(max_connections)
         self.requested_addresses = addresses
@@ -157,18 +165,9 @@ class Controller:
                 await peer.conn.send_frame(frame)
 
     async def _reap_silent_peers(self) -> None:
-        limit = 3 * self.heartbeat_interval
-        while True:
-            await anyio.sleep(self.heartbeat_interval)
-            now = time.monotonic()
-            for peer in list(self.peers.values()):
-                if now - peer.conn.last_received > limit:
-                    logger.warning(
-                        "node %r sent nothing for %.1f s; closing its connection",
-                        peer.name,
-                        now - peer.conn.last_received,
-                    )
-                    await peer.conn.aclose()
+        await reap_stalled_peers(
+            lambda: self.peers.values(), self.heartbeat_interval, self.frame_timeout
+        )
 
     # ------------------------------------------------------------------ connections
 

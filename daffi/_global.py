@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import sniffio
 
-from daffi._accepting import DEFAULT_MAX_CONNECTIONS
+from daffi._accepting import DEFAULT_FRAME_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._context import current_var
 from daffi._dispatch import SYSTEM_LIST_SCHEDULES
@@ -77,6 +77,8 @@ class Global:
             refused with ``GlobalContextError`` at the caller.
         max_connections: a controller's open connections beyond which it stops accepting
             until one closes (default 10,000).
+        frame_timeout: seconds a controller gives a peer's frame from its first byte to its
+            last before closing that connection (default 60).
         min_period_interval: the shortest ``PERIOD(interval=...)`` this node runs, in
             seconds (default 1 ms); a schedule asking for less is refused.
     """
@@ -105,6 +107,7 @@ class Global:
         max_concurrent_calls: int = 10_000,
         min_period_interval: float = MIN_PERIOD_INTERVAL,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
     ) -> None:
         settings = Settings.check(
             process_name=process_name,
@@ -128,6 +131,7 @@ class Global:
             max_concurrent_calls=max_concurrent_calls,
             min_period_interval=min_period_interval,
             max_connections=max_connections,
+            frame_timeout=frame_timeout,
         )
         self.process_name = settings.process_name
         self.init_controller = settings.init_controller
@@ -147,6 +151,7 @@ class Global:
         self.max_concurrent_calls = settings.max_concurrent_calls
         self.min_period_interval = settings.min_period_interval
         self.max_connections = settings.max_connections
+        self.frame_timeout = settings.frame_timeout
 
         scheduled = ScheduledTasks()
         self._runtime = Runtime(self, on_schedule_error=scheduled.failed)

@@ -74,6 +74,12 @@ class Link(Outlet, Protocol):
     peer: str
     #: ``time.monotonic()`` when something last arrived (heartbeats)
     last_received: float
+
+    #: ``time.monotonic()`` when the first byte of a frame not complete yet arrived (None:
+    #: no such frame; an in-process link hands whole frames over)
+    @property
+    def partial_since(self) -> float | None: ...
+
     #: set by the link's owner: see :data:`DirectHandler` (None: everything goes to
     #: :meth:`receive`)
     direct: DirectHandler | None

@@ -57,6 +57,11 @@ class LocalConnection:
         return True
 
     @property
+    def partial_since(self) -> float | None:
+        """Whole frames are handed over: none is ever partial."""
+        return None
+
+    @property
     def congested(self) -> bool:
         return False  # frames are handed over as they are sent
 

@@ -44,6 +44,7 @@ class Configured(Protocol):
     max_concurrent_calls: int
     min_period_interval: float
     max_connections: int
+    frame_timeout: float
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Settings:
     max_concurrent_calls: int
     min_period_interval: float
     max_connections: int
+    frame_timeout: float
 
     @classmethod
     def check(
@@ -92,6 +94,7 @@ class Settings:
         max_concurrent_calls: int,
         min_period_interval: float,
         max_connections: int,
+        frame_timeout: float,
     ) -> Settings:
         """Check the arguments and derive what they imply.
 
@@ -120,6 +123,10 @@ class Settings:
         if not (isinstance(max_connections, int) and max_connections >= 1):
             raise InitializationError(
                 f"max_connections must be a positive int, not {max_connections!r}"
+            )
+        if not (isinstance(frame_timeout, int | float) and frame_timeout > 0):
+            raise InitializationError(
+                f"frame_timeout must be a positive number of seconds, not {frame_timeout!r}"
             )
         if not (isinstance(min_period_interval, int | float) and min_period_interval > 0):
             raise InitializationError(
@@ -152,6 +159,7 @@ class Settings:
             max_concurrent_calls=max_concurrent_calls,
             min_period_interval=float(min_period_interval),
             max_connections=max_connections,
+            frame_timeout=float(frame_timeout),
         )
 
 

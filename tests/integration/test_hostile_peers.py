@@ -127,3 +127,40 @@ async def test_many_peers_breaking_at_once_end_only_their_connections(
             await calls_succeed(client)
             for raw in peers:
                 raw.close()
+
+
+async def test_a_frame_that_never_completes_closes_its_connection(sock_dir: str) -> None:
+    """Issue 11, D6: every byte reset the idle timer, so a frame trickled forever kept its
+    connection (and its buffer) open."""
+    registry = CallbackRegistry()
+    registry.add(lambda x: x, "echo")
+    with anyio.fail_after(30):
+        async with (
+            Global(
+                "ctrl",
+                init_controller=True,
+                init_node=False,
+                unix_sock_path=sock_dir,
+                frame_timeout=0.5,
+            ),
+            Global("server", registry=registry, unix_sock_path=sock_dir),
+            Global("client", registry=CallbackRegistry(), unix_sock_path=sock_dir) as client,
+        ):
+            await client.wait_function_async("echo", timeout=5)
+            raw = await anyio.to_thread.run_sync(raw_connect, sock_dir)
+            raw.sendall(bytes(encode_frame(Hello(PROTOCOL_VERSION, "slow", ("msgpack",), ()))))
+            await client.wait_process_async("slow", timeout=5)
+            raw.setblocking(False)
+            raw.sendall((1 << 20).to_bytes(4, "big") + b"\x00")  # 1 MiB announced
+            started = anyio.current_time()
+            closed = False
+            while not closed:
+                await anyio.sleep(0.05)
+                try:
+                    raw.send(b"\x00")  # a byte at a time: never silent, never complete
+                except OSError:
+                    closed = True  # the controller closed it
+                await calls_succeed(client, 2)
+            assert anyio.current_time() - started < 3
+            raw.close()
+            await calls_succeed(client)
