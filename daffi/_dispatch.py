@@ -191,8 +191,10 @@ class Dispatcher:
 
     async def on_call(self, msg: Call, tg: anyio.abc.TaskGroup) -> None:
         """Start running ``msg`` (in a worker thread, or as a task of ``tg``)."""
-        if self._full:
-            await self._refuse(msg)
+        refusal = self._refusal(msg)
+        if refusal is not None:
+            if msg.want_result:
+                await self.node.send(refusal)
             return
         if self.start_in_thread(msg):
             return
@@ -213,7 +215,7 @@ class Dispatcher:
         """
         entry = self._plain_entry(msg)
         conn = self.node.conn
-        if entry is None or conn is None or self._full:
+        if entry is None or conn is None or self._refusal(msg) is not None:
             return False
         try:
             self.executor.submit(
@@ -248,19 +250,28 @@ class Dispatcher:
         """Whether ``max_concurrent_calls`` calls already run here."""
         return len(self._running) + self.executor.load >= self.max_concurrent_calls
 
-    async def _refuse(self, msg: Call) -> None:
-        refusal = self._overloaded(msg)
-        if msg.want_result:
-            await self.node.send(refusal)
-
-    def _overloaded(self, msg: Call) -> Error:
-        """The answer to a call arriving while ``max_concurrent_calls`` already run."""
+    def _refusal(self, msg: Call) -> Error | None:
+        """The answer to a call this node refuses at once (None: it may run): it is at
+        ``max_concurrent_calls``, or the call needs a worker and every worker is held by
+        calls whose callers gave up (it would wait for them in vain)."""
+        if self._full:
+            text = (
+                f"process {self.name!r} is overloaded: {self.max_concurrent_calls} calls are "
+                "already running (max_concurrent_calls); retry later"
+            )
+        else:
+            entry = self.registry.get(msg.name)
+            needs_worker = entry is not None and entry.runs_in_thread and msg.schedule is None
+            held_by = self.executor.held_by_abandoned() if needs_worker else []
+            if not held_by:
+                return None
+            text = (
+                f"process {self.name!r} cannot run {msg.name!r}: all its {self.workers} "
+                f"workers are held by calls of {', '.join(map(repr, held_by))} whose callers "
+                "gave up (a def callback cannot be interrupted); retry once they return"
+            )
         logger.warning(
-            "node %r refused a call of %r from %r: overloaded", self.name, msg.name, msg.src
-        )
-        text = (
-            f"process {self.name!r} is overloaded: {self.max_concurrent_calls} calls are "
-            "already running (max_concurrent_calls); retry later"
+            "node %r refused a call of %r from %r: %s", self.name, msg.name, msg.src, text
         )
         return Error(msg.id, msg.src, daffi_error_info("GlobalContextError", text, self.name))
 
@@ -290,8 +301,9 @@ class Dispatcher:
             return Error(
                 msg.id, msg.src, daffi_error_info("UnableToFindCandidate", text, self.name)
             )
-        if self._full:
-            return self._overloaded(msg)
+        refusal = self._refusal(msg)
+        if refusal is not None:
+            return refusal
         outcome = self.executor.run_here(self._job(msg), self._invoke, msg, entry)
         reply: Result | Error = outcome.value if outcome.counts else self._not_run(msg, outcome)
         return reply
@@ -306,8 +318,9 @@ class Dispatcher:
         entry = self._plain_entry(msg)
         if entry is None:
             return None
-        if self._full:
-            return self._overloaded(msg)
+        refusal = self._refusal(msg)
+        if refusal is not None:
+            return refusal
         outcome = self.executor.run_here(self._job(msg), self._invoke, msg, entry, wait=False)
         if outcome.status == "busy":
             return None

@@ -176,6 +176,22 @@ class Executor:
         """Calls queued or running (for ``max_concurrent_calls``)."""
         return len(self._jobs)
 
+    def held_by_abandoned(self) -> list[str]:
+        """The callbacks holding every slot when all of them run calls whose callers gave up
+        (cancelled, or past their deadline): a new run would wait for them in vain. Empty
+        when a slot is free or one of them still has a caller."""
+        with self._lock:
+            if self._busy < self.workers:
+                return []
+            now = time.monotonic()
+            holders = [job for job in self._running if not job.lent]
+            if len(holders) < self.workers or not all(
+                job.cancelled or (job.deadline is not None and job.deadline < now)
+                for job in holders
+            ):
+                return []
+            return sorted({job.name for job in holders})
+
     @property
     def running(self) -> int:
         """Runs in progress (lent runs included)."""

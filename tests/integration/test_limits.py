@@ -102,3 +102,68 @@ async def test_garbage_from_a_peer_closes_only_that_connection(
                 # ... and everything else carries on.
                 with caller.as_current():
                     assert await ping() == "pong"
+
+
+@fetcher
+async def stuck() -> None:
+    """Proxy for a def callback that does not return until released."""
+
+
+@fetcher
+async def add(a: int, b: int) -> int:
+    """Proxy for a quick def callback."""
+
+
+async def test_workers_held_by_abandoned_calls_refuse_new_calls_at_once(
+    make_node: NodeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11, D7: with every worker stuck in a call whose caller had timed out, later
+    calls waited and timed out too, and nothing said why."""
+    import logging
+    import threading
+
+    from daffi import FG
+    from daffi.exceptions import TimeoutError as DaffiTimeoutError
+
+    caplog.set_level(logging.WARNING, logger="daffi")
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def stuck_cb() -> None:
+        started.release()
+        release.wait(20)
+
+    def add_cb(a: int, b: int) -> int:
+        return a + b
+
+    try:
+        with anyio.fail_after(30):
+            async with (
+                make_node("w", {"stuck": stuck_cb, "add": add_cb}, workers=2),
+                make_node("caller") as caller,
+            ):
+                await caller.wait_function_async("stuck", timeout=5)
+                with caller.as_current():
+                    for _ in range(2):
+                        with pytest.raises(DaffiTimeoutError):
+                            await stuck.call(exec_modifier=FG(timeout=0.2))
+                    for _ in range(2):
+                        assert await anyio.to_thread.run_sync(started.acquire, True, 5)
+                    t0 = anyio.current_time()
+                    with pytest.raises(
+                        GlobalContextError,
+                        match=r"workers are held by calls of 'stuck' whose callers gave up",
+                    ):
+                        await add(1, 2)
+                    assert anyio.current_time() - t0 < 1  # at once, not at a timeout
+                    assert any("refused a call of 'add'" in r.getMessage() for r in caplog.records)
+                    release.set()
+                    with anyio.fail_after(5):
+                        while True:
+                            try:
+                                assert await add(1, 2) == 3
+                                break
+                            except GlobalContextError:
+                                await anyio.sleep(0.05)
+    finally:
+        release.set()
