@@ -191,12 +191,13 @@ class Dispatcher:
 
     async def on_call(self, msg: Call, tg: anyio.abc.TaskGroup) -> None:
         """Start running ``msg`` (in a worker thread, or as a task of ``tg``)."""
-        refusal = self._refusal(msg)
-        if refusal is not None:
+        entry = self._plain_entry(msg)
+        why = self._why_refused(msg, entry)
+        if why is not None:
             if msg.want_result:
-                await self.node.send(refusal)
+                await self.node.send(self._refusal(msg, why))
             return
-        if self.start_in_thread(msg):
+        if entry is not None and self._submit(msg, entry):
             return
         key = (msg.src, msg.id)
         scope = self._running[key] = anyio.CancelScope()
@@ -214,8 +215,15 @@ class Dispatcher:
         node is at ``max_concurrent_calls``), which :meth:`on_call` then handles.
         """
         entry = self._plain_entry(msg)
+        if entry is None or self._why_refused(msg, entry) is not None:
+            return False  # on_call answers the refusal
+        return self._submit(msg, entry)
+
+    def _submit(self, msg: Call, entry: CallbackEntry) -> bool:
+        """Hand a plain call of a ``def`` callback to the executor (False: not connected, or
+        stopping; then the task path answers)."""
         conn = self.node.conn
-        if entry is None or conn is None or self._refusal(msg) is not None:
+        if conn is None:
             return False
         try:
             self.executor.submit(
@@ -250,30 +258,35 @@ class Dispatcher:
         """Whether ``max_concurrent_calls`` calls already run here."""
         return len(self._running) + self.executor.load >= self.max_concurrent_calls
 
-    def _refusal(self, msg: Call) -> Error | None:
-        """The answer to a call this node refuses at once (None: it may run): it is at
+    def _why_refused(self, msg: Call, entry: CallbackEntry | None) -> str | None:
+        """Why this node refuses ``msg`` at once (None: it may run): it is at
         ``max_concurrent_calls``, or the call needs a worker and every worker is held by
-        calls whose callers gave up (it would wait for them in vain)."""
+        calls whose callers gave up (it would wait for them in vain). ``entry``: its plain
+        ``def`` callback, if it has one (else it is looked up)."""
         if self._full:
-            text = (
+            return (
                 f"process {self.name!r} is overloaded: {self.max_concurrent_calls} calls are "
                 "already running (max_concurrent_calls); retry later"
             )
-        else:
+        if entry is None:
             entry = self.registry.get(msg.name)
-            needs_worker = entry is not None and entry.runs_in_thread and msg.schedule is None
-            held_by = self.executor.held_by_abandoned() if needs_worker else []
-            if not held_by:
-                return None
-            text = (
-                f"process {self.name!r} cannot run {msg.name!r}: all its {self.workers} "
-                f"workers are held by calls of {', '.join(map(repr, held_by))} whose callers "
-                "gave up (a def callback cannot be interrupted); retry once they return"
-            )
-        logger.warning(
-            "node %r refused a call of %r from %r: %s", self.name, msg.name, msg.src, text
+            if entry is None or not entry.runs_in_thread or msg.schedule is not None:
+                return None  # no worker needed
+        held_by = self.executor.held_by_abandoned()
+        if not held_by:
+            return None
+        return (
+            f"process {self.name!r} cannot run {msg.name!r}: all its {self.workers} "
+            f"workers are held by calls of {', '.join(map(repr, held_by))} whose callers "
+            "gave up (a def callback cannot be interrupted); retry once they return"
         )
-        return Error(msg.id, msg.src, daffi_error_info("GlobalContextError", text, self.name))
+
+    def _refusal(self, msg: Call, why: str) -> Error:
+        """The answer to a refused call (logged)."""
+        logger.warning(
+            "node %r refused a call of %r from %r: %s", self.name, msg.name, msg.src, why
+        )
+        return Error(msg.id, msg.src, daffi_error_info("GlobalContextError", why, self.name))
 
     def encode(self, value: Any, msg: Call, what: str = "the result of") -> msgspec.Raw:
         """``value`` encoded as the reply to ``msg`` (refused if too large for a frame)."""
@@ -301,9 +314,9 @@ class Dispatcher:
             return Error(
                 msg.id, msg.src, daffi_error_info("UnableToFindCandidate", text, self.name)
             )
-        refusal = self._refusal(msg)
-        if refusal is not None:
-            return refusal
+        why = self._why_refused(msg, entry)
+        if why is not None:
+            return self._refusal(msg, why)
         outcome = self.executor.run_here(self._job(msg), self._invoke, msg, entry)
         reply: Result | Error = outcome.value if outcome.counts else self._not_run(msg, outcome)
         return reply
@@ -318,9 +331,9 @@ class Dispatcher:
         entry = self._plain_entry(msg)
         if entry is None:
             return None
-        refusal = self._refusal(msg)
-        if refusal is not None:
-            return refusal
+        why = self._why_refused(msg, entry)
+        if why is not None:
+            return self._refusal(msg, why)
         outcome = self.executor.run_here(self._job(msg), self._invoke, msg, entry, wait=False)
         if outcome.status == "busy":
             return None

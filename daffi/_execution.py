@@ -144,7 +144,7 @@ class Execution:
         ):
             # The common case, kept short: an FG call from daffi's own loop.
             payload, info = node.prepare_info(name, args, kwargs, modifier.receiver)
-            if not info.is_generator and not runtime.stopped:
+            if not info.is_generator:
                 return await node.roundtrip(
                     name,
                     payload,

@@ -180,6 +180,8 @@ class Executor:
         """The callbacks holding every slot when all of them run calls whose callers gave up
         (cancelled, or past their deadline): a new run would wait for them in vain. Empty
         when a slot is free or one of them still has a caller."""
+        if self._busy < self.workers:
+            return []  # a hint read without the lock, for the common case; checked below
         with self._lock:
             if self._busy < self.workers:
                 return []

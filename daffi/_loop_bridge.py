@@ -80,7 +80,7 @@ class LoopBridge(abc.ABC):
         return self.loop_thread is not None and threading.get_ident() == self.loop_thread
 
     def check_blocking(self, method: str, twin: str) -> None:
-        if self.loop_thread is not None and threading.get_ident() == self.loop_thread:
+        if self.on_loop_thread():
             raise GlobalContextError(
                 f"{method}() blocks, and it was called from the thread that runs daffi's event "
                 f"loop, where it would deadlock; use `await g.{twin}(...)` instead"
