@@ -62,6 +62,8 @@ class Peer:
     #: its work channels, and those with no call running (ready for a def callback's call)
     work: set[Link] = field(default_factory=set)
     work_idle: list[Link] = field(default_factory=list)
+    #: stream frames it sent for calls it is not a party of (see daffi._stream_relay)
+    strays: int = 0
 
 
 def refusal(msg: Hello, controller: str, *, name_taken: bool) -> Reject | None:

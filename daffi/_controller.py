@@ -47,6 +47,7 @@ from daffi._protocol import (
     YieldItem,
 )
 from daffi._router import InFlight, Router, valid_timeout
+from daffi._stream_relay import STRAY_LIMIT, StrayStreamFrame, StreamFrame, stream_hop
 from daffi.exceptions import ProtocolError, daffi_error_info
 from daffi.transports import PLAIN_SOCKET, Address, Listening, get_transport
 
@@ -260,15 +261,8 @@ class Controller:
                 await self.route_reply(peer, msg, frame)
             elif isinstance(msg, Cancel):
                 await self.route_cancel(peer, msg, frame)
-            elif isinstance(msg, StreamItem | StreamEnd):
-                await self._route_to_callee(peer, msg.src, msg.id, frame)
-            elif isinstance(msg, YieldItem):
-                await self._route_to_caller(msg.dst, msg.id, frame)
-            elif isinstance(msg, Credit):
-                if msg.to_callee:
-                    await self._route_to_callee(peer, msg.peer, msg.id, frame)
-                else:
-                    await self._route_to_caller(msg.peer, msg.id, frame)
+            elif isinstance(msg, StreamItem | StreamEnd | YieldItem | Credit):
+                await self._relay_stream(peer, msg, frame)
             elif isinstance(msg, Ping):
                 await self._send_on(peer.conn, Pong())
             elif isinstance(msg, Pong):
@@ -471,18 +465,21 @@ class Controller:
                 with contextlib.suppress(anyio.BrokenResourceError):
                     await target.conn.send_frame(frame)
 
-    async def _route_to_callee(
-        self, peer: Peer, src: str, call_id: int, frame: bytes | bytearray
-    ) -> None:
-        if src != peer.name:
-            raise ProtocolError(f"node {peer.name!r} sent stream data for a call of {src!r}")
-        entry = self.router.route_of((src, call_id))
-        if entry is not None:
-            await self._forward(entry.executor, frame)
-
-    async def _route_to_caller(self, caller: str, call_id: int, frame: bytes | bytearray) -> None:
-        if (caller, call_id) in self.router:
-            await self._forward(caller, frame)
+    async def _relay_stream(self, peer: Peer, msg: StreamFrame, frame: bytes | bytearray) -> None:
+        try:
+            hop = stream_hop(self.router, peer.name, msg)
+        except StrayStreamFrame as exc:
+            peer.strays += 1
+            if peer.strays == 1:
+                logger.warning("dropped a stream frame: %s", exc)
+            if peer.strays >= STRAY_LIMIT:
+                raise ProtocolError(
+                    f"node {peer.name!r} sent {peer.strays} stream frames for calls it is "
+                    f"not part of (last: {exc})"
+                ) from None
+            return
+        if hop is not None:
+            await self._forward(hop, frame)
 
     async def _forward(self, name: str, frame: bytes | bytearray) -> None:
         # Waiting here when the receiver is slow is the backpressure: the sender's stream

@@ -25,6 +25,7 @@ from types import MappingProxyType
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from daffi._protocol import SYSTEM_PREFIX, Call, CallbackInfo
+from daffi._stream_relay import StreamWindow
 
 __all__ = ["Directory", "InFlight", "Router", "valid_timeout"]
 
@@ -64,12 +65,14 @@ def valid_timeout(msg: Call) -> bool:
 
 
 class InFlight(NamedTuple):
-    """A call that wants its result: who runs it, which callback, and where the reply goes
-    (the caller's call channel; None: the caller's connection)."""
+    """A call that wants its result: who runs it, which callback, where the reply goes
+    (the caller's call channel; None: the caller's connection), and its streams' credit
+    windows (a :class:`daffi._stream_relay.StreamWindow`, from the first stream frame)."""
 
     executor: str
     callback: str
     channel: Any
+    window: Any = None
 
 
 class Router(Generic[P]):
@@ -171,6 +174,15 @@ class Router(Generic[P]):
     def route_of(self, key: tuple[str, int]) -> InFlight | None:
         with self.lock:
             return self._in_flight.get(key)
+
+    def stream_route(self, key: tuple[str, int]) -> InFlight | None:
+        """Call ``key``'s route, with its streams' credit windows (created now if this is
+        its first stream frame); None if the call is over. The loop only."""
+        with self.lock:
+            route = self._in_flight.get(key)
+            if route is not None and route.window is None:
+                route = self._in_flight[key] = route._replace(window=StreamWindow())
+            return route
 
     def forget(self, key: tuple[str, int]) -> InFlight | None:
         """Remove call ``key``'s route (it was cancelled, or could not be sent)."""
