@@ -15,10 +15,12 @@ that moment, in order, and after their ``Welcome``.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from dataclasses import dataclass, field
 
 import anyio
+import msgspec
 
 from daffi._frames import encode_frame
 from daffi._link import Link, Outlet
@@ -30,10 +32,15 @@ from daffi._protocol import (
     Message,
     NodeDown,
     NodeUp,
+    Register,
+    RegistrationLimits,
     Reject,
     Welcome,
+    callbacks_length,
+    decode_callbacks,
 )
 from daffi._router import Router
+from daffi.exceptions import ProtocolError
 
 __all__ = [
     "Peer",
@@ -45,6 +52,9 @@ __all__ = [
     "reoffer",
     "retire",
 ]
+
+
+logger = logging.getLogger("daffi.controller")
 
 
 @dataclass(eq=False)
@@ -66,8 +76,16 @@ class Peer:
     strays: int = 0
 
 
-def refusal(msg: Hello, controller: str, *, name_taken: bool) -> Reject | None:
-    """Why controller ``controller`` refuses the node saying ``msg`` (None: it may join).
+def refusal(
+    msg: Hello,
+    controller: str,
+    *,
+    name_taken: bool,
+    size: int,
+    limits: RegistrationLimits,
+) -> Reject | None:
+    """Why controller ``controller`` refuses the node saying ``msg`` in a frame of ``size``
+    bytes (None: it may join).
 
     ``name_taken``: a connected node already has the name the node asks for.
     """
@@ -91,6 +109,9 @@ def refusal(msg: Hello, controller: str, *, name_taken: bool) -> Reject | None:
             "speaks ['msgpack'])",
             "ProtocolError",
         )
+    why = limits.refusal(len(msg.callbacks), size)
+    if why is not None:
+        return Reject(f"controller {controller!r} refused process {msg.name!r}: it {why}")
     return None
 
 
@@ -126,8 +147,34 @@ def admit(router: Router[Peer], peer: Peer, controller: str) -> bool:
     return True
 
 
-def reoffer(router: Router[Peer], peer: Peer, callbacks: tuple[CallbackInfo, ...]) -> None:
-    """``peer`` now offers ``callbacks``; the others are told."""
+def reoffer(
+    router: Router[Peer],
+    peer: Peer,
+    msg: Register,
+    size: int,
+    *,
+    limits: RegistrationLimits,
+    controller: str,
+) -> None:
+    """``peer`` now offers the callbacks of ``msg`` (a frame of ``size`` bytes), and the
+    others are told; or, over ``limits``, it keeps its earlier offer and is told why.
+
+    Raises:
+        ProtocolError: the callbacks do not decode.
+    """
+    try:
+        why = limits.refusal(callbacks_length(msg.callbacks), size)
+        callbacks = decode_callbacks(msg.callbacks) if why is None else ()
+    except (msgspec.DecodeError, RecursionError, MemoryError) as exc:
+        raise ProtocolError(
+            f"node {peer.name!r} sent a registration that does not decode: {exc!r}"
+        ) from None
+    if why is not None:
+        logger.warning("refused the callbacks node %r offers: it %s", peer.name, why)
+        reason = f"controller {controller!r} refused the callbacks this process offers: it {why}"
+        with contextlib.suppress(anyio.BrokenResourceError):
+            peer.conn.send_threadsafe(Reject(f"{reason}; it still offers the ones before"))
+        return
     old, peer.callbacks = peer.callbacks, {info.name: info for info in callbacks}
     router.offer(peer, old)
     announce(router, NodeUp(peer.name, callbacks), exclude=peer.name)

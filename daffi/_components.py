@@ -13,6 +13,7 @@ import anyio.abc
 from daffi._connection import Connection
 from daffi._local_link import LocalConnection
 from daffi._node import Node
+from daffi._protocol import RegistrationLimits
 from daffi._settings import Configured
 from daffi.exceptions import DaffiError, GlobalContextError, InitializationError, TimeoutError
 from daffi.transports import PLAIN_SOCKET, get_transport
@@ -44,6 +45,10 @@ class Components:
         self.settings = settings
         self.on_node_event = on_node_event
         self.on_schedule_error = on_schedule_error
+        #: how much a node may offer (the controller's limit and this node's own)
+        self.registration = RegistrationLimits(
+            settings.max_callbacks, settings.max_registration_size
+        )
         self.controller: Controller | None = None
         self.node: Node | None = None
 
@@ -70,6 +75,7 @@ class Components:
                 heartbeat_interval=settings.heartbeat_interval,
                 max_connections=settings.max_connections,
                 frame_timeout=settings.frame_timeout,
+                registration=self.registration,
             )
             try:
                 bound = await tg.start(self.controller.serve)
@@ -93,6 +99,7 @@ class Components:
             heartbeat_interval=settings.heartbeat_interval,
             max_concurrent_calls=settings.max_concurrent_calls,
             min_period_interval=settings.min_period_interval,
+            registration=self.registration,
             open_channel=None if self.controller else self._channel_opener(),
         )
         self.node.dispatch.on_schedule_error = self.on_schedule_error

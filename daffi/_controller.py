@@ -24,12 +24,20 @@ from daffi._accepting import (
     reap_stalled_peers,
     serve_listener,
 )
-from daffi._admission import Peer, admit, new_channel_token, refusal, reoffer, retire
+from daffi._admission import (
+    Peer,
+    admit,
+    new_channel_token,
+    refusal,
+    reoffer,
+    retire,
+)
 from daffi._connection import Connection
 from daffi._controller_channels import ChannelService
-from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame
+from daffi._frames import DEFAULT_MAX_FRAME_SIZE, FrameTooLarge, encode_frame
 from daffi._link import DirectHandler, Link, Outlet, cancelled_from_outside, say_last
 from daffi._protocol import (
+    HANDSHAKE_SLACK,
     Attach,
     Bye,
     Call,
@@ -41,6 +49,7 @@ from daffi._protocol import (
     Ping,
     Pong,
     Register,
+    RegistrationLimits,
     Result,
     StreamEnd,
     StreamItem,
@@ -89,8 +98,11 @@ class Controller:
         heartbeat_interval: float = 5.0,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        registration: RegistrationLimits | None = None,
     ) -> None:
         self.name = name
+        #: how many callbacks a node may offer, in how large a registration
+        self.registration = registration if registration is not None else RegistrationLimits()
         #: seconds a frame may take from its first byte to its last
         self.frame_timeout = frame_timeout
         #: the connections open through its listeners, against ``max_connections``
@@ -180,7 +192,9 @@ class Controller:
         ``plain_socket``: the listener's transport declares ``PLAIN_SOCKET`` (the
         connection may then bypass the stream).
         """
-        conn = Connection(stream, max_frame_size=self.max_frame_size, plain_socket=plain_socket)
+        # Until it joined, a connection may send no more than a registration.
+        limit = min(self.max_frame_size, self.registration.max_first_frame)
+        conn = Connection(stream, max_frame_size=limit, plain_socket=plain_socket)
         await self.handle_connection(conn)
 
     async def handle_connection(self, conn: Link) -> None:
@@ -191,10 +205,13 @@ class Controller:
             tg.start_soon(conn.run_writer)
             try:
                 first = await self._first_message(conn)
-                if isinstance(first, Attach):
-                    await self.channels.serve(conn, first)
+                if first is None:
                     return
-                peer = await self._handshake(conn, first) if first is not None else None
+                conn.max_frame_size = self.max_frame_size
+                if isinstance(first[0], Attach):
+                    await self.channels.serve(conn, first[0])
+                    return
+                peer = await self._handshake(conn, *first)
                 if peer is not None:
                     conn.direct = self.direct_handler(peer, None)
                     await self._serve_peer(peer)
@@ -217,21 +234,32 @@ class Controller:
                     await self._drop_peer(peer)
                 await conn.aclose()
 
-    async def _first_message(self, conn: Link) -> Message | None:
+    async def _first_message(self, conn: Link) -> tuple[Message, int] | None:
+        """A new connection's first message and the size of its frame (None: it sent none
+        in time)."""
         with anyio.move_on_after(self.handshake_timeout) as scope:
-            msg, _ = await conn.receive()
+            try:
+                msg, frame = await conn.receive()
+            except FrameTooLarge as exc:
+                raise ProtocolError(
+                    f"a connection opened with a frame of {exc.size} bytes, over the limit of "
+                    f"{conn.max_frame_size} bytes for a handshake (max_registration_size + "
+                    f"{HANDSHAKE_SLACK // 1024} KiB); closed"
+                ) from None
         if scope.cancelled_caught:
             logger.warning(
                 "a connection sent no handshake within %s s; closed", self.handshake_timeout
             )
             return None
-        return msg
+        return msg, len(frame)
 
-    async def _handshake(self, conn: Link, msg: Message) -> Peer | None:
+    async def _handshake(self, conn: Link, msg: Message, size: int) -> Peer | None:
         if not isinstance(msg, Hello):
             raise ProtocolError(f"expected Hello as the first message, got {type(msg).__name__}")
         conn.peer = repr(msg.name)
-        reject = refusal(msg, self.name, name_taken=msg.name in self.peers)
+        reject = refusal(
+            msg, self.name, name_taken=msg.name in self.peers, size=size, limits=self.registration
+        )
         if reject is not None:
             logger.warning("refused node %r: %s", msg.name, reject.reason)
             with contextlib.suppress(anyio.BrokenResourceError):
@@ -268,7 +296,14 @@ class Controller:
             elif isinstance(msg, Pong):
                 pass
             elif isinstance(msg, Register):
-                reoffer(self.router, peer, msg.callbacks)
+                reoffer(
+                    self.router,
+                    peer,
+                    msg,
+                    len(frame),
+                    limits=self.registration,
+                    controller=self.name,
+                )
             elif isinstance(msg, Bye):
                 peer.said_bye = True
                 return

@@ -20,6 +20,7 @@ from daffi.exceptions import ProtocolError
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "FrameReader",
+    "FrameTooLarge",
     "decode_frame",
     "encode_frame",
     "first_frame",
@@ -33,6 +34,15 @@ _HEADER = 4
 _READ_SIZE = 64 * 1024
 #: the most asked for in one read when a large frame is pending
 _READ_SIZE_LARGE = 4 * 1024 * 1024
+
+
+class FrameTooLarge(ProtocolError):
+    """A frame announced more bytes than its receiver takes (``size``: how many)."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
@@ -52,9 +62,10 @@ def first_frame(buf: bytearray, max_frame_size: int, peer: str) -> tuple[Message
         return None
     size = int.from_bytes(buf[:_HEADER], "big")
     if size > max_frame_size:
-        raise ProtocolError(
+        raise FrameTooLarge(
             f"{peer} sent a frame of {size} bytes, over the limit of {max_frame_size} bytes "
-            "(max_frame_size); closing the connection"
+            "(max_frame_size); closing the connection",
+            size,
         )
     end = _HEADER + size
     if len(buf) < end:

@@ -33,7 +33,7 @@ from daffi._context import current_var
 from daffi._dispatch import SYSTEM_LIST_SCHEDULES
 from daffi._execution import Execution
 from daffi._node import Node
-from daffi._protocol import CallbackInfo
+from daffi._protocol import DEFAULT_MAX_CALLBACKS, DEFAULT_MAX_REGISTRATION_SIZE, CallbackInfo
 from daffi._results import ScheduledTasks
 from daffi._runtime import Runtime
 from daffi._settings import Hook, Settings
@@ -79,6 +79,10 @@ class Global:
             until one closes (default 10,000).
         frame_timeout: seconds a controller gives a peer's frame from its first byte to its
             last before closing that connection (default 60).
+        max_callbacks: the most callbacks a controller lets one process offer (default
+            10,000); beyond it, the registration is refused and that process is told why.
+        max_registration_size: the largest registration, in bytes, a controller takes from
+            one process (default 4 MiB); a larger one is refused likewise.
         min_period_interval: the shortest ``PERIOD(interval=...)`` this node runs, in
             seconds (default 1 ms); a schedule asking for less is refused.
     """
@@ -108,6 +112,8 @@ class Global:
         min_period_interval: float = MIN_PERIOD_INTERVAL,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        max_callbacks: int = DEFAULT_MAX_CALLBACKS,
+        max_registration_size: int = DEFAULT_MAX_REGISTRATION_SIZE,
     ) -> None:
         settings = Settings.check(
             process_name=process_name,
@@ -132,6 +138,8 @@ class Global:
             min_period_interval=min_period_interval,
             max_connections=max_connections,
             frame_timeout=frame_timeout,
+            max_callbacks=max_callbacks,
+            max_registration_size=max_registration_size,
         )
         self.process_name = settings.process_name
         self.init_controller = settings.init_controller
@@ -152,6 +160,8 @@ class Global:
         self.min_period_interval = settings.min_period_interval
         self.max_connections = settings.max_connections
         self.frame_timeout = settings.frame_timeout
+        self.max_callbacks = settings.max_callbacks
+        self.max_registration_size = settings.max_registration_size
 
         scheduled = ScheduledTasks()
         self._runtime = Runtime(self, on_schedule_error=scheduled.failed)

@@ -72,6 +72,9 @@ class Link(Outlet, Protocol):
 
     #: names the peer in log lines and errors
     peer: str
+    #: frames announcing a larger body close the link (its owner may change it between
+    #: frames: the controller allows a new connection less until it joined)
+    max_frame_size: int
     #: ``time.monotonic()`` when something last arrived (heartbeats)
     last_received: float
 

@@ -17,7 +17,7 @@ import anyio.lowlevel
 import msgspec
 
 from daffi._crossloop import loop_call_soon
-from daffi._frames import _HEADER, _decoder, encode_frame
+from daffi._frames import _HEADER, DEFAULT_MAX_FRAME_SIZE, _decoder, encode_frame
 from daffi._link import DirectHandler, InlineRunner
 from daffi._protocol import Call, Error, Message, Result
 from daffi.exceptions import ProtocolError
@@ -51,6 +51,8 @@ class LocalConnection:
         #: threads may do so at once. Used by the controller's end through :meth:`run_inline`.
         self.inline: InlineRunner | None = None
         self.inline_slots = 0
+        #: whole frames are handed over in memory: not checked
+        self.max_frame_size = DEFAULT_MAX_FRAME_SIZE
 
     @property
     def in_process(self) -> bool:

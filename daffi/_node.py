@@ -32,7 +32,7 @@ from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._dispatch import Dispatcher
 from daffi._link import Link
 from daffi._mirror import DirectoryMirror
-from daffi._protocol import CallbackInfo
+from daffi._protocol import CallbackInfo, RegistrationLimits
 from daffi._session import Connector, NodeEventHook, Session
 from daffi._thread_calls import ThreadCaller
 from daffi.exceptions import DaffiError
@@ -59,6 +59,8 @@ class Node:
         max_concurrent_calls: incoming calls running at once beyond which new ones are
             refused with an error (a flood from a peer cannot exhaust this process).
         min_period_interval: the shortest schedule interval this node runs (seconds).
+        registration: how much this node may offer (checked before it is sent; the
+            controller checks it against its own limits).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class Node:
         max_backoff: float = 2.0,
         max_concurrent_calls: int = 10_000,
         min_period_interval: float = MIN_PERIOD_INTERVAL,
+        registration: RegistrationLimits | None = None,
         open_channel: Callable[[float], socket.socket | None] | None = None,
     ) -> None:
         self.name = name
@@ -105,6 +108,7 @@ class Node:
             handshake_timeout=handshake_timeout,
             max_backoff=max_backoff,
             open_channel=open_channel,
+            registration=registration,
         )
         self.caller = Caller(name, self.table, self.directory, self.session, self.codec)
         self.thread_calls = ThreadCaller(name, self.table, self.directory, self.session, self.codec)

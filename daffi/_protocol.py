@@ -11,6 +11,7 @@ Schema evolution: only add fields at the end, always with defaults; bump
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Union
 
 import msgspec
@@ -18,6 +19,9 @@ import msgspec
 from daffi.exceptions import ErrorInfo
 
 __all__ = [
+    "DEFAULT_MAX_CALLBACKS",
+    "DEFAULT_MAX_REGISTRATION_SIZE",
+    "HANDSHAKE_SLACK",
     "PROTOCOL_VERSION",
     "STREAM_WINDOW",
     "SYSTEM_PREFIX",
@@ -36,6 +40,7 @@ __all__ = [
     "Ping",
     "Pong",
     "Register",
+    "RegistrationLimits",
     "Reject",
     "Result",
     "ScheduleSpec",
@@ -43,6 +48,9 @@ __all__ = [
     "StreamItem",
     "Welcome",
     "YieldItem",
+    "callbacks_length",
+    "decode_callbacks",
+    "encode_callbacks",
 ]
 
 PROTOCOL_VERSION = 1
@@ -125,9 +133,14 @@ class NodeDown(_Msg, tag=5, frozen=True):
 
 
 class Register(_Msg, tag=6, frozen=True):
-    """Node -> controller: the full list of callbacks this node now offers."""
+    """Node -> controller: the full list of callbacks this node now offers.
 
-    callbacks: tuple[CallbackInfo, ...] = ()
+    ``callbacks`` is the encoded ``tuple[CallbackInfo, ...]`` (see :func:`encode_callbacks`),
+    left undecoded until the controller checked its size and length: a registration's
+    objects take about 16 times its bytes.
+    """
+
+    callbacks: msgspec.Raw = msgspec.Raw(b"\x90")
 
 
 class Attach(_Msg, tag=7, frozen=True):
@@ -228,6 +241,81 @@ class Credit(_Msg, tag=17, frozen=True):
     peer: str  # the caller's name in both directions
     n: int
     to_callee: bool = True
+
+
+#: callbacks one node may offer
+DEFAULT_MAX_CALLBACKS = 10_000
+#: bytes of one registration frame (a ``Hello`` or a ``Register``)
+DEFAULT_MAX_REGISTRATION_SIZE = 1024 * 1024
+#: what a connection's first frame may have beyond a registration (name, codecs, ...); a
+#: larger first frame closes the connection before it is read in full
+HANDSHAKE_SLACK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RegistrationLimits:
+    """How much one node may register: ``max_callbacks`` callbacks, in a frame of at most
+    ``max_size`` bytes. What a node offers is kept by the controller and sent to every
+    other node, so it is bounded like a frame is."""
+
+    max_callbacks: int = DEFAULT_MAX_CALLBACKS
+    max_size: int = DEFAULT_MAX_REGISTRATION_SIZE
+
+    @property
+    def max_first_frame(self) -> int:
+        """The largest frame a connection may open with (a ``Hello`` or an ``Attach``)."""
+        return self.max_size + HANDSHAKE_SLACK
+
+    def refusal(self, count: int, size: int) -> str | None:
+        """Why a registration of ``count`` callbacks in ``size`` bytes is refused, said of the
+        process that offers them ("offers 11 callbacks, over ..."); None: it is not."""
+        if count > self.max_callbacks:
+            return (
+                f"offers {count} callbacks, over the limit of {self.max_callbacks} per "
+                "process (max_callbacks)"
+            )
+        if size > self.max_size:
+            return (
+                f"offers callbacks in a registration of {size} bytes, over the limit of "
+                f"{self.max_size} bytes (max_registration_size)"
+            )
+        return None
+
+
+_callbacks_decoder = msgspec.msgpack.Decoder(tuple[CallbackInfo, ...])
+
+
+def encode_callbacks(callbacks: tuple[CallbackInfo, ...]) -> msgspec.Raw:
+    """``callbacks`` encoded for a :class:`Register`."""
+    return msgspec.Raw(msgspec.msgpack.encode(callbacks))
+
+
+def callbacks_length(raw: msgspec.Raw) -> int:
+    """How many callbacks a :class:`Register` lists, read from its array's header alone.
+
+    Raises:
+        msgspec.DecodeError: ``raw`` is not a msgpack array.
+    """
+    data = memoryview(raw)
+    if not data:
+        raise msgspec.DecodeError("an empty registration")
+    first = data[0]
+    if 0x90 <= first <= 0x9F:
+        return first & 0x0F
+    if first == 0xDC and len(data) >= 3:
+        return int.from_bytes(data[1:3], "big")
+    if first == 0xDD and len(data) >= 5:
+        return int.from_bytes(data[1:5], "big")
+    raise msgspec.DecodeError("a registration that is not an array")
+
+
+def decode_callbacks(raw: msgspec.Raw) -> tuple[CallbackInfo, ...]:
+    """The callbacks a :class:`Register` lists.
+
+    Raises:
+        msgspec.DecodeError: they do not decode.
+    """
+    return _callbacks_decoder.decode(raw)
 
 
 #: Items a stream's sender may have in flight before the receiver grants more.

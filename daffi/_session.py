@@ -35,6 +35,7 @@ import anyio
 import anyio.abc
 
 from daffi._calls import CallTable
+from daffi._frames import encode_frame
 from daffi._link import Link, cancelled_from_outside, say_last
 from daffi._mirror import DirectoryMirror
 from daffi._protocol import (
@@ -51,15 +52,18 @@ from daffi._protocol import (
     Ping,
     Pong,
     Register,
+    RegistrationLimits,
     Reject,
     Result,
     StreamEnd,
     StreamItem,
     Welcome,
     YieldItem,
+    encode_callbacks,
 )
 from daffi.exceptions import (
     DaffiError,
+    InitializationError,
     ProtocolError,
     RemoteStoppedUnexpectedly,
     daffi_error_info,
@@ -145,6 +149,7 @@ class Session:
         handshake_timeout: float,
         max_backoff: float,
         open_channel: Callable[[float], socket.socket | None] | None,
+        registration: RegistrationLimits | None = None,
     ) -> None:
         self.name = name
         self.registry = registry
@@ -159,6 +164,8 @@ class Session:
         self.heartbeat_interval = heartbeat_interval
         self.handshake_timeout = handshake_timeout
         self.max_backoff = max_backoff
+        #: what this node may offer (see :meth:`_registration`)
+        self.registration = registration if registration is not None else RegistrationLimits()
         self.conn: Link | None = None
         self._connected = anyio.Event()
         self._session_ended = anyio.Event()
@@ -267,10 +274,30 @@ class Session:
         """Send the registry's current callbacks to the controller (after a change)."""
         conn = self.conn
         if conn is not None:
+            infos = self.registry.infos()
+            frame, why = self._registration(Register(encode_callbacks(infos)), len(infos))
+            if why is not None:
+                logger.error(
+                    "node %r: the callbacks it offers now were not sent: %s", self.name, why
+                )
+                return
             # If the link is broken, the next handshake carries the callbacks.
             with contextlib.suppress(anyio.BrokenResourceError):
-                await conn.send(Register(self.registry.infos()))
+                await conn.send_frame(frame)
             self._start_work_channel()
+
+    def _registration(self, msg: Hello | Register, count: int) -> tuple[bytearray, str | None]:
+        """``msg`` encoded, and why this node's own limits keep it from sending it (None:
+        they do not). A registration the controller would refuse unread fails here with the
+        reason, and the controller's limits are checked again when it arrives."""
+        frame = encode_frame(msg)
+        why = self.registration.refusal(count, len(frame))
+        if why is not None:
+            why = (
+                f"process {self.name!r} {why}; a controller with the same limit refuses it "
+                "(raise the limit on this Global and on the controller's)"
+            )
+        return frame, why
 
     async def send(self, msg: Message) -> None:
         """Send ``msg`` to the controller if connected (dropped when the link is down)."""
@@ -284,7 +311,12 @@ class Session:
     async def _session(self, conn: Link) -> None:
         try:
             offered = self.registry.infos()
-            await conn.send(Hello(PROTOCOL_VERSION, self.name, ("msgpack",), offered))
+            hello, why = self._registration(
+                Hello(PROTOCOL_VERSION, self.name, ("msgpack",), offered), len(offered)
+            )
+            if why is not None:
+                raise _Rejected(InitializationError(why))
+            await conn.send_frame(hello)
             with anyio.fail_after(self.handshake_timeout):
                 first, _ = await conn.receive()
             if isinstance(first, Reject):
@@ -473,6 +505,9 @@ class Session:
             await self.send(Pong())
         elif isinstance(msg, Pong):
             pass
+        elif isinstance(msg, Reject):
+            # A change of what this node offers was refused; it keeps its earlier offer.
+            logger.error("node %r: %s", self.name, msg.reason)
         elif isinstance(msg, Bye):
             logger.info("node %r: the controller is stopping (%s)", self.name, msg.reason)
             self._controller_left = True

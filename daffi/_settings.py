@@ -45,6 +45,8 @@ class Configured(Protocol):
     min_period_interval: float
     max_connections: int
     frame_timeout: float
+    max_callbacks: int
+    max_registration_size: int
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Settings:
     min_period_interval: float
     max_connections: int
     frame_timeout: float
+    max_callbacks: int
+    max_registration_size: int
 
     @classmethod
     def check(
@@ -95,6 +99,8 @@ class Settings:
         min_period_interval: float,
         max_connections: int,
         frame_timeout: float,
+        max_callbacks: int,
+        max_registration_size: int,
     ) -> Settings:
         """Check the arguments and derive what they imply.
 
@@ -124,6 +130,12 @@ class Settings:
             raise InitializationError(
                 f"max_connections must be a positive int, not {max_connections!r}"
             )
+        for limit_name, limit in (
+            ("max_callbacks", max_callbacks),
+            ("max_registration_size", max_registration_size),
+        ):
+            if not (isinstance(limit, int) and limit >= 1):
+                raise InitializationError(f"{limit_name} must be a positive int, not {limit!r}")
         if not (isinstance(frame_timeout, int | float) and frame_timeout > 0):
             raise InitializationError(
                 f"frame_timeout must be a positive number of seconds, not {frame_timeout!r}"
@@ -160,6 +172,8 @@ class Settings:
             min_period_interval=float(min_period_interval),
             max_connections=max_connections,
             frame_timeout=float(frame_timeout),
+            max_callbacks=max_callbacks,
+            max_registration_size=max_registration_size,
         )
 
 

@@ -449,7 +449,7 @@ def test_only_calls_and_cancels_are_allowed_on_a_channel(net: Net) -> None:
     with raw_connect(ctrl) as sock:
         sock.sendall(encode_frame(Attach(PROTOCOL_VERSION, "client", peer.channel_token)))
         assert isinstance(read_frame(sock), Welcome)
-        sock.sendall(encode_frame(Register(())))  # would wipe the node's callbacks
+        sock.sendall(encode_frame(Register()))  # would wipe the node's callbacks
         assert closed_by_peer(sock)
     assert "add" in controller_of(ctrl).peers["ctrl"].callbacks
     assert call_add(client, 2, 2) == 4

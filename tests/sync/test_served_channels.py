@@ -708,7 +708,7 @@ def test_raw_served_channel_answers_inline_and_loop_routed_calls(net: Net, backe
 
 BAD_FRAMES: dict[str, tuple[bytes | bytearray, str]] = {
     "ping": (encode_frame(Ping()), "unexpected Ping on a call channel"),
-    "register": (encode_frame(Register(())), "unexpected Register on a call channel"),
+    "register": (encode_frame(Register()), "unexpected Register on a call channel"),
     "forged-source": (
         encode_frame(Call(8, "add", encoded_args(1, 1), "someone-else")),
         "claiming to be from 'someone-else'",

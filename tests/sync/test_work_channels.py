@@ -776,7 +776,7 @@ def test_forged_work_attach_is_rejected(
     [
         Call(1, "add", encoded_args(1, 2), "worker"),
         Cancel(1, "worker"),
-        Register(()),
+        Register(),
         Ping(),
     ],
     ids=["call", "cancel", "register", "ping"],
