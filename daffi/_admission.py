@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 import anyio
 import msgspec
 
-from daffi._frames import encode_frame
+from daffi._frames import FrameTooLarge, encode_frame
 from daffi._link import Link, Outlet
 from daffi._protocol import (
+    HANDSHAKE_SLACK,
     PROTOCOL_VERSION,
     Attach,
     CallbackInfo,
@@ -46,6 +47,8 @@ __all__ = [
     "Peer",
     "admit",
     "announce",
+    "first_message",
+    "join",
     "may_attach",
     "new_channel_token",
     "refusal",
@@ -128,6 +131,63 @@ def may_attach(msg: Attach, token: bytes | None) -> bool:
     import hmac  # only a controller serving call channels needs it
 
     return hmac.compare_digest(token, msg.token)
+
+
+async def first_message(conn: Link, timeout: float) -> tuple[Message, int] | None:
+    """A new connection's first message and the size of its frame (None: it sent none
+    within ``timeout`` seconds).
+
+    Raises:
+        ProtocolError: it does not decode, or is larger than the connection allows before a
+            handshake (a registration: see :class:`RegistrationLimits`).
+    """
+    with anyio.move_on_after(timeout) as scope:
+        try:
+            msg, frame = await conn.receive()
+        except FrameTooLarge as exc:
+            raise ProtocolError(
+                f"a connection opened with a frame of {exc.size} bytes, over the limit of "
+                f"{conn.max_frame_size} bytes for a handshake (max_registration_size + "
+                f"{HANDSHAKE_SLACK // 1024} KiB); closed"
+            ) from None
+    if scope.cancelled_caught:
+        logger.warning("a connection sent no handshake within %s s; closed", timeout)
+        return None
+    return msg, len(frame)
+
+
+async def join(
+    conn: Link,
+    msg: Message,
+    size: int,
+    router: Router[Peer],
+    *,
+    controller: str,
+    limits: RegistrationLimits,
+) -> Peer | None:
+    """The node that said ``msg`` (a frame of ``size`` bytes) on ``conn``, joined; or None:
+    it was refused (and told why), or its link broke.
+
+    Raises:
+        ProtocolError: ``msg`` is not a ``Hello``.
+    """
+    if not isinstance(msg, Hello):
+        raise ProtocolError(f"expected Hello as the first message, got {type(msg).__name__}")
+    conn.peer = repr(msg.name)
+    reject = refusal(
+        msg, controller, name_taken=msg.name in router.directory.peers, size=size, limits=limits
+    )
+    if reject is not None:
+        logger.warning("refused node %r: %s", msg.name, reject.reason)
+        with contextlib.suppress(anyio.BrokenResourceError):
+            await conn.send(reject)
+        return None
+    # A node in this process has no use for call channels.
+    token = None if conn.in_process else new_channel_token()
+    peer = Peer(msg.name, conn, channel_token=token)
+    peer.callbacks = {info.name: info for info in msg.callbacks}
+    # No await from the name check above to the join (two nodes cannot take one name).
+    return peer if admit(router, peer, controller) else None
 
 
 def admit(router: Router[Peer], peer: Peer, controller: str) -> bool:

@@ -24,27 +24,18 @@ from daffi._accepting import (
     reap_stalled_peers,
     serve_listener,
 )
-from daffi._admission import (
-    Peer,
-    admit,
-    new_channel_token,
-    refusal,
-    reoffer,
-    retire,
-)
+from daffi._admission import Peer, first_message, join, reoffer, retire
 from daffi._connection import Connection
 from daffi._controller_channels import ChannelService
-from daffi._frames import DEFAULT_MAX_FRAME_SIZE, FrameTooLarge, encode_frame
+from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame
 from daffi._link import DirectHandler, Link, Outlet, cancelled_from_outside, say_last
 from daffi._protocol import (
-    HANDSHAKE_SLACK,
     Attach,
     Bye,
     Call,
     Cancel,
     Credit,
     Error,
-    Hello,
     Message,
     Ping,
     Pong,
@@ -56,7 +47,7 @@ from daffi._protocol import (
     YieldItem,
 )
 from daffi._router import InFlight, Router, valid_timeout
-from daffi._stream_relay import STRAY_LIMIT, StrayStreamFrame, StreamFrame, stream_hop
+from daffi._stream_relay import StreamFrame, stream_hop
 from daffi.exceptions import ProtocolError, daffi_error_info
 from daffi.transports import PLAIN_SOCKET, Address, Listening, get_transport
 
@@ -204,7 +195,7 @@ class Controller:
             # Finishes writes the socket could not take at once (large frames, slow peers).
             tg.start_soon(conn.run_writer)
             try:
-                first = await self._first_message(conn)
+                first = await first_message(conn, self.handshake_timeout)
                 if first is None:
                     return
                 conn.max_frame_size = self.max_frame_size
@@ -234,43 +225,11 @@ class Controller:
                     await self._drop_peer(peer)
                 await conn.aclose()
 
-    async def _first_message(self, conn: Link) -> tuple[Message, int] | None:
-        """A new connection's first message and the size of its frame (None: it sent none
-        in time)."""
-        with anyio.move_on_after(self.handshake_timeout) as scope:
-            try:
-                msg, frame = await conn.receive()
-            except FrameTooLarge as exc:
-                raise ProtocolError(
-                    f"a connection opened with a frame of {exc.size} bytes, over the limit of "
-                    f"{conn.max_frame_size} bytes for a handshake (max_registration_size + "
-                    f"{HANDSHAKE_SLACK // 1024} KiB); closed"
-                ) from None
-        if scope.cancelled_caught:
-            logger.warning(
-                "a connection sent no handshake within %s s; closed", self.handshake_timeout
-            )
-            return None
-        return msg, len(frame)
-
     async def _handshake(self, conn: Link, msg: Message, size: int) -> Peer | None:
-        if not isinstance(msg, Hello):
-            raise ProtocolError(f"expected Hello as the first message, got {type(msg).__name__}")
-        conn.peer = repr(msg.name)
-        reject = refusal(
-            msg, self.name, name_taken=msg.name in self.peers, size=size, limits=self.registration
+        peer = await join(
+            conn, msg, size, self.router, controller=self.name, limits=self.registration
         )
-        if reject is not None:
-            logger.warning("refused node %r: %s", msg.name, reject.reason)
-            with contextlib.suppress(anyio.BrokenResourceError):
-                await conn.send(reject)
-            return None
-        # A node in this process has no use for call channels.
-        token = None if conn.in_process else new_channel_token()
-        peer = Peer(msg.name, conn, channel_token=token)
-        peer.callbacks = {info.name: info for info in msg.callbacks}
-        # No await from the name check above to the join (two nodes cannot take one name).
-        if not admit(self.router, peer, self.name):
+        if peer is None:
             return None
         if conn.in_process:
             self._local = peer
@@ -501,18 +460,7 @@ class Controller:
                     await target.conn.send_frame(frame)
 
     async def _relay_stream(self, peer: Peer, msg: StreamFrame, frame: bytes | bytearray) -> None:
-        try:
-            hop = stream_hop(self.router, peer.name, msg)
-        except StrayStreamFrame as exc:
-            peer.strays += 1
-            if peer.strays == 1:
-                logger.warning("dropped a stream frame: %s", exc)
-            if peer.strays >= STRAY_LIMIT:
-                raise ProtocolError(
-                    f"node {peer.name!r} sent {peer.strays} stream frames for calls it is "
-                    f"not part of (last: {exc})"
-                ) from None
-            return
+        hop = stream_hop(self.router, peer, msg)
         if hop is not None:
             await self._forward(hop, frame)
 

@@ -21,7 +21,6 @@ waiting on fails with ``RemoteStoppedUnexpectedly``.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import functools
 import logging
@@ -35,39 +34,31 @@ import anyio
 import anyio.abc
 
 from daffi._calls import CallTable
-from daffi._frames import encode_frame
+from daffi._greeting import Rejected, registration, shake_hands
 from daffi._link import Link, cancelled_from_outside, say_last
 from daffi._mirror import DirectoryMirror
 from daffi._protocol import (
-    PROTOCOL_VERSION,
     Bye,
     Call,
     Cancel,
     Credit,
     Error,
-    Hello,
     Message,
     NodeDown,
     NodeUp,
     Ping,
     Pong,
-    Register,
     RegistrationLimits,
     Reject,
     Result,
     StreamEnd,
     StreamItem,
-    Welcome,
     YieldItem,
-    encode_callbacks,
 )
 from daffi.exceptions import (
-    DaffiError,
-    InitializationError,
     ProtocolError,
     RemoteStoppedUnexpectedly,
     daffi_error_info,
-    exception_from_error_info,
 )
 from daffi.registry._store import CallbackRegistry
 
@@ -106,12 +97,6 @@ class Callee(Protocol):
     def run_here(self, msg: Call) -> Result | Error: ...
 
     def run_inline(self, msg: Call) -> Result | Error | None: ...
-
-
-class _Rejected(Exception):
-    def __init__(self, error: DaffiError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class Session:
@@ -213,7 +198,7 @@ class Session:
             delay = initial
             try:
                 await self._session(link)
-            except _Rejected as exc:
+            except Rejected as exc:
                 if not self._connected_once:
                     self.directory.fail(exc.error)
                     self._connected.set()  # wake whoever waits for the first connection
@@ -275,7 +260,7 @@ class Session:
         conn = self.conn
         if conn is not None:
             infos = self.registry.infos()
-            frame, why = self._registration(Register(encode_callbacks(infos)), len(infos))
+            frame, why = registration(self.name, infos, self.registration, first=False)
             if why is not None:
                 logger.error(
                     "node %r: the callbacks it offers now were not sent: %s", self.name, why
@@ -285,19 +270,6 @@ class Session:
             with contextlib.suppress(anyio.BrokenResourceError):
                 await conn.send_frame(frame)
             self._start_work_channel()
-
-    def _registration(self, msg: Hello | Register, count: int) -> tuple[bytearray, str | None]:
-        """``msg`` encoded, and why this node's own limits keep it from sending it (None:
-        they do not). A registration the controller would refuse unread fails here with the
-        reason, and the controller's limits are checked again when it arrives."""
-        frame = encode_frame(msg)
-        why = self.registration.refusal(count, len(frame))
-        if why is not None:
-            why = (
-                f"process {self.name!r} {why}; a controller with the same limit refuses it "
-                "(raise the limit on this Global and on the controller's)"
-            )
-        return frame, why
 
     async def send(self, msg: Message) -> None:
         """Send ``msg`` to the controller if connected (dropped when the link is down)."""
@@ -311,20 +283,9 @@ class Session:
     async def _session(self, conn: Link) -> None:
         try:
             offered = self.registry.infos()
-            hello, why = self._registration(
-                Hello(PROTOCOL_VERSION, self.name, ("msgpack",), offered), len(offered)
+            first = await shake_hands(
+                conn, self.name, offered, self.registration, self.handshake_timeout
             )
-            if why is not None:
-                raise _Rejected(InitializationError(why))
-            await conn.send_frame(hello)
-            with anyio.fail_after(self.handshake_timeout):
-                first, _ = await conn.receive()
-            if isinstance(first, Reject):
-                raise _Rejected(
-                    exception_from_error_info(daffi_error_info(first.kind, first.reason))
-                )
-            if not isinstance(first, Welcome):
-                raise ProtocolError(f"expected Welcome from the controller, got {first!r}")
             self.directory.replace({k: {i.name: i for i in v} for k, v in first.directory.items()})
             if first.channel_token and self._open_channel is not None:
                 from daffi._channel import ChannelPool  # not for a node beside its controller
@@ -375,10 +336,6 @@ class Session:
                     tg.cancel_scope.cancel()
             if failure is not None:
                 raise failure
-        except builtins.TimeoutError as exc:
-            if isinstance(exc, DaffiError):
-                raise
-            raise ProtocolError("the controller did not answer the handshake") from exc
         except anyio.get_cancelled_exc_class():
             if self.conn is conn and cancelled_from_outside():
                 # The loop is ending with this node running (a daffi 2 style app that

@@ -18,12 +18,15 @@ changes them.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from daffi._protocol import STREAM_WINDOW, Credit, StreamEnd, StreamItem, YieldItem
 from daffi.exceptions import ProtocolError
 
-__all__ = ["STRAY_LIMIT", "StrayStreamFrame", "StreamFrame", "StreamWindow", "stream_hop"]
+__all__ = ["STRAY_LIMIT", "StreamFrame", "StreamWindow", "stream_hop"]
+
+logger = logging.getLogger("daffi.controller")
 
 StreamFrame = StreamItem | StreamEnd | YieldItem | Credit
 
@@ -36,7 +39,15 @@ class _Routes(Protocol):
         """The route of call ``key`` with its ``window``, or None (see daffi._router)."""
 
 
-class StrayStreamFrame(Exception):
+class _Sender(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    #: stream frames it sent for calls it is not a party of
+    strays: int
+
+
+class _Stray(Exception):
     """A stream frame from a node that is not the party of that stream that may send it."""
 
 
@@ -52,15 +63,31 @@ class StreamWindow:
         self.to_caller = STREAM_WINDOW
 
 
-def stream_hop(router: _Routes, sender: str, msg: StreamFrame) -> str | None:
-    """The node that stream frame ``msg`` from node ``sender`` goes to: the other party of
-    its call, or None when the call is over (a frame racing the call's end, dropped).
+def stream_hop(router: _Routes, peer: _Sender, msg: StreamFrame) -> str | None:
+    """The node that stream frame ``msg`` from node ``peer`` goes to: the other party of its
+    call; None when the call is over (a frame racing the call's end), or when ``peer`` is not
+    the party that may send it (dropped, and counted against ``peer``: the first is logged).
 
     Raises:
-        ProtocolError: ``sender`` sent an item beyond the receiver's credit, granted credit
-            for items never sent, or claims to be another node's caller.
-        StrayStreamFrame: ``sender`` does not run the call whose caller it addresses.
+        ProtocolError: ``peer`` sent an item beyond the receiver's credit, granted credit
+            for items never sent, claims to be another node's caller, or sent
+            :data:`STRAY_LIMIT` frames for calls it is not a party of.
     """
+    try:
+        return _hop(router, peer.name, msg)
+    except _Stray as exc:
+        peer.strays += 1
+        if peer.strays == 1:
+            logger.warning("dropped a stream frame: %s", exc)
+        if peer.strays >= STRAY_LIMIT:
+            raise ProtocolError(
+                f"node {peer.name!r} sent {peer.strays} stream frames for calls it is not "
+                f"part of (last: {exc})"
+            ) from None
+        return None
+
+
+def _hop(router: _Routes, sender: str, msg: StreamFrame) -> str | None:
     if isinstance(msg, StreamItem | StreamEnd):
         caller, from_caller = msg.src, True
     elif isinstance(msg, YieldItem):
@@ -73,7 +100,7 @@ def stream_hop(router: _Routes, sender: str, msg: StreamFrame) -> str | None:
     if route is None:
         return None
     if not from_caller and route.executor != sender:
-        raise StrayStreamFrame(
+        raise _Stray(
             f"node {sender!r} sent {type(msg).__name__} for call {msg.id} of {caller!r}, "
             f"which {route.executor!r} runs"
         )
