@@ -505,3 +505,8 @@ class Connection:
                 await self.stream.aclose()
             except Exception:  # closing a broken stream may fail; it is closed either way
                 logger.debug("error closing connection to %s", self.peer, exc_info=True)
+        # The bytes of a frame still incomplete go back now, not when the garbage collector
+        # gets to this connection (its reader and handlers refer to it: a cycle).
+        self._buffer.clear()
+        if self._reader is not None:
+            self._reader.take()

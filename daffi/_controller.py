@@ -268,6 +268,8 @@ class Controller:
                 return
             else:
                 raise ProtocolError(f"unexpected {type(msg).__name__} from node {peer.name!r}")
+            # A large frame's memory goes back now, not when the next one arrives.
+            del msg, frame
 
     async def _drop_peer(self, peer: Peer) -> None:
         retire(self.router, peer)

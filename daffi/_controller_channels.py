@@ -225,6 +225,7 @@ class ChannelService(Generic[P]):
                     raise ProtocolError(
                         f"unexpected {type(msg_).__name__} on a call channel of {peer.name!r}"
                     )
+                del msg_, frame  # (a large frame's memory goes back before the next arrives)
         finally:
             conn.direct = None
             peer.channels.discard(link)
@@ -334,6 +335,7 @@ class ChannelService(Generic[P]):
                     )
                 self._work_done(peer, conn, msg)
                 await host.route_reply(peer, msg, frame)
+                del msg, frame  # (a large frame's memory goes back before the next arrives)
         finally:
             conn.direct = None
             peer.work.discard(conn)

@@ -325,9 +325,11 @@ class Session:
                 # wrap them in exception groups) and raised after it.
                 try:
                     while True:
-                        msg, _ = await conn.receive()
+                        msg, frame = await conn.receive()
+                        del frame  # (a large one's memory goes back before the next arrives)
                         if not await self._handle(msg, tg):
                             break
+                        del msg
                 except anyio.EndOfStream:
                     pass
                 except ProtocolError as exc:

@@ -9,6 +9,8 @@ attacks with raw sockets, then checks that the client's calls all still succeed.
 from __future__ import annotations
 
 import socket
+import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -17,10 +19,12 @@ import pytest
 
 from daffi import Global
 from daffi._frames import NESTING_LIMIT, decode_frame, encode_frame
-from daffi._protocol import PROTOCOL_VERSION, Call, Hello
+from daffi._protocol import PROTOCOL_VERSION, Call, Error, Hello
 from daffi.decorators import alias, fetcher
 from daffi.exceptions import ProtocolError
 from daffi.registry import CallbackRegistry
+
+from ._raw import RawPeer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -164,3 +168,53 @@ async def test_a_frame_that_never_completes_closes_its_connection(sock_dir: str)
             assert anyio.current_time() - started < 3
             raw.close()
             await calls_succeed(client)
+
+
+def traced_mib() -> float:
+    return tracemalloc.get_traced_memory()[0] / 2**20
+
+
+@pytest.fixture
+def traced() -> Iterator[None]:
+    tracemalloc.start()
+    try:
+        yield
+    finally:
+        tracemalloc.stop()
+
+
+async def test_memory_of_large_frames_goes_back_once_they_are_done(
+    sock_dir: str, traced: None
+) -> None:
+    """Issue 11, D6: the controller kept the last frame of every connection until the next
+    one arrived, and a closed connection's partial frame until the garbage collector found
+    the connection's reference cycles (eight partial 60 MiB frames: +490 MB, kept)."""
+    big = msgspec.Raw(msgspec.msgpack.encode(bytes(16 * 2**20)))
+    with anyio.fail_after(40):
+        async with Global("ctrl", init_controller=True, init_node=False, unix_sock_path=sock_dir):
+            before = traced_mib()
+            # Whole frames: a 16 MiB call each to a callback nobody offers (refused at once),
+            # from connections that then stay open and idle.
+            peers = [await RawPeer.join(sock_dir, f"big-{i}") for i in range(8)]
+            for i, peer in enumerate(peers):
+                await peer.send(Call(1, "nobody", big, f"big-{i}"))
+                assert (await peer.receive_until(Error)).id == 1
+            assert traced_mib() - before < 20
+            # Partial frames: 15 of an announced 16 MiB each, then the connections close.
+            partial = [await RawPeer.join(sock_dir, f"partial-{i}") for i in range(8)]
+            for peer in partial:
+                await peer.stream.send((16 * 2**20).to_bytes(4, "big") + bytes(15 * 2**20))
+            for _ in range(200):
+                if traced_mib() - before > 100:
+                    break  # the controller holds them
+                await anyio.sleep(0.02)
+            assert traced_mib() - before > 100
+            for peer in partial:
+                await peer.aclose()
+            for _ in range(200):
+                if traced_mib() - before < 20:
+                    break
+                await anyio.sleep(0.02)
+            assert traced_mib() - before < 20
+            for peer in peers:
+                await peer.aclose()
