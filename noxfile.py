@@ -54,3 +54,18 @@ def compare(session: nox.Session) -> None:
     Writes benchmarks/results/results.{md,jsonl}; `nox -s compare -- --quick` for a short run.
     """
     session.run("python", "-m", "benchmarks.compare.run", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """The fuzz tests (tests/fuzz) with many more examples than the default suite runs."""
+    session.install("-e", ".[test]")
+    session.run("pytest", "tests/fuzz", *session.posargs, env={"DAFFI_FUZZ_PROFILE": "long"})
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """10 minutes of load on a controller, 200 connections and churn: zero lost calls, RSS
+    bounded (`nox -s soak -- --minutes 1 --backend trio` for another run)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/soak.py", *session.posargs)
