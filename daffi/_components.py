@@ -76,6 +76,7 @@ class Components:
                 max_connections=settings.max_connections,
                 frame_timeout=settings.frame_timeout,
                 registration=self.registration,
+                max_calls_in_flight=settings.max_calls_in_flight,
             )
             try:
                 bound = await tg.start(self.controller.serve)

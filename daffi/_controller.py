@@ -46,7 +46,7 @@ from daffi._protocol import (
     StreamItem,
     YieldItem,
 )
-from daffi._router import InFlight, Router, valid_timeout
+from daffi._router import DEFAULT_MAX_CALLS_IN_FLIGHT, InFlight, Router, valid_timeout
 from daffi._stream_relay import StreamFrame, stream_hop
 from daffi.exceptions import ProtocolError, daffi_error_info
 from daffi.transports import PLAIN_SOCKET, Address, Listening, get_transport
@@ -90,6 +90,7 @@ class Controller:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         registration: RegistrationLimits | None = None,
+        max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT,
     ) -> None:
         self.name = name
         #: how many callbacks a node may offer, in how large a registration
@@ -105,7 +106,7 @@ class Controller:
         self.handshake_timeout = handshake_timeout
         self.heartbeat_interval = heartbeat_interval
         #: the directory, the routing decision and the calls in flight (see daffi._router)
-        self.router: Router[Peer] = Router()
+        self.router: Router[Peer] = Router(max_calls_in_flight)
         # (caller, call id) -> the target the direct path chose for a call it then left to
         # the serving task (congested target): round-robin advances once per call
         self._chosen: dict[tuple[str, int], Peer] = {}
@@ -316,8 +317,14 @@ class Controller:
             await self._fail(reply, msg, self.router.why_no_target(msg))
             return
         target_name = target_peer.name
-        if msg.want_result:
-            self.router.record((peer.name, msg.id), InFlight(target_name, msg.name, channel))
+        if msg.want_result and not self.router.record(
+            (peer.name, msg.id), InFlight(target_name, msg.name, channel)
+        ):
+            text = self.router.why_too_many(peer.name, self.name)
+            await self._send_on(
+                reply, _error(msg.id, msg.src, "GlobalContextError", text, self.name)
+            )
+            return
         try:
             if self.channels.sent_to_work_channel(target_peer, msg, peer.name, frame):
                 return
@@ -434,8 +441,11 @@ class Controller:
         if target is None:
             return False
         key = (peer.name, msg.id)
-        if msg.want_result:
-            self.router.record(key, InFlight(target.name, msg.name, channel))
+        if msg.want_result and not self.router.record(
+            key, InFlight(target.name, msg.name, channel)
+        ):
+            self._chosen[key] = target  # the serving task refuses it, as chosen
+            return False
         if self.channels.sent_to_work_channel(target, msg, peer.name, frame):
             return True
         conn = target.conn

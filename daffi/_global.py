@@ -35,6 +35,7 @@ from daffi._execution import Execution
 from daffi._node import Node
 from daffi._protocol import DEFAULT_MAX_CALLBACKS, DEFAULT_MAX_REGISTRATION_SIZE, CallbackInfo
 from daffi._results import ScheduledTasks
+from daffi._router import DEFAULT_MAX_CALLS_IN_FLIGHT
 from daffi._runtime import Runtime
 from daffi._settings import Hook, Settings
 from daffi.exceptions import TimeoutError
@@ -82,7 +83,10 @@ class Global:
         max_callbacks: the most callbacks a controller lets one process offer (default
             10,000); beyond it, the registration is refused and that process is told why.
         max_registration_size: the largest registration, in bytes, a controller takes from
-            one process (default 4 MiB); a larger one is refused likewise.
+            one process (default 1 MiB); a larger one is refused likewise.
+        max_calls_in_flight: the most calls one process may have waiting for their results
+            through a controller (default 100,000); beyond it, a call fails at once with
+            ``GlobalContextError``.
         min_period_interval: the shortest ``PERIOD(interval=...)`` this node runs, in
             seconds (default 1 ms); a schedule asking for less is refused.
     """
@@ -114,6 +118,7 @@ class Global:
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         max_callbacks: int = DEFAULT_MAX_CALLBACKS,
         max_registration_size: int = DEFAULT_MAX_REGISTRATION_SIZE,
+        max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT,
     ) -> None:
         settings = Settings.check(
             process_name=process_name,
@@ -140,6 +145,7 @@ class Global:
             frame_timeout=frame_timeout,
             max_callbacks=max_callbacks,
             max_registration_size=max_registration_size,
+            max_calls_in_flight=max_calls_in_flight,
         )
         self.process_name = settings.process_name
         self.init_controller = settings.init_controller
@@ -162,6 +168,7 @@ class Global:
         self.frame_timeout = settings.frame_timeout
         self.max_callbacks = settings.max_callbacks
         self.max_registration_size = settings.max_registration_size
+        self.max_calls_in_flight = settings.max_calls_in_flight
 
         scheduled = ScheduledTasks()
         self._runtime = Runtime(self, on_schedule_error=scheduled.failed)

@@ -27,7 +27,10 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 from daffi._protocol import SYSTEM_PREFIX, Call, CallbackInfo
 from daffi._stream_relay import StreamWindow
 
-__all__ = ["Directory", "InFlight", "Router", "valid_timeout"]
+__all__ = ["DEFAULT_MAX_CALLS_IN_FLIGHT", "Directory", "InFlight", "Router", "valid_timeout"]
+
+#: calls one node may have in flight through a controller (waiting for their results)
+DEFAULT_MAX_CALLS_IN_FLIGHT = 100_000
 
 logger = logging.getLogger("daffi.controller")
 
@@ -78,12 +81,15 @@ class InFlight(NamedTuple):
 class Router(Generic[P]):
     """The directory and the routing state of one controller (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT) -> None:
         self.directory: Directory[P] = Directory()
         #: guards the round-robin cursors and the in-flight table
         self.lock = threading.Lock()
         self._cursor: dict[str, int] = {}
         self._in_flight: dict[tuple[str, int], InFlight] = {}
+        #: calls in flight per caller, at most ``max_calls_in_flight`` each
+        self._per_caller: dict[str, int] = {}
+        self.max_calls_in_flight = max_calls_in_flight
 
     # ------------------------------------------------------------------ the directory
 
@@ -166,10 +172,34 @@ class Router(Generic[P]):
 
     # ------------------------------------------------------------------ calls in flight
 
-    def record(self, key: tuple[str, int], route: InFlight) -> None:
-        """Call ``key`` (caller, id) is on its way to ``route.executor``. Any thread."""
+    def record(self, key: tuple[str, int], route: InFlight) -> bool:
+        """Call ``key`` (caller, id) is on its way to ``route.executor``; False if its caller
+        has ``max_calls_in_flight`` calls in flight already (it is not recorded). Any
+        thread."""
+        caller = key[0]
         with self.lock:
+            if key not in self._in_flight:
+                count = self._per_caller.get(caller, 0)
+                if count >= self.max_calls_in_flight:
+                    return False
+                self._per_caller[caller] = count + 1
             self._in_flight[key] = route
+        return True
+
+    def why_too_many(self, caller: str, controller: str) -> str:
+        return (
+            f"process {caller!r} has {self.max_calls_in_flight} calls in flight through "
+            f"controller {controller!r}, its limit (max_calls_in_flight); wait for some to "
+            "finish"
+        )
+
+    def _release(self, caller: str) -> None:
+        """One call of ``caller`` is no longer in flight (under the lock)."""
+        count = self._per_caller[caller] - 1
+        if count:
+            self._per_caller[caller] = count
+        else:
+            del self._per_caller[caller]
 
     def route_of(self, key: tuple[str, int]) -> InFlight | None:
         with self.lock:
@@ -187,7 +217,10 @@ class Router(Generic[P]):
     def forget(self, key: tuple[str, int]) -> InFlight | None:
         """Remove call ``key``'s route (it was cancelled, or could not be sent)."""
         with self.lock:
-            return self._in_flight.pop(key, None)
+            route = self._in_flight.pop(key, None)
+            if route is not None:
+                self._release(key[0])
+            return route
 
     def answered(self, key: tuple[str, int], by: str) -> InFlight | None:
         """``by`` answered call ``key``: its route, removed, if ``by`` is the node running it;
@@ -205,6 +238,7 @@ class Router(Generic[P]):
                 )
                 return None
             del self._in_flight[key]
+            self._release(key[0])
             return route
 
     def take_all(self, node: str) -> list[tuple[tuple[str, int], InFlight]]:
@@ -217,6 +251,7 @@ class Router(Generic[P]):
             ]
             for key, _ in taken:
                 del self._in_flight[key]
+                self._release(key[0])
         return taken
 
     def take_via(self, channel: Any) -> list[tuple[tuple[str, int], InFlight]]:
@@ -225,6 +260,7 @@ class Router(Generic[P]):
             taken = [(k, r) for k, r in self._in_flight.items() if r.channel is channel]
             for key, _ in taken:
                 del self._in_flight[key]
+                self._release(key[0])
         return taken
 
     def __iter__(self) -> Iterator[tuple[str, int]]:

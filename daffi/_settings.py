@@ -47,6 +47,7 @@ class Configured(Protocol):
     frame_timeout: float
     max_callbacks: int
     max_registration_size: int
+    max_calls_in_flight: int
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class Settings:
     frame_timeout: float
     max_callbacks: int
     max_registration_size: int
+    max_calls_in_flight: int
 
     @classmethod
     def check(
@@ -101,6 +103,7 @@ class Settings:
         frame_timeout: float,
         max_callbacks: int,
         max_registration_size: int,
+        max_calls_in_flight: int,
     ) -> Settings:
         """Check the arguments and derive what they imply.
 
@@ -133,6 +136,7 @@ class Settings:
         for limit_name, limit in (
             ("max_callbacks", max_callbacks),
             ("max_registration_size", max_registration_size),
+            ("max_calls_in_flight", max_calls_in_flight),
         ):
             if not (isinstance(limit, int) and limit >= 1):
                 raise InitializationError(f"{limit_name} must be a positive int, not {limit!r}")
@@ -174,6 +178,7 @@ class Settings:
             frame_timeout=float(frame_timeout),
             max_callbacks=max_callbacks,
             max_registration_size=max_registration_size,
+            max_calls_in_flight=max_calls_in_flight,
         )
 
 

@@ -7,6 +7,7 @@ the one call fails with a clear error, everything else carries on.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import anyio
 import msgspec
@@ -15,6 +16,7 @@ import pytest
 from daffi import Global
 from daffi.decorators import fetcher
 from daffi.exceptions import GlobalContextError
+from daffi.registry import CallbackRegistry
 from daffi.transports import Address, get_transport
 
 from .conftest import NodeFactory
@@ -167,3 +169,55 @@ async def test_workers_held_by_abandoned_calls_refuse_new_calls_at_once(
                                 await anyio.sleep(0.05)
     finally:
         release.set()
+
+
+@pytest.mark.parametrize("transport", ["memory", "unix"])
+async def test_calls_beyond_max_calls_in_flight_fail_at_once(transport: str, sock_dir: str) -> None:
+    """A node may have at most max_calls_in_flight calls waiting through the controller: the
+    next fails at once with GlobalContextError, on the controller's direct path (unix on
+    asyncio) as on its serving task, and calls work again once some finished."""
+    release = anyio.Event()
+    where = (
+        {"address": f"memory://limits-{id(release)}"}
+        if transport == "memory"
+        else {"unix_sock_path": sock_dir}
+    )
+
+    async def hold_cb() -> str:
+        await release.wait()
+        return "held"
+
+    registry = CallbackRegistry()
+    registry.add(hold_cb, "hold")
+    registry.add(lambda: "pong", "ping")
+    with anyio.fail_after(20):
+        async with (
+            Global("ctrl", init_controller=True, init_node=False, max_calls_in_flight=5, **where),
+            Global("busy", registry=registry, **where),
+            Global("caller", registry=CallbackRegistry(), **where) as caller,
+        ):
+            await caller.wait_function_async("hold", timeout=5)
+            results: list[str] = []
+            with caller.as_current():
+                async with anyio.create_task_group() as tg:
+                    for _ in range(5):
+                        tg.start_soon(lambda: _append(results, hold()))
+                    for _ in range(100):  # until the controller has all five in flight
+                        await anyio.sleep(0.01)
+                        try:
+                            await ping()
+                        except GlobalContextError:
+                            break
+                    with pytest.raises(
+                        GlobalContextError,
+                        match=r"process 'caller' has 5 calls in flight through controller "
+                        r"'ctrl', its limit \(max_calls_in_flight\); wait for some to finish",
+                    ):
+                        await ping()
+                    release.set()
+                assert results == ["held"] * 5
+                assert await ping() == "pong"
+
+
+async def _append(results: list[str], call: Any) -> None:
+    results.append(await call)
