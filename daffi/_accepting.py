@@ -111,17 +111,24 @@ async def serve_listener(
         await gate.wait_for_room()
         try:
             stream = await accept()
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+        except anyio.ClosedResourceError:
             return
-        except OSError as exc:
-            if exc.errno in _ONE_CONNECTION:
+        except (anyio.BrokenResourceError, OSError) as exc:
+            # anyio reports a failed accept() as BrokenResourceError raised from the OSError
+            # (on trio, and for Unix sockets on asyncio); a listener that is gone as well.
+            error = exc if isinstance(exc, OSError) else exc.__cause__
+            if not isinstance(error, OSError):
+                return
+            if error.errno in _ONE_CONNECTION:
                 continue
-            if exc.errno not in _EXHAUSTED:
-                raise
+            if error.errno not in _EXHAUSTED:
+                if error is exc:
+                    raise
+                return
             if pause == _FIRST_PAUSE:
                 logger.error(
                     "cannot accept connections: %s (%d open); retrying with back-off",
-                    exc.strerror or exc,
+                    error.strerror or error,
                     gate.open,
                 )
             await anyio.sleep(pause)

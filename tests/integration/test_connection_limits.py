@@ -66,10 +66,16 @@ async def test_at_the_cap_the_controller_waits_for_a_connection_to_close(sock_di
 
 
 class ExhaustedListener:
-    """A listener whose ``accept`` fails with EMFILE ``failures`` times, then serves."""
+    """A listener whose ``accept`` fails with EMFILE ``failures`` times, then serves.
 
-    def __init__(self, failures: int) -> None:
+    ``wrapped``: the failure comes as anyio reports it for Unix sockets and on trio, a
+    ``BrokenResourceError`` raised from the ``OSError`` (taking it for a closed listener
+    made the controller stop accepting for good).
+    """
+
+    def __init__(self, failures: int, *, wrapped: bool = False) -> None:
         self.failures = failures
+        self.wrapped = wrapped
         self.calls = 0
         self.streams: list[object] = [object()]
 
@@ -77,17 +83,21 @@ class ExhaustedListener:
         self.calls += 1
         if self.failures:
             self.failures -= 1
-            raise OSError(errno.EMFILE, "Too many open files")
+            error = OSError(errno.EMFILE, "Too many open files")
+            if self.wrapped:
+                raise anyio.BrokenResourceError from error
+            raise error
         if self.streams:
             return self.streams.pop()
         raise anyio.ClosedResourceError
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["OSError", "BrokenResourceError"])
 async def test_running_out_of_descriptors_backs_off_instead_of_crashing(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, wrapped: bool
 ) -> None:
     caplog.set_level(logging.ERROR, logger="daffi.controller")
-    listener = ExhaustedListener(failures=5)
+    listener = ExhaustedListener(failures=5, wrapped=wrapped)
     handled: list[object] = []
 
     async def handler(stream: object) -> None:

@@ -5,6 +5,7 @@ Usage: server.py BACKEND SOCK_DIR
 - ``echo(x)``: returns ``x`` (``async def``: it needs no worker thread, so the abandoned
   ``def`` calls that hold every worker do not stop it);
 - ``count(n)``: an async generator of ``0 .. n-1``;
+- ``ticker(n, pause)``: the same, one value every ``pause`` seconds (a stream kept open);
 - ``collect(x)``: called once per item of a streaming call (``stream_in``);
 - ``hang(seconds)``: a ``def`` callback that blocks its worker thread for ``seconds``;
 - ``nap(name, seconds)``: an async callback that sleeps; prints "NAP <name>" when it starts;
@@ -39,6 +40,13 @@ async def echo(x):
 async def count(n):
     for i in range(n):
         yield i
+
+
+@callback
+async def ticker(n, pause):
+    for i in range(n):
+        yield i
+        await anyio.sleep(pause)
 
 
 @callback
