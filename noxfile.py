@@ -64,6 +64,14 @@ def fuzz(session: nox.Session) -> None:
 
 
 @nox.session
+def attacks(session: nox.Session) -> None:
+    """Every attack of the chaos tests against a controller process, on both backends: a
+    table of the legitimate client's calls and the controller's RSS per attack."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/attacks.py", "--backend", "both", *session.posargs)
+
+
+@nox.session
 def soak(session: nox.Session) -> None:
     """10 minutes of load on a controller, 200 connections and churn: zero lost calls, RSS
     bounded (`nox -s soak -- --minutes 1 --backend trio` for another run)."""
