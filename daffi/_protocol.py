@@ -314,6 +314,7 @@ def decode_callbacks(raw: msgspec.Raw) -> tuple[CallbackInfo, ...]:
 
     Raises:
         msgspec.DecodeError: they do not decode.
+        RecursionError: they are nested deeper than msgspec decodes (in a field it skips).
     """
     return _callbacks_decoder.decode(raw)
 
