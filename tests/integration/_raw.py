@@ -14,7 +14,7 @@ import anyio.abc
 import msgspec
 
 from daffi._codec import PayloadCodec
-from daffi._frames import decode_frame, encode_frame
+from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame, first_frame
 from daffi._protocol import PROTOCOL_VERSION, CallbackInfo, Hello, Message, Welcome
 
 __all__ = ["RawPeer", "args_payload", "value_payload"]
@@ -61,12 +61,10 @@ class RawPeer:
             anyio.EndOfStream: the controller closed the connection.
         """
         while True:
-            if len(self._buf) >= 4:
-                end = 4 + int.from_bytes(self._buf[:4], "big")
-                if len(self._buf) >= end:
-                    frame = bytes(self._buf[:end])
-                    del self._buf[:end]
-                    return decode_frame(frame, "the controller")
+            taken = first_frame(self._buf, DEFAULT_MAX_FRAME_SIZE, "the controller")
+            if taken is not None:
+                del self._buf[: len(taken[1])]
+                return taken[0]
             try:
                 self._buf += await self.stream.receive()
             except (anyio.BrokenResourceError, ConnectionError):

@@ -31,8 +31,7 @@ from typing import Any
 import msgspec
 
 from daffi._codec import PayloadCodec
-from daffi._frames import decode_frame as _decode_frame
-from daffi._frames import encode_frame
+from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame, first_frame
 from daffi._protocol import (
     PROTOCOL_VERSION,
     Bye,
@@ -204,12 +203,10 @@ class RawPeer:
         """
         deadline = time.monotonic() + timeout
         while True:
-            if len(self._buf) >= 4:
-                end = 4 + int.from_bytes(self._buf[:4], "big")
-                if len(self._buf) >= end:
-                    frame = bytes(self._buf[:end])
-                    del self._buf[:end]
-                    return _decode_frame(frame, "the controller")
+            taken = first_frame(self._buf, DEFAULT_MAX_FRAME_SIZE, "the controller")
+            if taken is not None:
+                del self._buf[: len(taken[1])]
+                return taken[0]
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("no message from the controller")
