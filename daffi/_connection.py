@@ -12,7 +12,6 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
@@ -462,13 +461,6 @@ class Connection:
         if self._reader is not None:  # (stopped by duplicate())
             leftover += self._reader.take()
         return duplicate, leftover
-
-    async def __aiter__(self) -> AsyncIterator[tuple[Message, bytes]]:
-        while True:
-            try:
-                yield await self.receive()
-            except anyio.EndOfStream:
-                return
 
     async def aclose(self) -> None:
         """Close the stream (idempotent, never raises); queued frames are dropped."""

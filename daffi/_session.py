@@ -325,11 +325,10 @@ class Session:
                 # wrap them in exception groups) and raised after it.
                 try:
                     while True:
-                        msg, frame = await conn.receive()
-                        del frame  # (a large one's memory goes back before the next arrives)
+                        msg = (await conn.receive())[0]
                         if not await self._handle(msg, tg):
                             break
-                        del msg
+                        del msg  # (a large one's memory goes back before the next arrives)
                 except anyio.EndOfStream:
                     pass
                 except ProtocolError as exc:
