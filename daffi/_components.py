@@ -103,7 +103,7 @@ class Components:
             registration=self.registration,
             open_channel=None if self.controller else self._channel_opener(),
         )
-        self.node.dispatch.on_schedule_error = self.on_schedule_error
+        self.node.dispatch.schedules.on_schedule_error = self.on_schedule_error
         await tg.start(self.node.run)
         try:
             with anyio.fail_after(settings.connect_timeout):

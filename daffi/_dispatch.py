@@ -5,16 +5,16 @@ run does, whichever thread reads its call) and reply from there; async callbacks
 generators, streams into callbacks (see :mod:`daffi._callee_streams`) and system calls run
 as tasks of the session's task group, each in its own cancel scope (registered before the
 task starts, so that a ``Cancel`` or the first stream items arriving right behind the call
-find it). The dispatcher also hosts the node's scheduler: schedules outlive reconnections.
+find it). The schedules it runs for others are its :class:`~daffi._schedule_host.ScheduleHost`'s
+(they outlive reconnections).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
@@ -33,41 +33,29 @@ from daffi._protocol import (
     Error,
     Message,
     Result,
-    ScheduleSpec,
     StreamEnd,
     StreamItem,
 )
+from daffi._schedule_host import ScheduleHost
 from daffi.exceptions import (
-    ArgumentsError,
     DaffiError,
-    ErrorInfo,
     GlobalContextError,
-    ProtocolError,
     UnableToFindCandidate,
     daffi_error_info,
     error_info_from_exception,
-    exception_from_error_info,
 )
 from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
 from daffi.registry._store import CallbackEntry, CallbackRegistry
 
 if TYPE_CHECKING:
     from daffi._codec import PayloadCodec
-    from daffi.scheduling import ScheduleEntry, Scheduler, Trigger
 
 __all__ = [
-    "SYSTEM_CANCEL_SCHEDULE",
-    "SYSTEM_LIST_SCHEDULES",
-    "SYSTEM_SCHEDULE_ERROR",
     "DispatchHost",
     "Dispatcher",
 ]
 
 logger = logging.getLogger("daffi.node")
-
-SYSTEM_CANCEL_SCHEDULE = SYSTEM_PREFIX + "cancel_schedule"
-SYSTEM_LIST_SCHEDULES = SYSTEM_PREFIX + "list_schedules"
-SYSTEM_SCHEDULE_ERROR = SYSTEM_PREFIX + "schedule_error"
 
 
 class DispatchHost(Protocol):
@@ -127,7 +115,6 @@ class Dispatcher:
         min_period_interval: float = MIN_PERIOD_INTERVAL,
     ) -> None:
         self.node = node
-        self.min_period_interval = min_period_interval
         self.registry = node.registry
         self.codec = node.codec
         self.workers = workers
@@ -137,12 +124,8 @@ class Dispatcher:
         self.executor = Executor(workers, name=node.name)
         #: streams into callbacks, and generator callbacks
         self.streams = CalleeStreams(self)
-        # The scheduler (and the scheduling code) starts with the first schedule accepted.
-        self._scheduler: Scheduler | None = None
-        self._scheduler_started: anyio.Event | None = None
-        self._task_group: anyio.abc.TaskGroup | None = None
-        #: called with (uuid, error) when a schedule this node requested fails elsewhere
-        self.on_schedule_error: Callable[[str, DaffiError], None] | None = None
+        #: the schedules this node runs for others, and the system calls about them
+        self.schedules = ScheduleHost(node, self.run_entry, min_period_interval)
 
     @property
     def name(self) -> str:
@@ -166,26 +149,11 @@ class Dispatcher:
         try:
             async with anyio.create_task_group() as tg:
                 await tg.start(self.executor.run)
-                self._task_group = tg
+                self.schedules.task_group = tg
                 task_status.started()
                 await anyio.sleep_forever()
         finally:
-            self._task_group = None
-
-    async def _running_scheduler(self) -> Scheduler:
-        """The node's scheduler, started in :meth:`run`'s task group on first need."""
-        if self._scheduler_started is None:
-            if self._task_group is None:
-                raise RuntimeError("the scheduler is not running")
-            from daffi.scheduling import Scheduler
-
-            self._scheduler_started = anyio.Event()
-            self._scheduler = Scheduler(on_error=self._report_schedule_error)
-            await self._task_group.start(self._scheduler.run)
-            self._scheduler_started.set()
-        await self._scheduler_started.wait()
-        assert self._scheduler is not None
-        return self._scheduler
+            self.schedules.task_group = None
 
     # ------------------------------------------------------------------ incoming messages
 
@@ -414,8 +382,7 @@ class Dispatcher:
             return await self.streams.run_stream_in(msg, entry)
         args, kwargs = self.decode_arguments(entry, msg.payload)
         if msg.schedule is not None:
-            scheduler = await self._running_scheduler()
-            return self._accept_schedule(msg, msg.schedule, entry, args, kwargs, scheduler)
+            return await self.schedules.accept(msg, msg.schedule, entry, args, kwargs)
         if entry.is_generator or entry.is_async_generator:
             return await self.streams.run_generator(msg, entry, args, kwargs)
         return await self.run_entry(entry, args, kwargs)
@@ -429,96 +396,9 @@ class Dispatcher:
             args, kwargs = entry.structure_args(args, kwargs)
         return args, kwargs
 
-    # ------------------------------------------------------------------ schedules
-
-    def _accept_schedule(
-        self,
-        msg: Call,
-        spec: ScheduleSpec,
-        entry: CallbackEntry,
-        args: list[Any],
-        kwargs: dict[str, Any],
-        scheduler: Scheduler,
-    ) -> dict[str, str]:
-        from daffi.scheduling import AtTimes, Interval, ScheduleEntry
-
-        if entry.is_generator or entry.is_async_generator:
-            raise ArgumentsError(
-                f"cannot schedule {entry.name!r}: it is a generator callback, whose values "
-                "need a consumer; PERIOD runs plain callbacks"
-            )
-        try:
-            inspect.signature(entry.fn).bind(*args, **kwargs)
-        except TypeError as exc:
-            raise ArgumentsError(
-                f"cannot schedule {entry.name!r}: it expects {entry.name}"
-                f"{inspect.signature(entry.fn)}: {exc}"
-            ) from None
-        trigger: Trigger
-        if spec.kind == "interval" and spec.interval is not None and spec.interval > 0:
-            if spec.interval < self.min_period_interval:
-                raise ArgumentsError(
-                    f"cannot schedule {entry.name!r} every {spec.interval} s: node "
-                    f"{self.name!r} runs schedules at most every {self.min_period_interval} s "
-                    "(its min_period_interval)"
-                )
-            trigger = Interval(spec.interval, start=scheduler.clock.wall())
-        elif spec.kind == "at_time" and spec.at_time:
-            trigger = AtTimes(tuple(sorted(spec.at_time)))
-        else:
-            raise ProtocolError(f"invalid schedule from {msg.src!r}: {spec!r}")
-
-        async def run() -> None:
-            current = self.registry.get(entry.name)
-            if current is None:
-                raise UnableToFindCandidate(f"callback {entry.name!r} is no longer registered")
-            await self.run_entry(current, args, kwargs)
-
-        scheduler.add(ScheduleEntry(spec.uuid, entry.name, trigger, run, requester=msg.src))
-        logger.info(
-            "node %r: scheduled %r for %r (%s, uuid %s)",
-            self.name,
-            entry.name,
-            msg.src,
-            trigger.describe(),
-            spec.uuid,
-        )
-        return {"uuid": spec.uuid, "receiver": self.name, "func_name": entry.name}
-
-    async def _report_schedule_error(self, entry: ScheduleEntry, exc: BaseException) -> None:
-        if not entry.requester or entry.requester == self.name or self.node.conn is None:
-            return
-        if entry.requester not in self.node.peers:
-            return  # the requester is gone: the error was logged here
-        info = error_info_from_exception(exc, self.name)
-        payload = msgspec.Raw(self.codec.encode_args((entry.uuid, msgspec.to_builtins(info)), {}))
-        await self.node.send_nowait(SYSTEM_SCHEDULE_ERROR, payload, entry.requester)
-
     async def _system_call(self, msg: Call) -> Any:
         args, _ = self.codec.decode_args(msg.payload)
-        return await self.local_system_call(msg.name, args, src=msg.src)
-
-    async def local_system_call(self, name: str, args: Any, *, src: str = "") -> Any:
-        """Answer one of the system calls every node serves (schedules and their errors)."""
-        scheduler = self._scheduler
-        if name == SYSTEM_CANCEL_SCHEDULE:
-            return scheduler is not None and scheduler.cancel(str(args[0]))
-        if name == SYSTEM_LIST_SCHEDULES:
-            return [] if scheduler is None else scheduler.describe()
-        if name == SYSTEM_SCHEDULE_ERROR:
-            info = msgspec.convert(args[1], ErrorInfo)
-            error = exception_from_error_info(info)
-            logger.warning(
-                "node %r: a scheduled run of uuid %s failed on %r: %s",
-                self.name,
-                args[0],
-                src,
-                error,
-            )
-            if self.on_schedule_error is not None:
-                self.on_schedule_error(str(args[0]), error)
-            return None
-        raise UnableToFindCandidate(f"process {self.name!r} has no system call {name!r}")
+        return await self.schedules.system_call(msg.name, args, src=msg.src)
 
     async def run_entry(self, entry: CallbackEntry, args: Any, kwargs: dict[str, Any]) -> Any:
         """Run a callback here: async ones on the loop, sync ones in a worker thread."""

@@ -22,10 +22,10 @@ from anyio.from_thread import BlockingPortal
 from daffi._calls import UploadGroup
 from daffi._context import Arguments
 from daffi._crossloop import run_in_portal
-from daffi._dispatch import SYSTEM_CANCEL_SCHEDULE
 from daffi._node import Node
 from daffi._protocol import ScheduleSpec
 from daffi._results import AsyncResult, Bridge, ScheduledTask, ScheduledTasks
+from daffi._schedule_host import SYSTEM_CANCEL_SCHEDULE
 from daffi._streams import CREDIT_BATCH, AsyncDownloadProxy, Download, SyncDownload, take_batch
 from daffi.exceptions import GlobalContextError, UnableToFindCandidate
 from daffi.execution_modifiers import BG, BROADCAST, FG, PERIOD, ExecModifier
@@ -326,7 +326,7 @@ class Execution:
         """Call system callback ``name`` (schedules: list, cancel) on ``receiver``."""
         node = self.runtime.require_node()
         if receiver == node.name:
-            return await node.dispatch.local_system_call(name, args)
+            return await node.dispatch.schedules.system_call(name, args)
         if receiver not in node.peers:
             raise UnableToFindCandidate(f"process {receiver!r} is not connected")
         payload = msgspec.Raw(node.codec.encode_args(args, {}))

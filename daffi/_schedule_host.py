@@ -1,0 +1,215 @@
+"""The schedules a node runs for other nodes (``PERIOD``), and the system calls about them.
+
+The dispatcher hands a call carrying a :class:`~daffi._protocol.ScheduleSpec` to
+:meth:`ScheduleHost.accept`, which checks it and adds it to the node's scheduler (started in
+the dispatcher's task group with the first schedule, so schedules outlive reconnections).
+Every node also answers the system calls that list and cancel its schedules, and the one that
+tells a requester a scheduled run failed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import anyio.abc
+import msgspec
+
+from daffi._link import Link
+from daffi._protocol import SYSTEM_PREFIX, Call, CallbackInfo, ScheduleSpec
+from daffi.exceptions import (
+    ArgumentsError,
+    DaffiError,
+    ErrorInfo,
+    ProtocolError,
+    UnableToFindCandidate,
+    error_info_from_exception,
+    exception_from_error_info,
+)
+from daffi.registry._store import CallbackEntry, CallbackRegistry
+
+if TYPE_CHECKING:
+    from daffi._codec import PayloadCodec
+    from daffi.scheduling import ScheduleEntry, Scheduler, Trigger
+
+__all__ = [
+    "SYSTEM_CANCEL_SCHEDULE",
+    "SYSTEM_LIST_SCHEDULES",
+    "SYSTEM_SCHEDULE_ERROR",
+    "ScheduleHost",
+]
+
+logger = logging.getLogger("daffi.node")
+
+SYSTEM_CANCEL_SCHEDULE = SYSTEM_PREFIX + "cancel_schedule"
+SYSTEM_LIST_SCHEDULES = SYSTEM_PREFIX + "list_schedules"
+SYSTEM_SCHEDULE_ERROR = SYSTEM_PREFIX + "schedule_error"
+
+RunEntry = Callable[[CallbackEntry, Any, dict[str, Any]], Awaitable[Any]]
+
+
+class _Node(Protocol):
+    """What the schedules read of their node."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def registry(self) -> CallbackRegistry: ...
+
+    @property
+    def codec(self) -> PayloadCodec: ...
+
+    @property
+    def conn(self) -> Link | None: ...
+
+    @property
+    def peers(self) -> Mapping[str, Mapping[str, CallbackInfo]]: ...
+
+    async def send_nowait(self, name: str, payload: msgspec.Raw, receiver: str | None) -> None: ...
+
+
+class ScheduleHost:
+    """The schedules ``node`` runs (each run through ``run_entry``), at most every
+    ``min_period_interval`` seconds.
+
+    Attributes:
+        task_group: where the scheduler runs (set by the dispatcher while it runs).
+        on_schedule_error: called with (uuid, error) when a schedule this node requested
+            fails elsewhere.
+    """
+
+    def __init__(self, node: _Node, run_entry: RunEntry, min_period_interval: float) -> None:
+        self.node = node
+        self._run_entry = run_entry
+        self.min_period_interval = min_period_interval
+        # The scheduler (and the scheduling code) starts with the first schedule accepted.
+        self._scheduler: Scheduler | None = None
+        self._scheduler_started: anyio.Event | None = None
+        self.task_group: anyio.abc.TaskGroup | None = None
+        self.on_schedule_error: Callable[[str, DaffiError], None] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def registry(self) -> CallbackRegistry:
+        return self.node.registry
+
+    @property
+    def codec(self) -> PayloadCodec:
+        return self.node.codec
+
+    async def running_scheduler(self) -> Scheduler:
+        """The node's scheduler, started in :attr:`task_group` on first need."""
+        if self._scheduler_started is None:
+            if self.task_group is None:
+                raise RuntimeError("the scheduler is not running")
+            from daffi.scheduling import Scheduler
+
+            self._scheduler_started = anyio.Event()
+            self._scheduler = Scheduler(on_error=self._report_error)
+            await self.task_group.start(self._scheduler.run)
+            self._scheduler_started.set()
+        await self._scheduler_started.wait()
+        assert self._scheduler is not None
+        return self._scheduler
+
+    async def accept(
+        self,
+        msg: Call,
+        spec: ScheduleSpec,
+        entry: CallbackEntry,
+        args: list[Any],
+        kwargs: dict[str, Any],
+    ) -> dict[str, str]:
+        """Schedule ``entry`` with ``args`` and ``kwargs`` as ``msg`` asks (``spec``); what
+        the requester's ``ScheduledTask`` is made of.
+
+        Raises:
+            ArgumentsError: it cannot be scheduled (a generator, arguments that do not fit,
+                an interval below ``min_period_interval``).
+            ProtocolError: ``spec`` is not a valid schedule.
+        """
+        from daffi.scheduling import AtTimes, Interval, ScheduleEntry
+
+        scheduler = await self.running_scheduler()
+
+        if entry.is_generator or entry.is_async_generator:
+            raise ArgumentsError(
+                f"cannot schedule {entry.name!r}: it is a generator callback, whose values "
+                "need a consumer; PERIOD runs plain callbacks"
+            )
+        try:
+            inspect.signature(entry.fn).bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentsError(
+                f"cannot schedule {entry.name!r}: it expects {entry.name}"
+                f"{inspect.signature(entry.fn)}: {exc}"
+            ) from None
+        trigger: Trigger
+        if spec.kind == "interval" and spec.interval is not None and spec.interval > 0:
+            if spec.interval < self.min_period_interval:
+                raise ArgumentsError(
+                    f"cannot schedule {entry.name!r} every {spec.interval} s: node "
+                    f"{self.name!r} runs schedules at most every {self.min_period_interval} s "
+                    "(its min_period_interval)"
+                )
+            trigger = Interval(spec.interval, start=scheduler.clock.wall())
+        elif spec.kind == "at_time" and spec.at_time:
+            trigger = AtTimes(tuple(sorted(spec.at_time)))
+        else:
+            raise ProtocolError(f"invalid schedule from {msg.src!r}: {spec!r}")
+
+        async def run() -> None:
+            current = self.registry.get(entry.name)
+            if current is None:
+                raise UnableToFindCandidate(f"callback {entry.name!r} is no longer registered")
+            await self._run_entry(current, args, kwargs)
+
+        scheduler.add(ScheduleEntry(spec.uuid, entry.name, trigger, run, requester=msg.src))
+        logger.info(
+            "node %r: scheduled %r for %r (%s, uuid %s)",
+            self.name,
+            entry.name,
+            msg.src,
+            trigger.describe(),
+            spec.uuid,
+        )
+        return {"uuid": spec.uuid, "receiver": self.name, "func_name": entry.name}
+
+    async def _report_error(self, entry: ScheduleEntry, exc: BaseException) -> None:
+        """Tell the requester of ``entry`` that a run failed with ``exc``."""
+        if not entry.requester or entry.requester == self.name or self.node.conn is None:
+            return
+        if entry.requester not in self.node.peers:
+            return  # the requester is gone: the error was logged here
+        info = error_info_from_exception(exc, self.name)
+        payload = msgspec.Raw(self.codec.encode_args((entry.uuid, msgspec.to_builtins(info)), {}))
+        await self.node.send_nowait(SYSTEM_SCHEDULE_ERROR, payload, entry.requester)
+
+    async def system_call(self, name: str, args: Any, *, src: str = "") -> Any:
+        """Answer one of the system calls every node serves (schedules and their errors)."""
+        scheduler = self._scheduler
+        if name == SYSTEM_CANCEL_SCHEDULE:
+            return scheduler is not None and scheduler.cancel(str(args[0]))
+        if name == SYSTEM_LIST_SCHEDULES:
+            return [] if scheduler is None else scheduler.describe()
+        if name == SYSTEM_SCHEDULE_ERROR:
+            info = msgspec.convert(args[1], ErrorInfo)
+            error = exception_from_error_info(info)
+            logger.warning(
+                "node %r: a scheduled run of uuid %s failed on %r: %s",
+                self.name,
+                args[0],
+                src,
+                error,
+            )
+            if self.on_schedule_error is not None:
+                self.on_schedule_error(str(args[0]), error)
+            return None
+        raise UnableToFindCandidate(f"process {self.name!r} has no system call {name!r}")
