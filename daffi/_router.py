@@ -75,7 +75,7 @@ class InFlight(NamedTuple):
     executor: str
     callback: str
     channel: Any
-    window: Any = None
+    window: StreamWindow | None = None
 
 
 class Router(Generic[P]):
@@ -200,10 +200,6 @@ class Router(Generic[P]):
             self._per_caller[caller] = count
         else:
             del self._per_caller[caller]
-
-    def route_of(self, key: tuple[str, int]) -> InFlight | None:
-        with self.lock:
-            return self._in_flight.get(key)
 
     def stream_route(self, key: tuple[str, int]) -> InFlight | None:
         """Call ``key``'s route, with its streams' credit windows (created now if this is
