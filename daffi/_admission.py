@@ -41,6 +41,7 @@ from daffi._protocol import (
     decode_callbacks,
 )
 from daffi._router import Router
+from daffi._tls import looks_like_tls
 from daffi.exceptions import ProtocolError
 
 __all__ = [
@@ -145,6 +146,11 @@ async def first_message(conn: Link, timeout: float) -> tuple[Message, int] | Non
         try:
             msg, frame = await conn.receive()
         except FrameTooLarge as exc:
+            if looks_like_tls(exc.size):
+                raise ProtocolError(
+                    "a TLS client connected to this plaintext controller (give the controller "
+                    "ssl_certificate and ssl_key to serve TLS); closed"
+                ) from None
             raise ProtocolError(
                 f"a connection opened with a frame of {exc.size} bytes, over the limit of "
                 f"{conn.max_frame_size} bytes for a handshake (max_registration_size + "

@@ -77,6 +77,9 @@ class Components:
                 frame_timeout=settings.frame_timeout,
                 registration=self.registration,
                 max_calls_in_flight=settings.max_calls_in_flight,
+                tls=settings.tls,
+                auth_secret=settings.auth_secret,
+                bind_names=settings.ssl_bind_names,
             )
             try:
                 bound = await tg.start(self.controller.serve)
@@ -141,11 +144,14 @@ class Components:
         transport = get_transport(self.settings.address.scheme)
         address = self.settings.address
         max_frame_size = self.settings.max_frame_size
-        # Decided once per transport: may its connections bypass the stream?
-        plain_socket = PLAIN_SOCKET in transport.capabilities
+        tls = self.settings.tls
+        # Decided once per transport: may its connections bypass the stream? (Not in TLS.)
+        plain_socket = PLAIN_SOCKET in transport.capabilities and tls is None
 
         async def connect() -> Connection:
             stream = await transport.connect(address)
+            if tls is not None:
+                stream = await tls.connect(stream, address.host, str(address))
             return Connection(
                 stream,
                 max_frame_size=max_frame_size,
@@ -158,9 +164,9 @@ class Components:
     def _channel_opener(self) -> Callable[[float], socket.socket | None] | None:
         """Opens the blocking sockets of call and work channels; None (sync calls go through
         the loop) unless the transport declares PLAIN_SOCKET: a channel writes daffi's
-        frames to its socket unchanged."""
+        frames to its socket unchanged (so never under TLS)."""
         transport = get_transport(self.settings.address.scheme)
-        if PLAIN_SOCKET not in transport.capabilities:
+        if PLAIN_SOCKET not in transport.capabilities or self.settings.tls is not None:
             return None
         address = self.settings.address
 

@@ -48,6 +48,7 @@ from daffi._protocol import (
 )
 from daffi._router import DEFAULT_MAX_CALLS_IN_FLIGHT, InFlight, Router, valid_timeout
 from daffi._stream_relay import StreamFrame, stream_hop
+from daffi._tls import TlsConfig
 from daffi.exceptions import ProtocolError, daffi_error_info
 from daffi.transports import PLAIN_SOCKET, Address, Listening, get_transport
 
@@ -60,6 +61,14 @@ NodeEventHook = Callable[[str, bool], Awaitable[None]]
 
 #: replies larger than this (bytes) from the node in this process are routed by the loop
 _DIRECT_REPLY_MAX = 64 * 1024
+
+
+def _remote(stream: anyio.abc.ByteStream) -> str:
+    """Who is on the other end of ``stream``, for a log line."""
+    address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address) if address else "a peer"
 
 
 def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
@@ -91,8 +100,16 @@ class Controller:
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         registration: RegistrationLimits | None = None,
         max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT,
+        tls: TlsConfig | None = None,
+        auth_secret: bytes | None = None,
+        bind_names: bool = False,
     ) -> None:
         self.name = name
+        #: the TLS its listeners serve (None: plaintext)
+        self.tls = tls if tls is not None and tls.server is not None else None
+        #: who may join: the token, held names, names bound to certificates (daffi._auth)
+        self.auth_secret = auth_secret
+        self.bind_names = bind_names
         #: how many callbacks a node may offer, in how large a registration
         self.registration = registration if registration is not None else RegistrationLimits()
         #: seconds a frame may take from its first byte to its last
@@ -142,7 +159,8 @@ class Controller:
             for address in self.requested_addresses:
                 transport = get_transport(address.scheme)
                 listenings.append(await transport.listen(address))
-                plain.append(PLAIN_SOCKET in transport.capabilities)
+                # Under TLS no connection may bypass the stream.
+                plain.append(PLAIN_SOCKET in transport.capabilities and self.tls is None)
             self.addresses = [item.address for item in listenings]
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
@@ -184,6 +202,11 @@ class Controller:
         ``plain_socket``: the listener's transport declares ``PLAIN_SOCKET`` (the
         connection may then bypass the stream).
         """
+        if self.tls is not None:
+            secured = await self.tls.accept(stream, self.handshake_timeout, _remote(stream))
+            if secured is None:
+                return
+            stream = secured
         # Until it joined, a connection may send no more than a registration.
         limit = min(self.max_frame_size, self.registration.max_first_frame)
         conn = Connection(stream, max_frame_size=limit, plain_socket=plain_socket)

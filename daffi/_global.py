@@ -58,15 +58,32 @@ class Global:
         port: TCP port; a controller without one picks a free port (see :attr:`port`).
         unix_sock_path: directory of the Unix socket (default: a private per-user directory
             under the temp dir); used when no ``host`` is given.
-        ssl_certificate: TLS certificate file (TLS is not supported yet: giving it raises
-            ``InitializationError`` rather than running in plaintext).
-        ssl_key: TLS key file (see ``ssl_certificate``).
+        ssl_certificate: TLS certificate file (PEM). On a controller, with ``ssl_key``, it
+            serves TLS; on a node, it is the client certificate for mutual TLS. Half
+            configured TLS raises ``InitializationError``, never runs in plaintext.
+        ssl_key: the private key of ``ssl_certificate`` (PEM).
         on_init: ``hook(g, process_name)`` once when started (sync or async).
         on_node_connect: ``hook(g, process_name)`` for every node that joins, this one
             included (sync or async).
         on_node_disconnect: ``hook(g, process_name)`` for every node that leaves, this one
             included (sync or async).
-        address: ``"scheme://..."`` for any registered transport, instead of host/port/unix.
+        address: ``"scheme://..."`` for any registered transport, instead of host/port/unix;
+            ``"tls://host:port"`` is TCP with TLS, the controller's certificate checked
+            against ``ssl_ca`` or the system's CA store.
+        ssl_ca: CA certificates (a PEM file or a directory). On a node, TLS is used and the
+            controller's certificate must be signed by them (and name its host); on a
+            controller, nodes must present a client certificate they signed (mutual TLS).
+        auth_token: a shared secret every process of the system is given (default: the
+            ``DAFFI_AUTH_TOKEN`` environment variable). Each handshake proves both ends know
+            it, by challenge and response; it never travels. A node without it, or with
+            another, is refused with ``AuthenticationError``. With a token (or mutual TLS) a
+            node's name is bound to its session: while it reconnects, nobody else may take it.
+        ssl_bind_names: on a controller with mutual TLS, admit a node only under a name its
+            client certificate carries (a DNS subject alternative name, else the common name).
+        allow_transfer: run functions other processes send with ``transfer_and_call``
+            (default False: such calls are refused).
+        allow_pickle: send and accept pickled payloads (values msgpack cannot carry) with
+            peers that allow them too (needs the ``cloudpickle`` extra; default False).
         backend: event loop of the background thread, ``"asyncio"`` (default) or ``"trio"``.
         connect_timeout: seconds a node waits for its controller before the constructor
             raises ``InitializationError``; ``None`` waits forever.
@@ -119,6 +136,11 @@ class Global:
         max_callbacks: int = DEFAULT_MAX_CALLBACKS,
         max_registration_size: int = DEFAULT_MAX_REGISTRATION_SIZE,
         max_calls_in_flight: int = DEFAULT_MAX_CALLS_IN_FLIGHT,
+        ssl_ca: str | os.PathLike[str] | None = None,
+        auth_token: str | bytes | None = None,
+        ssl_bind_names: bool = False,
+        allow_transfer: bool = False,
+        allow_pickle: bool = False,
     ) -> None:
         settings = Settings.check(
             process_name=process_name,
@@ -129,6 +151,11 @@ class Global:
             unix_sock_path=unix_sock_path,
             ssl_certificate=ssl_certificate,
             ssl_key=ssl_key,
+            ssl_ca=ssl_ca,
+            auth_token=auth_token,
+            ssl_bind_names=ssl_bind_names,
+            allow_transfer=allow_transfer,
+            allow_pickle=allow_pickle,
             on_init=on_init,
             on_node_connect=on_node_connect,
             on_node_disconnect=on_node_disconnect,
@@ -169,6 +196,11 @@ class Global:
         self.max_callbacks = settings.max_callbacks
         self.max_registration_size = settings.max_registration_size
         self.max_calls_in_flight = settings.max_calls_in_flight
+        self.tls = settings.tls
+        self.auth_secret = settings.auth_secret
+        self.ssl_bind_names = settings.ssl_bind_names
+        self.allow_transfer = settings.allow_transfer
+        self.allow_pickle = settings.allow_pickle
 
         scheduled = ScheduledTasks()
         self._runtime = Runtime(self, on_schedule_error=scheduled.failed)

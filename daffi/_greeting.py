@@ -89,6 +89,14 @@ async def shake_hands(
             answer, _ = await conn.receive()
     except builtins.TimeoutError as exc:
         raise ProtocolError("the controller did not answer the handshake") from exc
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        raise Rejected(
+            InitializationError(
+                "the controller closed the connection without answering the handshake: it "
+                "may require TLS (give this node ssl_ca=... or a tls:// address) or be no "
+                "daffi controller; its log says why"
+            )
+        ) from None
     if isinstance(answer, Reject):
         raise Rejected(exception_from_error_info(daffi_error_info(answer.kind, answer.reason)))
     if not isinstance(answer, Welcome):

@@ -55,7 +55,10 @@ from daffi._protocol import (
     StreamItem,
     YieldItem,
 )
+from daffi._tls import TlsHandshakeFailed
 from daffi.exceptions import (
+    AuthenticationError,
+    InitializationError,
     ProtocolError,
     RemoteStoppedUnexpectedly,
     daffi_error_info,
@@ -178,6 +181,17 @@ class Session:
         while True:
             try:
                 link = await self._connect()
+            except TlsHandshakeFailed as exc:
+                error = (AuthenticationError if exc.authentication else InitializationError)(
+                    str(exc)
+                )
+                if not self._connected_once:
+                    self.directory.fail(error)
+                    self._connected.set()  # wake whoever waits for the first connection
+                    return
+                # (logged by the handshake) A certificate may be renewed meanwhile: retry.
+                await anyio.sleep(self.max_backoff)
+                continue
             except OSError as exc:
                 failures += 1
                 log = logger.warning if failures == 1 else logger.debug

@@ -12,11 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from daffi._tls import TLS_SCHEME, TlsConfig, tls_config
 from daffi.exceptions import InitializationError
 from daffi.registry._store import CallbackRegistry, default_registry
 from daffi.transports import Address
 
-__all__ = ["Configured", "Hook", "Settings", "resolve_address", "validate_port"]
+__all__ = [
+    "AUTH_TOKEN_VARIABLE",
+    "Configured",
+    "Hook",
+    "Settings",
+    "auth_secret",
+    "resolve_address",
+    "validate_port",
+]
+
+#: the environment variable a Global reads its ``auth_token`` from when it is not given
+AUTH_TOKEN_VARIABLE = "DAFFI_AUTH_TOKEN"
 
 Hook = Callable[..., Any]
 
@@ -48,6 +60,11 @@ class Configured(Protocol):
     max_callbacks: int
     max_registration_size: int
     max_calls_in_flight: int
+    tls: TlsConfig | None
+    auth_secret: bytes | None
+    ssl_bind_names: bool
+    allow_transfer: bool
+    allow_pickle: bool
 
 
 @dataclass(frozen=True)
@@ -74,6 +91,16 @@ class Settings:
     max_callbacks: int
     max_registration_size: int
     max_calls_in_flight: int
+    #: the TLS this Global speaks (None: plaintext); see daffi._tls
+    tls: TlsConfig | None
+    #: the shared secret proven in every handshake (None: no token authentication)
+    auth_secret: bytes | None
+    #: a controller with mutual TLS admits a node only under a name its certificate carries
+    ssl_bind_names: bool
+    #: this node runs functions other processes send it (``transfer_and_call``)
+    allow_transfer: bool
+    #: this node sends and accepts pickled payloads with peers that allow them too
+    allow_pickle: bool
 
     @classmethod
     def check(
@@ -87,6 +114,11 @@ class Settings:
         unix_sock_path: str | os.PathLike[str] | None,
         ssl_certificate: str | os.PathLike[str] | None,
         ssl_key: str | os.PathLike[str] | None,
+        ssl_ca: str | os.PathLike[str] | None,
+        auth_token: str | bytes | None,
+        ssl_bind_names: bool,
+        allow_transfer: bool,
+        allow_pickle: bool,
         on_init: Hook | None,
         on_node_connect: Hook | None,
         on_node_disconnect: Hook | None,
@@ -120,11 +152,28 @@ class Settings:
         name = str(process_name)
         if not name:
             raise InitializationError("process_name must not be empty")
-        if ssl_certificate is not None or ssl_key is not None:
+        tls_address = address is not None and address.lower().startswith(TLS_SCHEME + "://")
+        if tls_address:
+            assert address is not None
+            address = "tcp" + address[len(TLS_SCHEME) :]
+        resolved = resolve_address(
+            address, host, port, unix_sock_path, init_controller=bool(init_controller)
+        )
+        tls = tls_config(
+            certificate=ssl_certificate,
+            key=ssl_key,
+            ca=ssl_ca,
+            tls_address=tls_address,
+            scheme=resolved.scheme,
+            controller=bool(init_controller),
+            node=bool(init_node),
+        )
+        if ssl_bind_names and (tls is None or not tls.mutual):
             raise InitializationError(
-                "TLS (ssl_certificate/ssl_key) is not supported by this version of daffi yet; "
-                "refusing to fall back to plaintext"
+                "ssl_bind_names binds node names to client certificates: it needs a "
+                "controller with mutual TLS (ssl_certificate, ssl_key and ssl_ca)"
             )
+        secret = auth_secret(auth_token)
         if backend not in ("asyncio", "trio"):
             raise InitializationError(f"backend must be 'asyncio' or 'trio', not {backend!r}")
         if workers < 1:
@@ -160,9 +209,7 @@ class Settings:
             process_name=name,
             init_controller=bool(init_controller),
             init_node=bool(init_node),
-            address=resolve_address(
-                address, host, port, unix_sock_path, init_controller=bool(init_controller)
-            ),
+            address=resolved,
             on_init=on_init,
             on_node_connect=on_node_connect,
             on_node_disconnect=on_node_disconnect,
@@ -179,7 +226,33 @@ class Settings:
             max_callbacks=max_callbacks,
             max_registration_size=max_registration_size,
             max_calls_in_flight=max_calls_in_flight,
+            tls=tls,
+            auth_secret=secret,
+            ssl_bind_names=bool(ssl_bind_names),
+            allow_transfer=bool(allow_transfer),
+            allow_pickle=bool(allow_pickle),
         )
+
+
+def auth_secret(auth_token: str | bytes | None) -> bytes | None:
+    """The shared secret: ``auth_token``, else the ``DAFFI_AUTH_TOKEN`` environment variable
+    (unset or empty: None, no token authentication); text is UTF-8 encoded.
+
+    Raises:
+        InitializationError: an empty or non-text ``auth_token``.
+    """
+    if auth_token is None:
+        auth_token = os.environ.get(AUTH_TOKEN_VARIABLE) or None
+        if auth_token is None:
+            return None
+    if isinstance(auth_token, str):
+        auth_token = auth_token.encode()
+    if not isinstance(auth_token, bytes | bytearray) or not auth_token:
+        raise InitializationError(
+            "auth_token must be a non-empty str or bytes (or None to read "
+            f"{AUTH_TOKEN_VARIABLE}), not {type(auth_token).__name__}"
+        )
+    return bytes(auth_token)
 
 
 def resolve_address(
