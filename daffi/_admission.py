@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import anyio
 import msgspec
 
+from daffi._auth import NONCE_SIZE, Guard, new_nonce, proof, session_key, valid
 from daffi._frames import FrameTooLarge, encode_frame
 from daffi._link import Link, Outlet
 from daffi._protocol import (
@@ -29,10 +30,12 @@ from daffi._protocol import (
     PROTOCOL_VERSION,
     Attach,
     CallbackInfo,
+    Challenge,
     Hello,
     Message,
     NodeDown,
     NodeUp,
+    Proof,
     Register,
     RegistrationLimits,
     Reject,
@@ -46,8 +49,10 @@ from daffi.exceptions import ProtocolError
 
 __all__ = [
     "Peer",
+    "Proven",
     "admit",
     "announce",
+    "authenticate",
     "first_message",
     "join",
     "may_attach",
@@ -59,6 +64,8 @@ __all__ = [
 
 
 logger = logging.getLogger("daffi.controller")
+
+_AUTH = "AuthenticationError"
 
 
 @dataclass(eq=False)
@@ -78,6 +85,21 @@ class Peer:
     work_idle: list[Link] = field(default_factory=list)
     #: stream frames it sent for calls it is not a party of (see daffi._stream_relay)
     strays: int = 0
+    #: the key of its session when joins are authenticated (its name is held for it when
+    #: its link is lost: see daffi._auth)
+    session_key: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Proven:
+    """What a node proved in its handshake (nothing, for an unauthenticated join)."""
+
+    #: the key of its session (None: joins are not authenticated)
+    key: bytes | None = None
+    #: the controller's proof for the node's ``Welcome``
+    proof: bytes | None = None
+    #: the session key to send in the ``Welcome`` (no secret to derive it from)
+    sent_key: bytes | None = None
 
 
 def refusal(
@@ -89,7 +111,8 @@ def refusal(
     limits: RegistrationLimits,
 ) -> Reject | None:
     """Why controller ``controller`` refuses the node saying ``msg`` in a frame of ``size``
-    bytes (None: it may join).
+    bytes (None: it may join, as far as these checks go: authentication is
+    :func:`authenticate`'s).
 
     ``name_taken``: a connected node already has the name the node asks for.
     """
@@ -170,40 +193,139 @@ async def join(
     *,
     controller: str,
     limits: RegistrationLimits,
+    guard: Guard | None = None,
+    certificate: frozenset[str] | None = None,
+    timeout: float = 10.0,
 ) -> Peer | None:
     """The node that said ``msg`` (a frame of ``size`` bytes) on ``conn``, joined; or None:
     it was refused (and told why), or its link broke.
 
+    With an active ``guard`` (a shared secret or mutual TLS), a node from another process
+    first proves who it is (:func:`authenticate`); ``certificate`` holds the names of its
+    client certificate, if any.
+
     Raises:
-        ProtocolError: ``msg`` is not a ``Hello``.
+        ProtocolError: ``msg`` is not a ``Hello``, or the authentication exchange does not
+            follow the protocol (or takes longer than ``timeout``).
     """
     if not isinstance(msg, Hello):
         raise ProtocolError(f"expected Hello as the first message, got {type(msg).__name__}")
+    origin = conn.peer
     conn.peer = repr(msg.name)
-    reject = refusal(
-        msg, controller, name_taken=msg.name in router.directory.peers, size=size, limits=limits
-    )
+    reject = refusal(msg, controller, name_taken=False, size=size, limits=limits)
+    proven = Proven()
+    if reject is None and guard is not None and guard.active and not conn.in_process:
+        outcome = await authenticate(
+            conn, msg, guard, certificate, controller=controller, origin=origin, timeout=timeout
+        )
+        if isinstance(outcome, Reject):
+            reject = outcome
+        else:
+            proven = outcome
+    if reject is None and msg.name in router.directory.peers:
+        reject = refusal(msg, controller, name_taken=True, size=size, limits=limits)
     if reject is not None:
-        logger.warning("refused node %r: %s", msg.name, reject.reason)
+        logger.warning("refused node %r (from %s): %s", msg.name, origin, reject.reason)
         with contextlib.suppress(anyio.BrokenResourceError):
             await conn.send(reject)
         return None
     # A node in this process has no use for call channels.
     token = None if conn.in_process else new_channel_token()
-    peer = Peer(msg.name, conn, channel_token=token)
+    peer = Peer(msg.name, conn, channel_token=token, session_key=proven.key)
     peer.callbacks = {info.name: info for info in msg.callbacks}
+    if guard is not None:
+        guard.held.release(msg.name)
     # No await from the name check above to the join (two nodes cannot take one name).
-    return peer if admit(router, peer, controller) else None
+    admitted = admit(
+        router,
+        peer,
+        controller,
+        proof=proven.proof,
+        session_key=proven.sent_key,
+    )
+    return peer if admitted else None
 
 
-def admit(router: Router[Peer], peer: Peer, controller: str) -> bool:
+async def authenticate(
+    conn: Link,
+    msg: Hello,
+    guard: Guard,
+    certificate: frozenset[str] | None,
+    *,
+    controller: str,
+    origin: str,
+    timeout: float,
+) -> Reject | Proven:
+    """Challenge the node that said ``msg``: why it is refused, or what it proved.
+
+    Raises:
+        ProtocolError: a malformed nonce, no ``Proof`` in answer, or none within ``timeout``.
+    """
+    name = msg.name
+
+    def refused(why: str) -> Reject:
+        return Reject(f"controller {controller!r} refused process {name!r}: {why}", _AUTH)
+
+    secret = guard.secret
+    if secret is not None and not msg.token:
+        return refused(
+            "it requires an auth token (auth_token or DAFFI_AUTH_TOKEN), and the process has none"
+        )
+    if msg.nonce is None or len(msg.nonce) != NONCE_SIZE:
+        raise ProtocolError(f"node {name!r} sent no valid nonce in its Hello")
+    if guard.bind_names and (certificate is None or name not in certificate):
+        return refused(
+            f"its client certificate names {sorted(certificate or ())}, not {name!r} "
+            "(ssl_bind_names: a node joins under a name its certificate carries)"
+        )
+    nonce = new_nonce()
+    await conn.send(Challenge(nonce, token=secret is not None))
+    with anyio.move_on_after(timeout) as scope:
+        answer, _ = await conn.receive()
+    if scope.cancelled_caught:
+        raise ProtocolError(f"node {name!r} did not answer the authentication challenge")
+    if not isinstance(answer, Proof):
+        raise ProtocolError(f"expected Proof from node {name!r}, got {type(answer).__name__}")
+    if secret is not None and not valid(
+        proof(secret, b"node", msg.nonce, nonce, name), answer.token
+    ):
+        return refused("its auth token is wrong (it differs from the controller's)")
+    why = guard.held.refusal(name, answer.resume, msg.nonce, nonce, anyio.current_time())
+    if why is not None:
+        logger.warning("refused an impostor of node %r from %s: %s", name, origin, why)
+        return refused(why)
+    if secret is not None:
+        return Proven(
+            key=session_key(secret, msg.nonce, nonce, name),
+            proof=proof(secret, b"controller", msg.nonce, nonce, name),
+        )
+    key = new_nonce()  # mutual TLS without a token: the key travels inside TLS
+    return Proven(key=key, sent_key=key)
+
+
+def admit(
+    router: Router[Peer],
+    peer: Peer,
+    controller: str,
+    *,
+    proof: bytes | None = None,
+    session_key: bytes | None = None,
+) -> bool:
     """Let ``peer`` join (its name was checked just before, with no await since): its
     ``Welcome`` with the directory of this moment is queued first on its link, then it joins
     the directory and the others are told. False if its link broke meanwhile."""
     directory = {
         other.name: tuple(other.callbacks.values()) for other in router.directory.peers.values()
     }
-    welcome = Welcome(PROTOCOL_VERSION, controller, "msgpack", directory, peer.channel_token)
+    welcome = Welcome(
+        PROTOCOL_VERSION,
+        controller,
+        "msgpack",
+        directory,
+        peer.channel_token,
+        proof=proof,
+        session_key=session_key,
+    )
     try:
         peer.conn.send_threadsafe(welcome)
     except anyio.BrokenResourceError:

@@ -10,12 +10,19 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from daffi._auth import NodeCredentials
 from daffi._connection import Connection
 from daffi._local_link import LocalConnection
 from daffi._node import Node
 from daffi._protocol import RegistrationLimits
 from daffi._settings import Configured
-from daffi.exceptions import DaffiError, GlobalContextError, InitializationError, TimeoutError
+from daffi.exceptions import (
+    AuthenticationError,
+    DaffiError,
+    GlobalContextError,
+    InitializationError,
+    TimeoutError,
+)
 from daffi.transports import PLAIN_SOCKET, get_transport
 
 if TYPE_CHECKING:
@@ -105,6 +112,8 @@ class Components:
             min_period_interval=settings.min_period_interval,
             registration=self.registration,
             open_channel=None if self.controller else self._channel_opener(),
+            credentials=NodeCredentials(secret=settings.auth_secret),
+            closed_error=self._closed_error(),
         )
         self.node.dispatch.schedules.on_schedule_error = self.on_schedule_error
         await tg.start(self.node.run)
@@ -128,6 +137,25 @@ class Components:
                 await self.node.goodbye()
             if self.controller is not None:
                 await self.controller.goodbye()
+
+    def _closed_error(self) -> DaffiError | None:
+        """What a TLS controller closing the link before it answers the handshake means: it
+        refused this node's client certificate, or its lack of one (TLS 1.3 tells the client
+        only then). None: not TLS."""
+        tls = self.settings.tls
+        if tls is None or tls.client is None:
+            return None
+        if tls.client_certificate:
+            return AuthenticationError(
+                "the controller closed the connection after the TLS handshake without "
+                "answering: it refused this node's client certificate (not signed by the CA "
+                "it trusts?); its log says why"
+            )
+        return AuthenticationError(
+            "the controller closed the connection after the TLS handshake without answering: "
+            "it requires a client certificate (mutual TLS), and this node presents none; give "
+            "it ssl_certificate and ssl_key signed by the CA the controller trusts"
+        )
 
     def _local_connector(self, tg: anyio.abc.TaskGroup) -> Callable[[], Awaitable[Any]]:
         controller = self.controller

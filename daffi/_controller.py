@@ -25,6 +25,7 @@ from daffi._accepting import (
     serve_listener,
 )
 from daffi._admission import Peer, first_message, join, reoffer, retire
+from daffi._auth import HOLD_INTERVALS, Guard, HeldNames
 from daffi._connection import Connection
 from daffi._controller_channels import ChannelService
 from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame
@@ -48,7 +49,7 @@ from daffi._protocol import (
 )
 from daffi._router import DEFAULT_MAX_CALLS_IN_FLIGHT, InFlight, Router, valid_timeout
 from daffi._stream_relay import StreamFrame, stream_hop
-from daffi._tls import TlsConfig
+from daffi._tls import TlsConfig, certificate_names
 from daffi.exceptions import ProtocolError, daffi_error_info
 from daffi.transports import PLAIN_SOCKET, Address, Listening, get_transport
 
@@ -107,9 +108,13 @@ class Controller:
         self.name = name
         #: the TLS its listeners serve (None: plaintext)
         self.tls = tls if tls is not None and tls.server is not None else None
-        #: who may join: the token, held names, names bound to certificates (daffi._auth)
-        self.auth_secret = auth_secret
-        self.bind_names = bind_names
+        #: who may join: the token, mutual TLS, names bound to certificates and to sessions
+        self.guard = Guard(
+            secret=auth_secret,
+            mutual_tls=self.tls is not None and self.tls.mutual,
+            bind_names=bind_names,
+            held=HeldNames(HOLD_INTERVALS * heartbeat_interval),
+        )
         #: how many callbacks a node may offer, in how large a registration
         self.registration = registration if registration is not None else RegistrationLimits()
         #: seconds a frame may take from its first byte to its last
@@ -202,18 +207,26 @@ class Controller:
         ``plain_socket``: the listener's transport declares ``PLAIN_SOCKET`` (the
         connection may then bypass the stream).
         """
+        origin = _remote(stream)
+        certificate: frozenset[str] | None = None
         if self.tls is not None:
-            secured = await self.tls.accept(stream, self.handshake_timeout, _remote(stream))
+            secured = await self.tls.accept(stream, self.handshake_timeout, origin)
             if secured is None:
                 return
             stream = secured
+            certificate = certificate_names(secured)
         # Until it joined, a connection may send no more than a registration.
         limit = min(self.max_frame_size, self.registration.max_first_frame)
-        conn = Connection(stream, max_frame_size=limit, plain_socket=plain_socket)
-        await self.handle_connection(conn)
+        conn = Connection(stream, max_frame_size=limit, plain_socket=plain_socket, peer=origin)
+        await self.handle_connection(conn, certificate=certificate)
 
-    async def handle_connection(self, conn: Link) -> None:
-        """Serve one node connection until it closes (also the in-process node's link)."""
+    async def handle_connection(
+        self, conn: Link, *, certificate: frozenset[str] | None = None
+    ) -> None:
+        """Serve one node connection until it closes (also the in-process node's link).
+
+        ``certificate``: the names in the client certificate of a TLS connection.
+        """
         peer: Peer | None = None
         async with anyio.create_task_group() as tg:
             # Finishes writes the socket could not take at once (large frames, slow peers).
@@ -226,7 +239,7 @@ class Controller:
                 if isinstance(first[0], Attach):
                     await self.channels.serve(conn, first[0])
                     return
-                peer = await self._handshake(conn, *first)
+                peer = await self._handshake(conn, *first, certificate=certificate)
                 if peer is not None:
                     conn.direct = self.direct_handler(peer, None)
                     await self._serve_peer(peer)
@@ -249,9 +262,19 @@ class Controller:
                     await self._drop_peer(peer)
                 await conn.aclose()
 
-    async def _handshake(self, conn: Link, msg: Message, size: int) -> Peer | None:
+    async def _handshake(
+        self, conn: Link, msg: Message, size: int, *, certificate: frozenset[str] | None
+    ) -> Peer | None:
         peer = await join(
-            conn, msg, size, self.router, controller=self.name, limits=self.registration
+            conn,
+            msg,
+            size,
+            self.router,
+            controller=self.name,
+            limits=self.registration,
+            guard=self.guard,
+            certificate=certificate,
+            timeout=self.handshake_timeout,
         )
         if peer is None:
             return None
@@ -297,6 +320,9 @@ class Controller:
 
     async def _drop_peer(self, peer: Peer) -> None:
         retire(self.router, peer)
+        if peer.session_key is not None and not peer.said_bye:
+            # It may come back: only its session may take the name meanwhile.
+            self.guard.held.hold_for(peer.name, peer.session_key, anyio.current_time())
         if self._local is peer:
             self._local = None
         for key in [key for key in self._chosen if key[0] == peer.name]:

@@ -3,7 +3,8 @@ the controller's answer.
 
 The controller's side is :mod:`daffi._admission`. A node sends ``Hello`` (its name and the
 callbacks it offers) and gets a ``Welcome`` (the directory, and the token of its call
-channels) or a ``Reject`` saying why not; later changes of what it offers go in a
+channels) or a ``Reject`` saying why not; a controller that authenticates asks for a
+``Proof`` first (a ``Challenge``: see :mod:`daffi._auth`); later changes of what it offers go in a
 ``Register``, checked the same way before they are sent.
 """
 
@@ -13,12 +14,16 @@ import builtins
 
 import anyio
 
+from daffi._auth import NONCE_SIZE, NodeCredentials, new_nonce, proof, session_key, valid
 from daffi._frames import encode_frame
 from daffi._link import Link
 from daffi._protocol import (
     PROTOCOL_VERSION,
     CallbackInfo,
+    Challenge,
     Hello,
+    Message,
+    Proof,
     Register,
     RegistrationLimits,
     Reject,
@@ -26,6 +31,7 @@ from daffi._protocol import (
     encode_callbacks,
 )
 from daffi.exceptions import (
+    AuthenticationError,
     DaffiError,
     InitializationError,
     ProtocolError,
@@ -45,7 +51,13 @@ class Rejected(Exception):
 
 
 def registration(
-    name: str, callbacks: tuple[CallbackInfo, ...], limits: RegistrationLimits, *, first: bool
+    name: str,
+    callbacks: tuple[CallbackInfo, ...],
+    limits: RegistrationLimits,
+    *,
+    first: bool,
+    nonce: bytes | None = None,
+    token: bool = False,
 ) -> tuple[bytearray, str | None]:
     """The frame that offers ``callbacks`` (a ``Hello`` if ``first``, else a ``Register``),
     and why this node's own ``limits`` keep it from sending it (None: they do not).
@@ -54,7 +66,9 @@ def registration(
     over unread, fails here with the reason; the controller checks its own limits again.
     """
     if first:
-        frame = encode_frame(Hello(PROTOCOL_VERSION, name, ("msgpack",), callbacks))
+        frame = encode_frame(
+            Hello(PROTOCOL_VERSION, name, ("msgpack",), callbacks, nonce=nonce, token=token)
+        )
     else:
         frame = encode_frame(Register(encode_callbacks(callbacks)))
     why = limits.refusal(len(callbacks), len(frame))
@@ -72,18 +86,73 @@ async def shake_hands(
     callbacks: tuple[CallbackInfo, ...],
     limits: RegistrationLimits,
     timeout: float,
+    credentials: NodeCredentials | None = None,
+    *,
+    closed: DaffiError | None = None,
 ) -> Welcome:
     """Introduce this node on ``conn``, offering ``callbacks``; the controller's welcome.
 
+    With ``credentials`` holding a secret, the node proves it knows it and requires the
+    controller to prove it too; with a previous session's key, it proves it is that session
+    (see :mod:`daffi._auth`). A link in the controller's process needs neither. ``closed``
+    is what a controller closing the link before it answers most likely means (by default:
+    it requires TLS, or is no daffi controller).
+
     Raises:
-        Rejected: the controller refused it, or its own limits did.
+        Rejected: the controller refused it, its own limits did, or the controller failed
+            to authenticate itself.
         ProtocolError: the controller did not answer within ``timeout`` seconds, or not
-            with a ``Welcome`` or ``Reject``.
+            with a ``Welcome``, ``Challenge`` or ``Reject``.
     """
-    hello, why = registration(name, callbacks, limits, first=True)
+    credentials = credentials if credentials is not None else NodeCredentials()
+    secret = None if conn.in_process else credentials.secret
+    nonce = new_nonce()
+    hello, why = registration(
+        name, callbacks, limits, first=True, nonce=nonce, token=secret is not None
+    )
     if why is not None:
         raise Rejected(InitializationError(why))
     await conn.send_frame(hello)
+    answer = await _answer(conn, timeout, closed)
+    challenge = answer if isinstance(answer, Challenge) else None
+    if challenge is not None:
+        if conn.in_process or len(challenge.nonce) != NONCE_SIZE:
+            raise ProtocolError("the controller sent a malformed authentication challenge")
+        if secret is not None and not challenge.token:
+            raise Rejected(_untrusted_controller())
+        await conn.send(
+            Proof(
+                proof(secret, b"node", nonce, challenge.nonce, name) if secret else None,
+                proof(credentials.session_key, b"resume", nonce, challenge.nonce, name)
+                if credentials.session_key
+                else None,
+            )
+        )
+        answer = await _answer(conn, timeout, closed)
+    if isinstance(answer, Reject):
+        raise Rejected(exception_from_error_info(daffi_error_info(answer.kind, answer.reason)))
+    if not isinstance(answer, Welcome):
+        raise ProtocolError(f"expected Welcome from the controller, got {answer!r}")
+    if challenge is None:
+        if secret is not None:
+            raise Rejected(_untrusted_controller())
+        return answer
+    if secret is not None:
+        expected = proof(secret, b"controller", nonce, challenge.nonce, name)
+        if not valid(expected, answer.proof):
+            raise Rejected(
+                AuthenticationError(
+                    "this process refused the controller: it could not prove it knows the "
+                    "auth token (its token differs, or it is not the controller you meant)"
+                )
+            )
+        credentials.session_key = session_key(secret, nonce, challenge.nonce, name)
+    else:
+        credentials.session_key = answer.session_key
+    return answer
+
+
+async def _answer(conn: Link, timeout: float, closed: DaffiError | None) -> Message:
     try:
         with anyio.fail_after(timeout):
             answer, _ = await conn.receive()
@@ -91,14 +160,20 @@ async def shake_hands(
         raise ProtocolError("the controller did not answer the handshake") from exc
     except (anyio.EndOfStream, anyio.BrokenResourceError):
         raise Rejected(
-            InitializationError(
+            closed
+            if closed is not None
+            else InitializationError(
                 "the controller closed the connection without answering the handshake: it "
                 "may require TLS (give this node ssl_ca=... or a tls:// address) or be no "
                 "daffi controller; its log says why"
             )
         ) from None
-    if isinstance(answer, Reject):
-        raise Rejected(exception_from_error_info(daffi_error_info(answer.kind, answer.reason)))
-    if not isinstance(answer, Welcome):
-        raise ProtocolError(f"expected Welcome from the controller, got {answer!r}")
     return answer
+
+
+def _untrusted_controller() -> AuthenticationError:
+    return AuthenticationError(
+        "this process refused the controller: it does not check auth tokens, and this "
+        "process has one (auth_token or DAFFI_AUTH_TOKEN), so the controller cannot prove "
+        "it is the one meant; give the controller the same auth_token"
+    )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
+from daffi._auth import NodeCredentials
 from daffi._caller import Caller
 from daffi._calls import CallTable
 from daffi._codec import default_codec
@@ -61,6 +62,8 @@ class Node:
         min_period_interval: the shortest schedule interval this node runs (seconds).
         registration: how much this node may offer (checked before it is sent; the
             controller checks it against its own limits).
+        credentials, closed_error: how it proves who it is, and what a controller closing
+            the link during the handshake most likely means (see :class:`Session`).
     """
 
     def __init__(
@@ -80,6 +83,8 @@ class Node:
         min_period_interval: float = MIN_PERIOD_INTERVAL,
         registration: RegistrationLimits | None = None,
         open_channel: Callable[[float], socket.socket | None] | None = None,
+        credentials: NodeCredentials | None = None,
+        closed_error: DaffiError | None = None,
     ) -> None:
         self.name = name
         self.registry = registry
@@ -109,6 +114,8 @@ class Node:
             max_backoff=max_backoff,
             open_channel=open_channel,
             registration=registration,
+            credentials=credentials,
+            closed_error=closed_error,
         )
         self.caller = Caller(name, self.table, self.directory, self.session, self.codec)
         self.thread_calls = ThreadCaller(name, self.table, self.directory, self.session, self.codec)

@@ -30,6 +30,7 @@ __all__ = [
     "Call",
     "CallbackInfo",
     "Cancel",
+    "Challenge",
     "Credit",
     "Error",
     "Hello",
@@ -39,6 +40,7 @@ __all__ = [
     "ParamInfo",
     "Ping",
     "Pong",
+    "Proof",
     "Register",
     "RegistrationLimits",
     "Reject",
@@ -97,7 +99,10 @@ class Hello(_Msg, tag=1, frozen=True):
     name: str
     codecs: tuple[str, ...] = ("msgpack",)
     callbacks: tuple[CallbackInfo, ...] = ()
-    auth: bytes | None = None
+    #: a fresh nonce for the authentication (see :mod:`daffi._auth`)
+    nonce: bytes | None = None
+    #: the node has a shared secret (``auth_token``) and expects the controller to prove it
+    token: bool = False
 
 
 class Welcome(_Msg, tag=2, frozen=True):
@@ -109,6 +114,30 @@ class Welcome(_Msg, tag=2, frozen=True):
     directory: dict[str, tuple[CallbackInfo, ...]] = {}
     #: lets the node open call channels (see :class:`Attach`); None: it may not
     channel_token: bytes | None = None
+    #: the controller's proof that it knows the shared secret (None: no token)
+    proof: bytes | None = None
+    #: the key of this session when there is no shared secret to derive it from (mutual
+    #: TLS: it travels inside TLS); None otherwise
+    session_key: bytes | None = None
+
+
+class Challenge(_Msg, tag=8, frozen=True):
+    """Controller -> node, answering a ``Hello`` when it authenticates (see
+    :mod:`daffi._auth`): prove you know the secret, or that you are the session that holds
+    your name."""
+
+    nonce: bytes
+    #: the controller checks a shared secret (the node must prove it knows it)
+    token: bool = False
+
+
+class Proof(_Msg, tag=9, frozen=True):
+    """Node -> controller, answering a ``Challenge``."""
+
+    #: HMAC of both nonces and the name keyed with the shared secret (None: no secret)
+    token: bytes | None = None
+    #: the same keyed with the node's previous session key (None: no previous session)
+    resume: bytes | None = None
 
 
 class Reject(_Msg, tag=3, frozen=True):
@@ -340,6 +369,8 @@ class Bye(_Msg, tag=22, frozen=True):
 Message = Union[  # noqa: UP007 - msgspec needs a runtime Union object here
     Hello,
     Welcome,
+    Challenge,
+    Proof,
     Reject,
     Attach,
     NodeUp,

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import anyio.abc
 
+from daffi._auth import NodeCredentials
 from daffi._calls import CallTable
 from daffi._greeting import Rejected, registration, shake_hands
 from daffi._link import Link, cancelled_from_outside, say_last
@@ -58,6 +59,7 @@ from daffi._protocol import (
 from daffi._tls import TlsHandshakeFailed
 from daffi.exceptions import (
     AuthenticationError,
+    DaffiError,
     InitializationError,
     ProtocolError,
     RemoteStoppedUnexpectedly,
@@ -118,6 +120,9 @@ class Session:
         workers: the node's ``workers`` (the in-process link runs that many inline).
         open_channel: opens a blocking socket to the controller, for call channels (None:
             sync callers go through the loop).
+        credentials: the shared secret and the last session's key (see daffi._auth).
+        closed_error: what a controller closing the link before it answers the handshake
+            most likely means (None: the plaintext explanation).
     """
 
     def __init__(
@@ -138,8 +143,14 @@ class Session:
         max_backoff: float,
         open_channel: Callable[[float], socket.socket | None] | None,
         registration: RegistrationLimits | None = None,
+        credentials: NodeCredentials | None = None,
+        closed_error: DaffiError | None = None,
     ) -> None:
         self.name = name
+        #: what this node proves who it is with (see daffi._auth)
+        self.credentials = credentials if credentials is not None else NodeCredentials()
+        #: what a controller closing the link during the handshake most likely means
+        self.closed_error = closed_error
         self.registry = registry
         self._connect = connect
         self.directory = directory
@@ -298,7 +309,13 @@ class Session:
         try:
             offered = self.registry.infos()
             first = await shake_hands(
-                conn, self.name, offered, self.registration, self.handshake_timeout
+                conn,
+                self.name,
+                offered,
+                self.registration,
+                self.handshake_timeout,
+                self.credentials,
+                closed=self.closed_error,
             )
             self.directory.replace({k: {i.name: i for i in v} for k, v in first.directory.items()})
             if first.channel_token and self._open_channel is not None:

@@ -25,6 +25,7 @@ from daffi._protocol import (
     Call,
     CallbackInfo,
     Cancel,
+    Challenge,
     Credit,
     Error,
     Hello,
@@ -34,6 +35,7 @@ from daffi._protocol import (
     ParamInfo,
     Ping,
     Pong,
+    Proof,
     Register,
     Reject,
     Result,
@@ -115,7 +117,13 @@ def message_strategies(
     ``callbacks`` for callback names."""
     return {
         Hello: st.builds(
-            Hello, any_ints, names, tuples(texts), tuples(callback_infos), st.none() | st.binary()
+            Hello,
+            any_ints,
+            names,
+            tuples(texts),
+            tuples(callback_infos),
+            st.none() | st.binary(max_size=40),
+            st.booleans(),
         ),
         Welcome: st.builds(
             Welcome,
@@ -124,6 +132,12 @@ def message_strategies(
             texts,
             st.dictionaries(names, tuples(callback_infos), max_size=3),
             st.none() | st.binary(max_size=32),
+            st.none() | st.binary(max_size=40),
+            st.none() | st.binary(max_size=40),
+        ),
+        Challenge: st.builds(Challenge, st.binary(max_size=40), st.booleans()),
+        Proof: st.builds(
+            Proof, st.none() | st.binary(max_size=40), st.none() | st.binary(max_size=40)
         ),
         Reject: st.builds(Reject, texts, texts),
         NodeUp: st.builds(NodeUp, names, tuples(callback_infos)),

@@ -120,7 +120,7 @@ def check_first_frame(data: bytes, max_frame_size: int) -> Any:
 
 def test_every_message_type_has_a_strategy() -> None:
     assert set(MESSAGES) == set(MESSAGE_TYPES)
-    assert len(MESSAGE_TYPES) == 18
+    assert len(MESSAGE_TYPES) == 20
 
 
 @pytest.mark.parametrize("kind", MESSAGE_TYPES, ids=lambda t: t.__name__)
