@@ -27,6 +27,7 @@ from daffi.transports import PLAIN_SOCKET, get_transport
 
 if TYPE_CHECKING:
     from daffi._controller import Controller
+    from daffi._schedule_host import ScheduleReports
 
 __all__ = ["GOODBYE_TIMEOUT", "Components"]
 
@@ -47,11 +48,11 @@ class Components:
         self,
         settings: Configured,
         on_node_event: NodeEvent,
-        on_schedule_error: Callable[[str, DaffiError], None],
+        schedule_reports: ScheduleReports,
     ) -> None:
         self.settings = settings
         self.on_node_event = on_node_event
-        self.on_schedule_error = on_schedule_error
+        self.schedule_reports = schedule_reports
         #: how much a node may offer (the controller's limit and this node's own)
         self.registration = RegistrationLimits(
             settings.max_callbacks, settings.max_registration_size
@@ -115,7 +116,7 @@ class Components:
             credentials=NodeCredentials(secret=settings.auth_secret),
             closed_error=self._closed_error(),
         )
-        self.node.dispatch.schedules.on_schedule_error = self.on_schedule_error
+        self.node.dispatch.schedules.reports = self.schedule_reports
         await tg.start(self.node.run)
         try:
             with anyio.fail_after(settings.connect_timeout):

@@ -5,13 +5,15 @@ PERIOD, from which thread or loop, and what it returns.
 fetchers (:meth:`Execution.execute`), ``async def`` fetchers
 (:meth:`Execution.execute_async`), and generator fetchers, whose items stream to the callback
 (:meth:`Execution.stream_in`, :meth:`Execution.stream_in_async`). It also makes the system
-calls that list and cancel schedules.
+calls that list and cancel schedules, and records on this process's handles who cancelled
+them.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
@@ -326,14 +328,27 @@ class Execution:
         """Call system callback ``name`` (schedules: list, cancel) on ``receiver``."""
         node = self.runtime.require_node()
         if receiver == node.name:
-            return await node.dispatch.schedules.system_call(name, args)
+            return await node.dispatch.schedules.system_call(name, args, src=node.name)
         if receiver not in node.peers:
             raise UnableToFindCandidate(f"process {receiver!r} is not connected")
         payload = msgspec.Raw(node.codec.encode_args(args, {}))
         return await node.roundtrip(name, payload, receiver=receiver)
 
     async def cancel_schedule(self, receiver: str, schedule_uuid: str) -> bool:
-        return bool(await self.system_call(receiver, SYSTEM_CANCEL_SCHEDULE, schedule_uuid))
+        """Cancel schedule ``schedule_uuid`` on ``receiver``; returns whether it was active.
+
+        A handle of this process for that schedule records this process as its canceller,
+        with the executor's time of the cancel.
+        """
+        answer = await self.system_call(receiver, SYSTEM_CANCEL_SCHEDULE, schedule_uuid)
+        if answer is None or answer is False:
+            return False
+        if isinstance(answer, bool) or not isinstance(answer, int | float):
+            # An executor that answers only whether it cancelled: the time is ours.
+            answer = time.time()
+        node = self.runtime.require_node()
+        self.scheduled.cancelled(schedule_uuid, receiver, node.name, float(answer))
+        return True
 
     # ------------------------------------------------------------------ streaming fetchers
 

@@ -203,7 +203,7 @@ class Global:
         self.allow_pickle = settings.allow_pickle
 
         scheduled = ScheduledTasks()
-        self._runtime = Runtime(self, on_schedule_error=scheduled.failed)
+        self._runtime = Runtime(self, schedule_reports=scheduled)
         self._execution = Execution(self._runtime, scheduled)
 
         try:

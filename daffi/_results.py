@@ -138,6 +138,13 @@ class ScheduledTask:
         receiver: the executor's process name.
         last_error: the last error a scheduled run reported back while this process was
             connected (``None`` if none).
+        cancelled_by: read-only; the process name of whoever cancelled the schedule: this
+            process when it cancelled it (:meth:`cancel`, :meth:`cancel_async`, or by uuid),
+            or another process, as the executor reported it (reported only while this
+            process was connected). ``None`` until then.
+        cancelled_at: read-only; when the schedule was cancelled, as a POSIX timestamp taken
+            on the executor (``time.time()`` there); ``None`` until :attr:`cancelled_by` is
+            known.
     """
 
     def __init__(self, uuid: str, func_name: str, receiver: str, owner: Schedules) -> None:
@@ -147,6 +154,34 @@ class ScheduledTask:
         self.last_error: DaffiError | None = None
         self._owner = owner
         self._cancel_requested = False
+        # (cancelled_by, cancelled_at), set once: one reference, so a reader in another
+        # thread never sees one without the other.
+        self._cancelled: tuple[str, float] | None = None
+
+    @property
+    def cancelled_by(self) -> str | None:
+        """The process that cancelled the schedule, or ``None`` (see the class docstring)."""
+        cancelled = self._cancelled
+        return None if cancelled is None else cancelled[0]
+
+    @property
+    def cancelled_at(self) -> float | None:
+        """When the schedule was cancelled (POSIX timestamp on the executor), or ``None``."""
+        cancelled = self._cancelled
+        return None if cancelled is None else cancelled[1]
+
+    def _mark_cancelled(self, by: str, at: float) -> bool:
+        """Record who cancelled the schedule, and when; the first record stays (a schedule
+        is cancelled once). Returns whether this one was recorded.
+
+        Called on daffi's loop only (:class:`ScheduledTasks`), so the check and the set are
+        one step; other threads only read.
+        """
+        if self._cancelled is not None:
+            return False
+        self._cancelled = (by, at)
+        self._cancel_requested = True
+        return True
 
     def cancel(self) -> bool:
         """Cancel the schedule: no further runs; an async run in progress is interrupted.
@@ -199,7 +234,8 @@ SchedulerTask = ScheduledTask
 
 class ScheduledTasks:
     """The schedules started from this process whose handles are still held (weakly): an
-    error a scheduled run reports back lands on its handle's ``last_error``."""
+    error a scheduled run reports back lands on its handle's ``last_error``, and a cancel
+    on its ``cancelled_by`` and ``cancelled_at``."""
 
     def __init__(self) -> None:
         self._tasks: weakref.WeakValueDictionary[str, ScheduledTask] = weakref.WeakValueDictionary()
@@ -207,7 +243,25 @@ class ScheduledTasks:
     def add(self, task: ScheduledTask) -> None:
         self._tasks[task.uuid] = task
 
-    def failed(self, schedule_uuid: str, error: DaffiError) -> None:
+    def failed(self, schedule_uuid: str, executor: str, error: DaffiError) -> bool:
+        """Record that a run of schedule ``schedule_uuid`` failed on ``executor``, with
+        ``error``; only the executor a handle points at speaks for its schedule. Returns
+        whether a handle was updated."""
         task = self._tasks.get(schedule_uuid)
-        if task is not None:
-            task.last_error = error
+        if task is None or task.receiver != executor:
+            return False
+        task.last_error = error
+        return True
+
+    def cancelled(self, schedule_uuid: str, executor: str, by: str, at: float) -> bool:
+        """Record that process ``by`` cancelled schedule ``schedule_uuid`` at ``at`` (a POSIX
+        timestamp), as ``executor`` says.
+
+        Only the executor a handle points at speaks for its schedule: a report about a
+        schedule this process has no handle for, or from any other process, changes
+        nothing. Returns whether a handle was updated.
+        """
+        task = self._tasks.get(schedule_uuid)
+        if task is None or task.receiver != executor:
+            return False
+        return task._mark_cancelled(by, at)

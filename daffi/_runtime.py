@@ -37,10 +37,11 @@ from daffi._link import cancelled_from_outside
 from daffi._loop_bridge import Host, LoopBridge, ThreadStarted
 from daffi._node import Node
 from daffi._settings import Configured, Hook
-from daffi.exceptions import DaffiError, GlobalContextError
+from daffi.exceptions import GlobalContextError
 
 if TYPE_CHECKING:
     from daffi._controller import Controller
+    from daffi._schedule_host import ScheduleReports
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup  # type: ignore[import-not-found,unused-ignore]
@@ -65,9 +66,9 @@ def _unwrap(exc: BaseException) -> BaseException:
 class Runtime(LoopBridge):
     """Runs a Global's controller and node on an event loop, and lets any thread use it."""
 
-    def __init__(self, owner: Owner, on_schedule_error: Callable[[str, DaffiError], None]):
+    def __init__(self, owner: Owner, schedule_reports: ScheduleReports):
         self.owner = owner
-        self.components = Components(owner, self._node_event, on_schedule_error)
+        self.components = Components(owner, self._node_event, schedule_reports)
         self.portal: BlockingPortal | None = None
         self.loop_thread: int | None = None
         self.thread: threading.Thread | None = None

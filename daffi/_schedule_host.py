@@ -3,14 +3,21 @@
 The dispatcher hands a call carrying a :class:`~daffi._protocol.ScheduleSpec` to
 :meth:`ScheduleHost.accept`, which checks it and adds it to the node's scheduler (started in
 the dispatcher's task group with the first schedule, so schedules outlive reconnections).
-Every node also answers the system calls that list and cancel its schedules, and the one that
-tells a requester a scheduled run failed.
+Every node also answers the system calls that list and cancel its schedules, and the ones that
+tell a requester a scheduled run failed or that another node cancelled its schedule.
+
+Every cancel is logged here, on the executor, with the schedule, its requester and the node
+that cancelled it (the ``src`` of the cancel call, which the controller checks is the sending
+node): at INFO when the requester cancelled it, at WARNING otherwise, in which case the
+requester is told (``SYSTEM_SCHEDULE_CANCELLED``). A requester accepts that notice only from
+the executor its handle points at (:meth:`daffi._results.ScheduledTasks.cancelled`).
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SYSTEM_CANCEL_SCHEDULE",
     "SYSTEM_LIST_SCHEDULES",
+    "SYSTEM_SCHEDULE_CANCELLED",
     "SYSTEM_SCHEDULE_ERROR",
     "ScheduleHost",
 ]
@@ -47,8 +55,23 @@ logger = logging.getLogger("daffi.node")
 SYSTEM_CANCEL_SCHEDULE = SYSTEM_PREFIX + "cancel_schedule"
 SYSTEM_LIST_SCHEDULES = SYSTEM_PREFIX + "list_schedules"
 SYSTEM_SCHEDULE_ERROR = SYSTEM_PREFIX + "schedule_error"
+SYSTEM_SCHEDULE_CANCELLED = SYSTEM_PREFIX + "schedule_cancelled"
+
+#: seconds telling a requester that its schedule was cancelled may take before it is given up
+NOTICE_TIMEOUT = 5.0
 
 RunEntry = Callable[[CallbackEntry, Any, dict[str, Any]], Awaitable[Any]]
+
+
+#: (uuid, executor, cancelled_by, cancelled_at) -> whether a handle took the report
+class ScheduleReports(Protocol):
+    """Where a node's handles of the schedules it requested learn what their executors
+    report (:class:`daffi._results.ScheduledTasks`). Each takes a report only from the
+    executor its handle points at, and says whether a handle took it."""
+
+    def failed(self, schedule_uuid: str, executor: str, error: DaffiError) -> bool: ...
+
+    def cancelled(self, schedule_uuid: str, executor: str, by: str, at: float) -> bool: ...
 
 
 class _Node(Protocol):
@@ -78,8 +101,8 @@ class ScheduleHost:
 
     Attributes:
         task_group: where the scheduler runs (set by the dispatcher while it runs).
-        on_schedule_error: called with (uuid, error) when a schedule this node requested
-            fails elsewhere.
+        reports: where reports about the schedules this node requested go (a run failed, the
+            schedule was cancelled by another node); None: nowhere.
     """
 
     def __init__(self, node: _Node, run_entry: RunEntry, min_period_interval: float) -> None:
@@ -90,7 +113,7 @@ class ScheduleHost:
         self._scheduler: Scheduler | None = None
         self._scheduler_started: anyio.Event | None = None
         self.task_group: anyio.abc.TaskGroup | None = None
-        self.on_schedule_error: Callable[[str, DaffiError], None] | None = None
+        self.reports: ScheduleReports | None = None
 
     @property
     def name(self) -> str:
@@ -192,11 +215,112 @@ class ScheduleHost:
         payload = msgspec.Raw(self.codec.encode_args((entry.uuid, msgspec.to_builtins(info)), {}))
         await self.node.send_nowait(SYSTEM_SCHEDULE_ERROR, payload, entry.requester)
 
-    async def system_call(self, name: str, args: Any, *, src: str = "") -> Any:
-        """Answer one of the system calls every node serves (schedules and their errors)."""
+    def cancel(self, schedule_uuid: str, canceller: str) -> float | None:
+        """Cancel schedule ``schedule_uuid`` as node ``canceller`` asks, log it, and tell its
+        requester if someone else cancelled it.
+
+        Returns:
+            When it was cancelled (``time.time()`` here), or ``None`` if it was not active.
+        """
+        scheduler = self._scheduler
+        entry = None if scheduler is None else scheduler.entries.get(schedule_uuid)
+        if entry is None or scheduler is None or not scheduler.cancel(schedule_uuid):
+            return None
+        cancelled_at = time.time()
+        foreign = canceller != entry.requester
+        logger.log(
+            logging.WARNING if foreign else logging.INFO,
+            "node %r: schedule %s of %r, requested by %r, was cancelled by %r",
+            self.name,
+            schedule_uuid,
+            entry.func_name,
+            entry.requester,
+            canceller,
+        )
+        if foreign:
+            self._tell_cancelled(entry, canceller, cancelled_at)
+        return cancelled_at
+
+    def _tell_cancelled(self, entry: ScheduleEntry, canceller: str, cancelled_at: float) -> None:
+        """Tell the requester of ``entry`` that ``canceller`` cancelled it: without waiting
+        (a task of its own, bounded by ``NOTICE_TIMEOUT``), and never raising."""
+        requester = entry.requester
+        if requester == self.name:  # requested here: the handle is in this process
+            self._cancel_reported(entry.uuid, self.name, canceller, cancelled_at)
+            return
+        if not requester or self.node.conn is None or requester not in self.node.peers:
+            logger.info(
+                "node %r: requester %r of schedule %s is not connected; it is not told that "
+                "%r cancelled it",
+                self.name,
+                requester,
+                entry.uuid,
+                canceller,
+            )
+            return
+        if self.task_group is None:  # the dispatcher is stopping: nothing is sent any more
+            logger.info(
+                "node %r: stopping; requester %r of schedule %s is not told that %r cancelled it",
+                self.name,
+                requester,
+                entry.uuid,
+                canceller,
+            )
+            return
+        payload = msgspec.Raw(self.codec.encode_args((entry.uuid, canceller, cancelled_at), {}))
+        self.task_group.start_soon(self._send_notice, requester, entry.uuid, payload)
+
+    async def _send_notice(self, requester: str, schedule_uuid: str, payload: msgspec.Raw) -> None:
+        with anyio.move_on_after(NOTICE_TIMEOUT) as scope:
+            try:
+                await self.node.send_nowait(SYSTEM_SCHEDULE_CANCELLED, payload, requester)
+            except Exception as exc:
+                logger.info(
+                    "node %r: could not tell %r that schedule %s was cancelled: %s",
+                    self.name,
+                    requester,
+                    schedule_uuid,
+                    exc,
+                )
+        if scope.cancelled_caught:
+            logger.info(
+                "node %r: telling %r that schedule %s was cancelled took over %s s; given up",
+                self.name,
+                requester,
+                schedule_uuid,
+                NOTICE_TIMEOUT,
+            )
+
+    def _cancel_reported(self, schedule_uuid: str, executor: str, by: str, at: float) -> None:
+        """A report that ``by`` cancelled schedule ``schedule_uuid`` on ``executor``."""
+        reports = self.reports
+        if reports is None or not reports.cancelled(schedule_uuid, executor, by, at):
+            logger.debug(
+                "node %r: ignored a report from %r that schedule %s was cancelled (no handle "
+                "of a schedule requested there)",
+                self.name,
+                executor,
+                schedule_uuid,
+            )
+            return
+        logger.warning(
+            "node %r: schedule %s on %r was cancelled by %r",
+            self.name,
+            schedule_uuid,
+            executor,
+            by,
+        )
+
+    async def system_call(self, name: str, args: Any, *, src: str) -> Any:
+        """Answer one of the system calls every node serves (schedules and their errors),
+        called by node ``src``.
+
+        ``SYSTEM_CANCEL_SCHEDULE`` answers when the schedule was cancelled (a POSIX
+        timestamp taken here), or ``None`` if it was not active.
+        """
         scheduler = self._scheduler
         if name == SYSTEM_CANCEL_SCHEDULE:
-            return scheduler is not None and scheduler.cancel(str(args[0]))
+            return self.cancel(str(args[0]), src)
         if name == SYSTEM_LIST_SCHEDULES:
             return [] if scheduler is None else scheduler.describe()
         if name == SYSTEM_SCHEDULE_ERROR:
@@ -209,7 +333,14 @@ class ScheduleHost:
                 src,
                 error,
             )
-            if self.on_schedule_error is not None:
-                self.on_schedule_error(str(args[0]), error)
+            if self.reports is not None:
+                self.reports.failed(str(args[0]), src, error)
+            return None
+        if name == SYSTEM_SCHEDULE_CANCELLED:
+            try:
+                schedule_uuid, by, at = msgspec.convert(args, tuple[str, str, float])
+            except msgspec.ValidationError as exc:
+                raise ProtocolError(f"invalid schedule cancel report from {src!r}: {exc}") from None
+            self._cancel_reported(schedule_uuid, src, by, at)
             return None
         raise UnableToFindCandidate(f"process {self.name!r} has no system call {name!r}")
