@@ -245,14 +245,14 @@ def auth_secret(auth_token: str | bytes | None) -> bytes | None:
         auth_token = os.environ.get(AUTH_TOKEN_VARIABLE) or None
         if auth_token is None:
             return None
-    if isinstance(auth_token, str):
-        auth_token = auth_token.encode()
-    if not isinstance(auth_token, bytes | bytearray) or not auth_token:
+    if not isinstance(auth_token, str | bytes | bytearray) or not auth_token:
+        kind = type(auth_token).__name__
+        given = f"an empty {kind}" if isinstance(auth_token, str | bytes | bytearray) else kind
         raise InitializationError(
             "auth_token must be a non-empty str or bytes (or None to read "
-            f"{AUTH_TOKEN_VARIABLE}), not {type(auth_token).__name__}"
+            f"{AUTH_TOKEN_VARIABLE}), not {given}"
         )
-    return bytes(auth_token)
+    return auth_token.encode() if isinstance(auth_token, str) else bytes(auth_token)
 
 
 def resolve_address(
