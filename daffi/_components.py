@@ -16,6 +16,7 @@ from daffi._local_link import LocalConnection
 from daffi._node import Node
 from daffi._protocol import RegistrationLimits
 from daffi._settings import Configured
+from daffi._tls import TlsHandshakeFailed
 from daffi.exceptions import (
     AuthenticationError,
     DaffiError,
@@ -140,22 +141,22 @@ class Components:
                 await self.controller.goodbye()
 
     def _closed_error(self) -> DaffiError | None:
-        """What a TLS controller closing the link before it answers the handshake means: it
+        """What a TLS controller ending the link before it answers the handshake means: it
         refused this node's client certificate, or its lack of one (TLS 1.3 tells the client
-        only then). None: not TLS."""
+        only after the handshake). None: not TLS."""
         tls = self.settings.tls
         if tls is None or tls.client is None:
             return None
         if tls.client_certificate:
             return AuthenticationError(
-                "the controller closed the connection after the TLS handshake without "
-                "answering: it refused this node's client certificate (not signed by the CA "
-                "it trusts?); its log says why"
+                "the controller ended the connection right after the TLS handshake: it refused "
+                "this node's client certificate (not signed by the CA it trusts?); its log "
+                "says why"
             )
         return AuthenticationError(
-            "the controller closed the connection after the TLS handshake without answering: "
-            "it requires a client certificate (mutual TLS), and this node presents none; give "
-            "it ssl_certificate and ssl_key signed by the CA the controller trusts"
+            "the controller ended the connection right after the TLS handshake: it requires a "
+            "client certificate (mutual TLS), and this node presents none; give it "
+            "ssl_certificate and ssl_key signed by the CA the controller trusts"
         )
 
     def _local_connector(self, tg: anyio.abc.TaskGroup) -> Callable[[], Awaitable[Any]]:
@@ -174,15 +175,18 @@ class Components:
         address = self.settings.address
         max_frame_size = self.settings.max_frame_size
         tls = self.settings.tls
-        # Decided once per transport: may its connections bypass the stream? (Not in TLS.)
-        plain_socket = PLAIN_SOCKET in transport.capabilities and tls is None
+        # Decided once per transport: may its connections bypass the stream? (TLS or not:
+        # daffi seals every byte itself, on every path.)
+        plain_socket = PLAIN_SOCKET in transport.capabilities
 
         async def connect() -> Connection:
             stream = await transport.connect(address)
+            cipher = None
             if tls is not None:
-                stream = await tls.connect(stream, address.host, str(address))
+                cipher = await tls.connect(stream, address.host, str(address))
             return Connection(
                 stream,
+                cipher=cipher,
                 max_frame_size=max_frame_size,
                 peer="the controller",
                 plain_socket=plain_socket,
@@ -193,13 +197,20 @@ class Components:
     def _channel_opener(self) -> Callable[[float], socket.socket | None] | None:
         """Opens the blocking sockets of call and work channels; None (sync calls go through
         the loop) unless the transport declares PLAIN_SOCKET: a channel writes daffi's
-        frames to its socket unchanged (so never under TLS)."""
+        frames to its socket itself (with TLS, through the socket's own TLS session)."""
         transport = get_transport(self.settings.address.scheme)
-        if PLAIN_SOCKET not in transport.capabilities or self.settings.tls is not None:
+        if PLAIN_SOCKET not in transport.capabilities:
             return None
         address = self.settings.address
+        tls = self.settings.tls
 
         def open_channel(timeout: float) -> socket.socket | None:
-            return transport.connect_blocking(address, timeout)
+            sock = transport.connect_blocking(address, timeout)
+            if sock is None or tls is None or tls.client is None:
+                return sock
+            try:
+                return tls.connect_blocking(sock, address.host, str(address))
+            except TlsHandshakeFailed as exc:
+                raise OSError(str(exc)) from exc
 
         return open_channel

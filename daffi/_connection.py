@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import ssl
 import threading
 import time
 
@@ -17,6 +18,7 @@ import anyio
 import anyio.abc
 
 from daffi._backends import socket_access
+from daffi._cipher import Cipher, TlsAlert, TlsSocket
 from daffi._crossloop import loop_call_soon
 from daffi._frames import DEFAULT_MAX_FRAME_SIZE, FrameReader, encode_frame, first_frame, read_size
 from daffi._link import DirectHandler, InlineRunner
@@ -50,6 +52,10 @@ class Connection:
             :data:`~daffi.transports.PLAIN_SOCKET`. Only then may the connection bypass
             the stream (write to its socket directly, read it through the asyncio reader,
             hand it to a thread); otherwise every frame goes through ``send``/``receive``.
+        cipher: the connection's TLS (None: plaintext). Every frame is sealed when it is
+            queued, in queue order, whichever path writes it, and every byte read is opened
+            before it is parsed (see :mod:`daffi._cipher`); a thread it is handed to gets
+            the cipher with the socket.
 
     Attributes:
         plain_socket: that decision, fixed for the connection's life.
@@ -63,8 +69,10 @@ class Connection:
         peer: str = "?",
         high_water: int = 4 * 1024 * 1024,
         plain_socket: bool = False,
+        cipher: Cipher | None = None,
     ) -> None:
         self.stream = stream
+        self._cipher = cipher
         self.plain_socket = plain_socket
         self.max_frame_size = max_frame_size
         self.peer = peer
@@ -110,6 +118,9 @@ class Connection:
         self._reader = self._direct.reader
         if self._reader is not None:
             self._reader.on_data = self._take_directly
+        if cipher is not None:
+            # Records that came with the end of the handshake.
+            self._buffer += self._open(b"")
 
     # ------------------------------------------------------------------ sending
 
@@ -126,6 +137,8 @@ class Connection:
         with self._lock:
             if self._error is not None:
                 raise self._broken()
+            if self._cipher is not None:
+                frame = self._cipher.seal(frame)
             self._frames.append(frame)
             self._queued += len(frame)
             lead = schedule = now = wake = False
@@ -255,6 +268,10 @@ class Connection:
         with self._lock:
             if self._error is not None:
                 raise self._broken()
+            if self._cipher is not None:
+                frame = self._cipher.seal(frame)
+                if not frame:
+                    return  # (no protocol output was waiting after all)
             self._frames.append(frame)
             self._queued += len(frame)
             if self._writing or self._kick_pending or self._direct_busy:
@@ -365,6 +382,8 @@ class Connection:
                 self._partial_since = self.last_received  # what is left began then
                 return taken
             reader = self._reader
+            if self._cipher is not None and self._cipher.ended:
+                raise anyio.EndOfStream  # the peer closed the TLS session
             try:
                 if reader is not None:
                     chunk = await reader.read()
@@ -373,6 +392,10 @@ class Connection:
             except (anyio.ClosedResourceError, anyio.BrokenResourceError, OSError) as exc:
                 raise anyio.EndOfStream from exc
             self.last_received = time.monotonic()
+            if self._cipher is not None:
+                chunk = self._open(chunk)
+                if not chunk:
+                    continue  # (part of a record)
             if buf:
                 buf += chunk
             else:
@@ -394,6 +417,12 @@ class Connection:
         buf = self._buffer
         chunk = reader.take()
         self.last_received = time.monotonic()
+        if self._cipher is not None:
+            try:
+                chunk = self._open(chunk)
+            except ProtocolError as exc:
+                self._direct_error = exc  # raised by the task in receive()
+                return True
         if buf:
             buf += chunk
         else:
@@ -419,6 +448,26 @@ class Connection:
             del buf[: len(frame)]
             self._partial_since = self.last_received
 
+    def _open(self, records: bytes) -> bytes:
+        """The plaintext of ``records`` (TLS); protocol output the cipher made meanwhile is
+        queued to be sent.
+
+        Raises:
+            ProtocolError: the records are not valid TLS for this connection.
+        """
+        assert self._cipher is not None
+        try:
+            plain = self._cipher.open(records)
+        except ssl.SSLError as exc:
+            reason = str(exc.reason or "")
+            if "ALERT" in reason:
+                raise TlsAlert(f"{self.peer} ended the TLS session: {reason.lower()}") from None
+            raise ProtocolError(f"{self.peer} sent an invalid TLS record: {exc}") from None
+        if self._cipher.output_pending:
+            with contextlib.suppress(anyio.BrokenResourceError):
+                self.send_frame_threadsafe(b"")
+        return plain
+
     @property
     def partial_since(self) -> float | None:
         """``time.monotonic()`` when the first byte of a frame not yet complete arrived;
@@ -440,10 +489,10 @@ class Connection:
     def inline_slots_of_other(self) -> int:
         return 0
 
-    def detach_socket(self) -> tuple[socket.socket, bytes] | None:
+    def detach_socket(self) -> tuple[socket.socket | TlsSocket, bytes] | None:
         """Hand the connection's socket over to a thread: a duplicate of it (non-blocking,
-        as the original: they share that flag), and what was received but not yet taken as
-        messages (on the loop).
+        as the original: they share that flag; with TLS, a :class:`TlsSocket` holding it
+        and the cipher), and what was received but not yet taken as messages (on the loop).
 
         The loop reads nothing more from it; closing this connection afterwards closes
         only its own descriptor (no shutdown), so the peer sees nothing of the hand-over.
@@ -458,9 +507,15 @@ class Connection:
             return None
         leftover = bytes(self._buffer)
         self._buffer.clear()
-        if self._reader is not None:  # (stopped by duplicate())
-            leftover += self._reader.take()
-        return duplicate, leftover
+        raw = self._reader.take() if self._reader is not None else b""  # (stopped by duplicate())
+        if self._cipher is None:
+            return duplicate, leftover + raw
+        try:
+            leftover += self._open(raw)
+        except ProtocolError:
+            duplicate.close()
+            return None  # the loop meets the same error (the records stay in the cipher)
+        return TlsSocket(duplicate, self._cipher), leftover
 
     async def aclose(self) -> None:
         """Close the stream (idempotent, never raises); queued frames are dropped."""

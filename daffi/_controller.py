@@ -164,8 +164,7 @@ class Controller:
             for address in self.requested_addresses:
                 transport = get_transport(address.scheme)
                 listenings.append(await transport.listen(address))
-                # Under TLS no connection may bypass the stream.
-                plain.append(PLAIN_SOCKET in transport.capabilities and self.tls is None)
+                plain.append(PLAIN_SOCKET in transport.capabilities)
             self.addresses = [item.address for item in listenings]
             async with anyio.create_task_group() as tg:
                 self._task_group = tg
@@ -209,15 +208,17 @@ class Controller:
         """
         origin = _remote(stream)
         certificate: frozenset[str] | None = None
+        cipher = None
         if self.tls is not None:
-            secured = await self.tls.accept(stream, self.handshake_timeout, origin)
-            if secured is None:
+            cipher = await self.tls.accept(stream, self.handshake_timeout, origin)
+            if cipher is None:
                 return
-            stream = secured
-            certificate = certificate_names(secured)
+            certificate = certificate_names(cipher)
         # Until it joined, a connection may send no more than a registration.
         limit = min(self.max_frame_size, self.registration.max_first_frame)
-        conn = Connection(stream, max_frame_size=limit, plain_socket=plain_socket, peer=origin)
+        conn = Connection(
+            stream, max_frame_size=limit, plain_socket=plain_socket, peer=origin, cipher=cipher
+        )
         await self.handle_connection(conn, certificate=certificate)
 
     async def handle_connection(

@@ -14,6 +14,7 @@ import socket
 
 import msgspec
 
+from daffi._cipher import TlsSocket
 from daffi._protocol import Message
 from daffi.exceptions import ProtocolError
 
@@ -162,7 +163,7 @@ class FrameReader:
                 buf.clear()
         return None
 
-    def read_from(self, sock: socket.socket) -> bool:
+    def read_from(self, sock: socket.socket | TlsSocket) -> bool:
         """One ``recv`` from ``sock``; False when the peer closed the connection.
 
         Raises whatever the socket raises (``BlockingIOError`` on a non-blocking socket with

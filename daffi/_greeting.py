@@ -15,6 +15,7 @@ import builtins
 import anyio
 
 from daffi._auth import NONCE_SIZE, NodeCredentials, new_nonce, proof, session_key, valid
+from daffi._cipher import TlsAlert
 from daffi._frames import encode_frame
 from daffi._link import Link
 from daffi._protocol import (
@@ -158,6 +159,9 @@ async def _answer(conn: Link, timeout: float, closed: DaffiError | None) -> Mess
             answer, _ = await conn.receive()
     except builtins.TimeoutError as exc:
         raise ProtocolError("the controller did not answer the handshake") from exc
+    except TlsAlert as exc:
+        # The controller refused this node's certificate (or its lack of one).
+        raise Rejected(closed if closed is not None else AuthenticationError(str(exc))) from None
     except (anyio.EndOfStream, anyio.BrokenResourceError):
         raise Rejected(
             closed

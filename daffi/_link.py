@@ -26,6 +26,7 @@ from typing import Protocol
 import anyio
 import anyio.lowlevel
 
+from daffi._cipher import TlsSocket
 from daffi._protocol import Call, Error, Message, Result
 
 __all__ = ["DirectHandler", "InlineRunner", "Link", "Outlet", "cancelled_from_outside", "say_last"]
@@ -124,7 +125,7 @@ class Link(Outlet, Protocol):
         """How many threads may run the other end's calls at once (0: none)."""
         ...
 
-    def detach_socket(self) -> tuple[socket.socket, bytes] | None:
+    def detach_socket(self) -> tuple[socket.socket | TlsSocket, bytes] | None:
         """Hand the link's socket to a thread (see ``Connection.detach_socket``); None when
         the link has no socket it may give away."""
         ...

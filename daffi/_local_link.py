@@ -16,6 +16,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
+from daffi._cipher import TlsSocket
 from daffi._crossloop import loop_call_soon
 from daffi._frames import _HEADER, DEFAULT_MAX_FRAME_SIZE, _decoder, encode_frame
 from daffi._link import DirectHandler, InlineRunner
@@ -67,7 +68,7 @@ class LocalConnection:
     def congested(self) -> bool:
         return False  # frames are handed over as they are sent
 
-    def detach_socket(self) -> tuple[socket.socket, bytes] | None:
+    def detach_socket(self) -> tuple[socket.socket | TlsSocket, bytes] | None:
         """An in-process link has no socket."""
         return None
 

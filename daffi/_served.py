@@ -36,6 +36,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from daffi._cipher import TlsSocket
 from daffi._crossloop import loop_call_soon
 from daffi._frames import FrameReader, encode_frame
 from daffi._protocol import Call, Error, Message, Result
@@ -62,8 +63,8 @@ class ServedChannel:
     """A call channel read and written by a thread of its own (see the module docstring).
 
     Args:
-        sock: the channel's connected socket; the channel owns it (and makes it
-            non-blocking: its thread waits in ``poll``).
+        sock: the channel's connected socket (with TLS, a :class:`~daffi._cipher.TlsSocket`);
+            the channel owns it (and makes it non-blocking: its thread waits in ``poll``).
         leftover: bytes already received on it, not yet taken as messages.
         first: a frame to write before anything else (the channel's ``Welcome``).
         route: runs or routes each ``Call`` read, in the channel's thread.
@@ -76,7 +77,7 @@ class ServedChannel:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: socket.socket | TlsSocket,
         leftover: bytes,
         *,
         first: bytes | bytearray,
@@ -89,6 +90,9 @@ class ServedChannel:
         self._sock = sock
         sock.setblocking(False)  # the thread waits in poll(), for reading and writing
         self._fd = sock.fileno()
+        #: the socket's TLS (None: plaintext): it may hold plaintext the socket will not poll
+        #: readable for, and records not yet written
+        self._tls = sock if isinstance(sock, TlsSocket) else None
         self._first = first
         self._frames = FrameReader(max_frame_size, peer, leftover)
         self._route = route
@@ -263,6 +267,8 @@ class ServedChannel:
             events = 0 if self._throttled else select.POLLIN
         if writing:
             events |= select.POLLOUT
+        if events & select.POLLIN and self._tls is not None and self._tls.buffered:
+            return True, False  # opened already: the socket will not poll readable for it
         self._poller.modify(self._fd, events)
         readable = writable = False
         for fd, got in self._poller.poll():
@@ -293,16 +299,19 @@ class ServedChannel:
         the frames read meanwhile to the loop (the caller may be sending more calls before
         it reads any reply)."""
         view = memoryview(data)
+        tls = self._tls
         while True:
             try:
-                sent = self._sock.send(view)
+                if view:
+                    view = view[self._sock.send(view) :]
+                elif tls is not None:
+                    tls.flush()  # records sealed, not yet written
             except (BlockingIOError, InterruptedError):
-                sent = 0
+                pass
             except OSError:
                 raise _Ended from None
-            if sent == len(view):
+            if not view and (tls is None or not tls.unsent):
                 return
-            view = view[sent:]
             readable, _ = self._wait(writing=True)
             if readable:
                 self._read()

@@ -1,10 +1,10 @@
 """TLS around any stream transport: the contexts ``Global(ssl_*)`` asks for, the handshakes
 on both ends, and what a failed handshake means, said in one line.
 
-TLS wraps a transport's byte stream (anyio's ``TLSStream``), whatever the transport, so it
-is not a transport of its own. A TLS connection never takes the fast paths that bypass the
-stream (see :data:`daffi.transports.PLAIN_SOCKET`): the controller and the node treat it as
-a transport without that capability, and a node opens no call or work channels.
+TLS is not a transport of its own: daffi seals and opens the bytes of a connection itself
+(:mod:`daffi._cipher`), on every path, so a TLS connection over a transport that declares
+:data:`daffi.transports.PLAIN_SOCKET` keeps its fast paths (direct writes, call, work and
+served channels), and every byte on the socket is sealed.
 
 Who does what (the rule ``Settings.check`` applies through :func:`tls_config`):
 
@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.tls import TLSAttribute, TLSStream
 
+from daffi._cipher import Cipher, handshake
 from daffi.exceptions import InitializationError
 
 __all__ = [
@@ -80,25 +80,19 @@ class TlsConfig:
 
     async def accept(
         self, stream: anyio.abc.ByteStream, timeout: float, peer: str
-    ) -> TLSStream | None:
-        """The server side of the handshake on a new connection (None: it failed or took
-        longer than ``timeout`` seconds; logged in one line, and ``stream`` closed)."""
+    ) -> Cipher | None:
+        """The server side of the handshake on a new connection: its cipher (None: the
+        handshake failed or took longer than ``timeout`` seconds; logged in one line, and
+        ``stream`` closed)."""
         assert self.server is not None
         why: str | None = None
         with anyio.move_on_after(timeout) as scope:
             try:
-                return await TLSStream.wrap(
-                    stream, server_side=True, ssl_context=self.server, standard_compatible=False
-                )
+                return await handshake(stream, self.server, server_side=True)
             except ssl.SSLError as exc:
                 why = _server_side_failure(exc)
-            except (anyio.BrokenResourceError, anyio.EndOfStream, OSError) as exc:
-                cause = exc.__cause__ if isinstance(exc.__cause__, ssl.SSLError) else None
-                why = (
-                    _server_side_failure(cause)
-                    if cause is not None
-                    else "the peer closed the connection during the TLS handshake"
-                )
+            except (anyio.BrokenResourceError, anyio.EndOfStream, OSError):
+                why = "the peer closed the connection during the TLS handshake"
         if scope.cancelled_caught:
             why = f"no TLS handshake within {timeout} s"
         logger.warning("refused a connection from %s: %s", peer, why)
@@ -107,32 +101,45 @@ class TlsConfig:
 
     async def connect(
         self, stream: anyio.abc.ByteStream, hostname: str | None, label: str
-    ) -> TLSStream:
+    ) -> Cipher:
         """The client side of the handshake with the controller at ``label``, checking its
-        certificate for ``hostname``.
+        certificate for ``hostname``: the connection's cipher.
 
         Raises:
             TlsHandshakeFailed: it failed; the message says why (logged in one line too).
         """
         assert self.client is not None
         try:
-            return await TLSStream.wrap(
-                stream,
-                server_side=False,
-                hostname=hostname,
-                ssl_context=self.client,
-                standard_compatible=False,
-            )
+            return await handshake(stream, self.client, server_side=False, hostname=hostname)
         except BaseException as exc:
             await anyio.aclose_forcefully(stream)
             if not isinstance(exc, ssl.SSLError | anyio.BrokenResourceError | anyio.EndOfStream):
                 raise
-            why, authentication = _client_side_failure(exc, self.client_certificate)
-            logger.error("TLS handshake with the controller at %s failed: %s", label, why)
-            raise TlsHandshakeFailed(
-                f"TLS handshake with the controller at {label} failed: {why}",
-                authentication=authentication,
-            ) from exc
+            raise self._failed(exc, label) from exc
+
+    def connect_blocking(
+        self, sock: socket.socket, hostname: str | None, label: str
+    ) -> ssl.SSLSocket:
+        """The client side of the handshake on a blocking socket (a call or work channel,
+        which its thread reads and writes itself), within the socket's timeout.
+
+        Raises:
+            TlsHandshakeFailed: it failed (the socket is closed).
+        """
+        assert self.client is not None
+        try:
+            return self.client.wrap_socket(sock, server_hostname=hostname)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise self._failed(exc, label) from exc
+
+    def _failed(self, exc: BaseException, label: str) -> TlsHandshakeFailed:
+        why, authentication = _client_side_failure(exc, self.client_certificate)
+        logger.error("TLS handshake with the controller at %s failed: %s", label, why)
+        return TlsHandshakeFailed(
+            f"TLS handshake with the controller at {label} failed: {why}",
+            authentication=authentication,
+        )
 
 
 def tls_config(
@@ -246,10 +253,11 @@ def looks_like_tls(frame_length: int) -> bool:
     return frame_length >> 16 == 0x1603
 
 
-def certificate_names(stream: anyio.abc.ByteStream) -> frozenset[str] | None:
-    """The names in the client certificate of a TLS connection: its DNS subject alternative
-    names, or its subject's common name when it has none (None: no certificate)."""
-    certificate: Any = stream.extra(TLSAttribute.peer_certificate, None)
+def certificate_names(cipher: Cipher) -> frozenset[str] | None:
+    """The names in the peer's certificate on a TLS connection: its DNS subject
+    alternative names, or its subject's common name when it has none (None: no
+    certificate)."""
+    certificate = cipher.peer_certificate()
     if not certificate:
         return None
     names = frozenset(
@@ -291,6 +299,8 @@ def _server_side_failure(exc: ssl.SSLError) -> str:
 def _client_side_failure(exc: BaseException, has_certificate: bool) -> tuple[str, bool]:
     """Why the node's handshake failed, and whether a certificate was refused."""
     ssl_error = exc if isinstance(exc, ssl.SSLError) else exc.__cause__
+    if not isinstance(ssl_error, ssl.SSLError):
+        ssl_error = None  # the connection ended (closed, or reset): no TLS reason
     if isinstance(ssl_error, ssl.SSLCertVerificationError):
         return (
             f"the controller's certificate does not verify ({ssl_error.verify_message}); "
