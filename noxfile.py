@@ -42,8 +42,9 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks: figures beside a floor measured in the same run."""
-    session.install("-e", ".")
+    """Benchmarks: figures beside a floor measured in the same run (bench_tls makes its
+    certificates with trustme)."""
+    session.install("-e", ".", "trustme")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

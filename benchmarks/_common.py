@@ -73,10 +73,14 @@ class Settings:
     warmup: int
 
 
+#: ``run.py --quick``: a short run (~30 s)
+QUICK = Settings(rounds=3, calls=2_500, warmup=200)
+#: ``run.py``'s default
+DEFAULT = Settings(rounds=7, calls=3_000, warmup=300)
+
+
 def is_quick(settings: Settings) -> bool:
     """Whether these are ``run.py --quick``'s settings (workloads with fixed sizes shrink)."""
-    from benchmarks.run import QUICK  # here, not at the top: run.py imports this module
-
     return settings == QUICK
 
 

@@ -1,8 +1,9 @@
 """daffi's side of W1: an echo callback behind a controller, and a client that times it.
 
     python -m benchmarks.daffi_echo server --transport tcp|unix [--path DIR]
+        [--security plain|tls|token|mtls-token --certs DIR]
     python -m benchmarks.daffi_echo client --transport tcp|unix (--port P | --path DIR)
-        [--mode sync] --calls N --warmup W [--deadline S]
+        [--security ... --certs DIR] [--mode sync] --calls N --warmup W [--deadline S]
 
 The server runs the controller and offers ``echo``; it prints ``READY {"port": P}`` (or
 ``{"path": DIR}``) once listening and stops when its stdin closes. The client is a plain
@@ -21,15 +22,36 @@ from benchmarks._common import announce_ready, print_round, time_calls, wait_for
 from daffi import Global, callback, fetcher
 
 _CONNECT_TIMEOUT = 30.0
+#: the token of the token modes (a benchmark's, not a secret)
+BENCH_TOKEN = "bench-token-0123456789abcdef"
+#: --security modes: what a Global is given beyond its address (files in --certs)
+SECURITY_MODES = ("plain", "tls", "token", "mtls-token")
 
 
-def serve(transport: str, path: str | None) -> None:
+def security_kwargs(mode: str, certs: str | None, *, server: bool) -> dict[str, Any]:
+    """The ``Global`` arguments of a ``--security`` mode; the files are ``ca.pem``,
+    ``server.pem`` and ``client.pem`` (certificate and key in one file) in ``certs``."""
+    kwargs: dict[str, Any] = {}
+    if mode in ("token", "mtls-token"):
+        kwargs["auth_token"] = BENCH_TOKEN
+    if mode in ("tls", "mtls-token"):
+        assert certs is not None, "--certs is required for TLS modes"
+        pem = f"{certs}/server.pem" if server else f"{certs}/client.pem"
+        if server or mode == "mtls-token":
+            kwargs["ssl_certificate"] = kwargs["ssl_key"] = pem
+        if not server or mode == "mtls-token":
+            kwargs["ssl_ca"] = f"{certs}/ca.pem"
+    return kwargs
+
+
+def serve(transport: str, path: str | None, security: dict[str, Any] | None = None) -> None:
     @callback
     def echo(x: Any) -> Any:
         return x
 
+    security = security or {}
     if transport == "tcp":
-        g = Global(process_name="bench-server", init_controller=True, host="127.0.0.1")
+        g = Global(process_name="bench-server", init_controller=True, host="127.0.0.1", **security)
         info: dict[str, Any] = {"port": g.port}
     else:
         assert path is not None, "--path is required for unix"
@@ -45,8 +67,9 @@ def run_client(args: argparse.Namespace) -> None:
     def echo(x: Any) -> Any:
         pass
 
+    security = security_kwargs(args.security, args.certs, server=False)
     if args.transport == "tcp":
-        g = Global(process_name="bench-client", host="127.0.0.1", port=args.port)
+        g = Global(process_name="bench-client", host="127.0.0.1", port=args.port, **security)
     else:
         g = Global(process_name="bench-client", unix_sock_path=args.path)
     with g:
@@ -67,6 +90,8 @@ def main() -> None:
     parser.add_argument("--port", type=int)
     parser.add_argument("--path")
     parser.add_argument("--mode", choices=("sync",), default="sync", help="`def` fetcher")
+    parser.add_argument("--security", choices=SECURITY_MODES, default="plain")
+    parser.add_argument("--certs", help="directory of ca.pem, server.pem, client.pem")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--deadline", type=float, default=300.0)
@@ -75,8 +100,10 @@ def main() -> None:
         parser.error("--path is required with --transport unix")
     if args.transport == "tcp" and args.role == "client" and args.port is None:
         parser.error("--port is required for a tcp client")
+    if args.security != "plain" and args.transport != "tcp":
+        parser.error("--security other than plain needs --transport tcp")
     if args.role == "server":
-        serve(args.transport, args.path)
+        serve(args.transport, args.path, security_kwargs(args.security, args.certs, server=True))
     else:
         faulthandler.dump_traceback_later(args.deadline, exit=True)
         run_client(args)

@@ -22,15 +22,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import (
+    DEFAULT,
+    QUICK,
     Measurement,
-    Settings,
     format_details,
     format_table,
     machine_summary,
 )
-
-QUICK = Settings(rounds=3, calls=2_500, warmup=200)
-DEFAULT = Settings(rounds=7, calls=3_000, warmup=300)
 
 
 def bench_modules() -> list[str]:

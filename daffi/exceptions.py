@@ -82,7 +82,22 @@ class ProtocolError(DaffiError):
 
 
 class AuthenticationError(DaffiError):
-    """A peer failed the handshake's authentication."""
+    """A peer failed the handshake's authentication.
+
+    Raised where a node starts (``Global(...)``, ``async with Global(...)``) when:
+
+    * the controller refused it: it has no ``auth_token`` or another one than the
+      controller's; its name is held for a node that lost its link and may reconnect (the
+      impostor case); with ``ssl_bind_names``, its client certificate does not carry its
+      name; with mutual TLS, it presents no client certificate, or one the controller does
+      not trust;
+    * it refused the controller: the controller's certificate does not verify against
+      ``ssl_ca`` (or does not name its host); the node has a token and the controller does
+      not check tokens, or cannot prove it knows the same one.
+
+    The message says which side refused and why. A node that was connected before and is
+    refused while reconnecting logs the error and keeps retrying instead.
+    """
 
 
 class TimeoutError(DaffiError, builtins.TimeoutError):

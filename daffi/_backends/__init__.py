@@ -6,8 +6,10 @@ what it may do with its socket beside the stream's own ``send`` and ``receive``.
 
 * **Nothing** unless the connection's transport declares
   :data:`~daffi.transports.PLAIN_SOCKET` *and* the stream is an anyio socket stream: every
-  frame then goes through the stream, so TLS (anyio's ``TLSStream`` passes ``raw_socket``
-  through) or a plugin transport that transforms bytes sees all of them.
+  frame then goes through the stream, so a plugin transport that transforms bytes (or
+  wraps its streams in anyio's ``TLSStream``, which passes ``raw_socket`` through) sees all
+  of them. daffi's own TLS is not such a wrapper: the connection seals and opens the bytes
+  itself (:mod:`daffi._cipher`), so what is written here is already sealed.
 * **asyncio**: any thread may write to a duplicate of the socket's descriptor while the
   asyncio transport has nothing buffered, the loop writes what a turn queued at the end of
   the turn, and :class:`AsyncioReader` reads the socket in place of anyio's protocol. These

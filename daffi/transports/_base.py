@@ -23,8 +23,10 @@ __all__ = ["PLAIN_SOCKET", "Listening", "Transport"]
 #: fast paths that bypass the stream: writing to a duplicate of the socket from any thread,
 #: reading it through its own asyncio protocol, handing it to a thread (call, work and
 #: served channels). Without it, every frame goes through the stream's ``send`` and
-#: ``receive``: TLS (anyio's ``TLSStream`` passes ``raw_socket`` through) or a plugin that
-#: transforms bytes sees every frame.
+#: ``receive``: a plugin that transforms bytes (or wraps its streams in anyio's
+#: ``TLSStream``, which passes ``raw_socket`` through) sees every frame. daffi's own TLS
+#: (``Global(ssl_*)``) seals the bytes before they reach the socket, so it keeps the
+#: capability of the transport it runs on.
 PLAIN_SOCKET: Final = "plain-socket"
 
 
