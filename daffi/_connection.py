@@ -11,7 +11,6 @@ import contextlib
 import logging
 import socket
 import ssl
-import threading
 import time
 
 import anyio
@@ -19,9 +18,9 @@ import anyio.abc
 
 from daffi._backends import socket_access
 from daffi._cipher import Cipher, TlsAlert, TlsSocket
-from daffi._crossloop import loop_call_soon
 from daffi._frames import DEFAULT_MAX_FRAME_SIZE, FrameReader, encode_frame, first_frame, read_size
 from daffi._link import DirectHandler, InlineRunner
+from daffi._outbox import Outbox
 from daffi._protocol import Call, Error, Message, Result
 from daffi.exceptions import ProtocolError
 
@@ -38,9 +37,10 @@ _READ_AHEAD = 1024 * 1024
 class Connection:
     """A framed message connection over ``stream``.
 
-    Sending is cheap and safe from any thread. Frames are queued; on daffi's loop the first
-    sender becomes the writer and flushes everything queued meanwhile in one write (write
-    coalescing), other threads hand their frames to :meth:`run_writer`. A queue over
+    Sending is cheap and safe from any thread (its :class:`~daffi._outbox.Outbox`): frames
+    are queued; on daffi's loop the first sender becomes the writer and flushes everything
+    queued meanwhile in one write (write coalescing), other threads write straight to the
+    socket when they may, or hand their frames to :meth:`run_writer`. A queue over
     ``high_water`` bytes makes loop senders wait (backpressure).
 
     Args:
@@ -76,31 +76,10 @@ class Connection:
         self.plain_socket = plain_socket
         self.max_frame_size = max_frame_size
         self.peer = peer
-        self.high_water = high_water
         self.last_received = time.monotonic()
         self._buffer = bytearray()
         self._partial_since = 0.0  # when the bytes now in _buffer began to arrive
         self._closed = False
-        self._loop_thread = threading.get_ident()
-        self._call_soon = loop_call_soon()
-        # Guarded by _lock (taken briefly, from any thread):
-        self._lock = threading.Lock()
-        self._frames: list[bytes | bytearray] = []
-        self._queued = 0
-        self._writing = False  # someone on the loop is flushing _frames
-        self._kick_pending = False  # a wake-up of run_writer is on its way
-        # Some thread (the loop's or another) writes _frames through the direct socket,
-        # outside the lock; it keeps writing until nothing is queued.
-        self._direct_busy = False
-        self._close_direct = False  # close the direct socket once its writer is done
-        self._error: BaseException | None = None
-        # Loop-side events:
-        self._kick = anyio.Event()
-        self._drained = anyio.Event()
-        self._flush_scheduled = False
-        self._drain_wanted = False
-        #: run_writer waits for a kick (trio: send_frame leaves the turn's writes to it)
-        self._writer_waits = False
         #: Set by the connection's owner: takes a message right where it was read, without
         #: waking the task that receives (asyncio only; see :meth:`_take_directly`). Returns
         #: False for a message it leaves to :meth:`receive`.
@@ -114,7 +93,15 @@ class Connection:
         # through the asyncio reader. Other cases: the first sender writes, through the
         # stream, for everyone (see _flush).
         self._direct = socket_access(stream, plain_socket=plain_socket, read_ahead=_READ_AHEAD)
-        self._call_soon_local = self._direct.end_of_turn
+        #: the sending side (queue, coalescing, direct writes, the writer task)
+        self._out = Outbox(
+            stream,
+            self._direct,
+            high_water=high_water,
+            cipher=cipher,
+            peer=lambda: self.peer,
+            on_broken=self.aclose,
+        )
         self._reader = self._direct.reader
         if self._reader is not None:
             self._reader.on_data = self._take_directly
@@ -134,122 +121,7 @@ class Connection:
 
     async def send_frame(self, frame: bytes | bytearray) -> None:
         """Send one already encoded frame (length prefix included), on daffi's loop."""
-        with self._lock:
-            if self._error is not None:
-                raise self._broken()
-            if self._cipher is not None:
-                frame = self._cipher.seal(frame)
-            self._frames.append(frame)
-            self._queued += len(frame)
-            lead = schedule = now = wake = False
-            if self._writing or self._kick_pending or self._direct_busy:
-                pass  # the writer in charge sends it
-            elif self._call_soon_local is not None:
-                # Written once the tasks ready in this loop turn have run: every frame they
-                # queue goes out in the same system call, with no task switch.
-                schedule = not self._flush_scheduled
-                self._flush_scheduled = True
-            elif self._direct.can_write:
-                if self._writer_waits:
-                    # No end-of-turn hook (trio): the writer task, woken now, runs after the
-                    # tasks ready in this turn and writes what they queued in one call.
-                    wake = not self._flush_scheduled
-                    self._flush_scheduled = True
-                else:
-                    # No writer task yet (a handshake): write now.
-                    now = self._direct_busy = True
-            else:
-                lead = self._writing = True
-            # Decided under the lock: another thread may be draining the queue right now.
-            drained = None
-            if not lead and self._queued > self.high_water:
-                self._drain_wanted = True
-                drained = self._drained
-        if schedule:
-            assert self._call_soon_local is not None
-            self._call_soon_local(self._flush_soon)
-        elif wake:
-            self._kick.set()
-        elif now:
-            self._write_direct()
-        if lead:
-            await self._flush()
-        elif drained is not None:
-            await drained.wait()
-            if self._error is not None:
-                raise self._broken()
-
-    def _flush_soon(self) -> None:
-        # A plain callback on the loop, between tasks: write what this turn queued.
-        with self._lock:
-            self._flush_scheduled = False
-            if (
-                self._writing
-                or self._kick_pending
-                or self._direct_busy
-                or not self._frames
-                or self._error
-            ):
-                return
-            self._direct_busy = True
-        self._write_direct()
-
-    def _write_direct(self) -> None:
-        """Write queued frames through the direct socket until none is left (any thread).
-
-        The caller took the ``_direct_busy`` role. The system calls happen outside the lock,
-        so other senders only queue their frames meanwhile, and they go out in the next
-        write: under load, many replies share one system call. What the socket does not
-        take is left to the loop's writer task.
-        """
-        while True:
-            with self._lock:
-                frames = self._frames
-                if not frames or self._error is not None:
-                    self._release_direct()
-                    signal = self._drain_wanted and self._error is None
-                    break
-                self._frames = []
-                self._queued = 0
-            data = frames[0] if len(frames) == 1 else b"".join(frames)
-            sent = self._direct.send(data)
-            if sent < len(data):
-                # The socket is full: the writer task waits until it can take the rest.
-                with self._lock:
-                    rest = data[sent:]
-                    self._frames.insert(0, rest)
-                    self._queued += len(rest)
-                    self._release_direct()
-                    kick = not (self._writing or self._kick_pending)
-                    if kick:
-                        self._kick_pending = True
-                if kick:
-                    self._wake_from_any_thread()
-                return
-        if signal:
-            if threading.get_ident() == self._loop_thread:
-                self._signal_drained()
-            else:
-                self._call_soon(self._signal_drained)
-
-    def _release_direct(self) -> None:
-        # With the lock held: give up the direct-writer role (closing the socket if the
-        # connection was closed meanwhile).
-        self._direct_busy = False
-        if self._close_direct:
-            self._direct.close()
-
-    def _signal_drained(self) -> None:
-        if self._drain_wanted:
-            self._drain_wanted = False
-            drained, self._drained = self._drained, anyio.Event()
-            drained.set()
-
-    def _wake_from_any_thread(self) -> None:
-        if threading.get_ident() == self._loop_thread:
-            self._kick.set()
-        else:
-            self._call_soon(self._wake)
+        await self._out.send_frame(frame)
 
     def send_threadsafe(self, msg: Message) -> None:
         """Queue one message from any thread (never blocks; :meth:`run_writer` sends it).
@@ -257,112 +129,25 @@ class Connection:
         Raises:
             anyio.BrokenResourceError: the connection is closed.
         """
-        self.send_frame_threadsafe(encode_frame(msg))
+        self._out.send_threadsafe(msg)
 
     def send_frames_threadsafe(self, frames: list[bytes | bytearray]) -> None:
         """Send encoded frames in order from any thread, in one write when it can."""
-        self.send_frame_threadsafe(frames[0] if len(frames) == 1 else b"".join(frames))
+        self._out.send_frames_threadsafe(frames)
 
     def send_frame_threadsafe(self, frame: bytes | bytearray) -> None:
         """Queue one encoded frame from any thread (see :meth:`send_threadsafe`)."""
-        with self._lock:
-            if self._error is not None:
-                raise self._broken()
-            if self._cipher is not None:
-                frame = self._cipher.seal(frame)
-                if not frame:
-                    return  # (no protocol output was waiting after all)
-            self._frames.append(frame)
-            self._queued += len(frame)
-            if self._writing or self._kick_pending or self._direct_busy:
-                return  # the writer in charge picks it up
-            if self._call_soon_local is not None and threading.get_ident() == self._loop_thread:
-                # On the loop: written at the end of this turn, with whatever else it queues.
-                if not self._flush_scheduled:
-                    self._flush_scheduled = True
-                    self._call_soon_local(self._flush_soon)
-                return
-            # Write from this thread if possible, sparing a wake-up of the loop.
-            mine = self._direct_busy = self._direct.can_write
-            if not mine:
-                self._kick_pending = True
-        if mine:
-            self._write_direct()
-        else:
-            self._wake_from_any_thread()
-
-    def _wake(self) -> None:
-        self._kick.set()
+        self._out.send_frame_threadsafe(frame)
 
     async def run_writer(self) -> None:
         """Send what other threads queued, and on trio what a turn of the loop's tasks
         queued; run it in the connection's task group."""
-        while True:
-            self._writer_waits = True
-            try:
-                await self._kick.wait()
-            finally:
-                self._writer_waits = False
-            self._kick = anyio.Event()
-            if self._flush_scheduled and self._call_soon_local is None:
-                # Woken by send_frame (trio), after every task ready in that turn has run.
-                # Plain code, no checkpoint: the write happens even if this task was
-                # cancelled meanwhile (a stop right after sending Bye).
-                self._flush_soon()
-            with self._lock:
-                self._kick_pending = False
-                if self._writing or self._direct_busy or not self._frames:
-                    continue
-                self._writing = True
-            try:
-                await self._flush()
-            except anyio.BrokenResourceError:
-                # The peer is gone: only this connection ends (its receiver sees the end of
-                # the stream once it is closed); the task group around it goes on.
-                await self.aclose()
-                return
-
-    async def _flush(self) -> None:
-        # The caller holds the writer role. A write is never interrupted half way: on trio a
-        # cancelled send_all would leave a partial frame on the wire.
-        try:
-            with anyio.CancelScope(shield=True):
-                while True:
-                    with self._lock:
-                        if not self._frames:
-                            self._writing = False
-                            break
-                        frames, self._frames = self._frames, []
-                        self._queued = 0
-                    data = frames[0] if len(frames) == 1 else b"".join(frames)
-                    await self.stream.send(data)  # type: ignore[arg-type]  # any buffer works
-        except (
-            anyio.ClosedResourceError,
-            anyio.BrokenResourceError,
-            anyio.EndOfStream,
-            OSError,
-        ) as exc:
-            self._fail(exc)
-            raise self._broken() from exc
-        finally:
-            drained, self._drained = self._drained, anyio.Event()
-            drained.set()
+        await self._out.run_writer()
 
     @property
     def congested(self) -> bool:
         """Whether more than ``high_water`` bytes wait to be written."""
-        return self._queued > self.high_water
-
-    def _fail(self, exc: BaseException) -> None:
-        with self._lock:
-            if self._error is None:
-                self._error = exc
-            self._frames.clear()
-            self._queued = 0
-            self._writing = False
-
-    def _broken(self) -> anyio.BrokenResourceError:
-        return anyio.BrokenResourceError(f"connection to {self.peer} is closed")
+        return self._out.congested
 
     async def receive(self) -> tuple[Message, bytes]:
         """Receive the next message and the bytes of its whole frame.
@@ -500,7 +285,7 @@ class Connection:
         that does not declare plain sockets, no socket access on this backend (see
         :mod:`daffi._backends`).
         """
-        if self._closed or self._frames or self._direct_busy:
+        if self._closed or not self._out.idle:
             return None
         duplicate = self._direct.duplicate()
         if duplicate is None:
@@ -522,31 +307,7 @@ class Connection:
         if self._closed:
             return
         self._closed = True
-        with self._lock:
-            # What was sent last (a Reject, a Bye) may still wait for the end of the loop
-            # turn: write it first, for a second at most.
-            flush = (
-                self._error is None
-                and bool(self._frames)
-                and not self._writing
-                and not self._direct_busy
-            )
-            if flush:
-                self._writing = True
-        if flush:
-            with anyio.move_on_after(1, shield=True):
-                with contextlib.suppress(anyio.BrokenResourceError):
-                    await self._flush()
-        self._fail(anyio.ClosedResourceError())
-        with self._lock:
-            # A thread writing through the duplicate descriptor must not see it closed (and
-            # its number reused) half way: then that thread closes it when done.
-            if self._direct_busy:
-                self._close_direct = True
-            else:
-                self._direct.close()
-        drained, self._drained = self._drained, anyio.Event()
-        drained.set()
+        await self._out.close()
         with anyio.CancelScope(shield=True):
             try:
                 await self.stream.aclose()
