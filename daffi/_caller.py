@@ -96,6 +96,8 @@ class Caller:
         self.directory = directory
         self.link = link
         self.codec = codec
+        #: this node's side of the pickle rule (the mirror's: it encodes the arguments)
+        self.pickling = directory.pickling
         #: the loop's deadline and event primitives (known once the first call runs on it)
         self._loop: LoopPrimitives | None = None
 
@@ -108,8 +110,9 @@ class Caller:
     def prepare(
         self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], receiver: str | None
     ) -> msgspec.Raw:
-        """See :meth:`DirectoryMirror.prepare` (for :class:`Upload`)."""
-        return self.directory.prepare(name, args, kwargs, receiver)
+        """See :meth:`DirectoryMirror.prepare` (for :class:`Upload`: one item of a stream,
+        msgpack only)."""
+        return self.directory.prepare(name, args, kwargs, receiver, stream=True)
 
     async def roundtrip(
         self,
@@ -141,6 +144,8 @@ class Caller:
         own_deadline, remaining = remaining_time(timeout, loop.effective_deadline)
         pending = table.pending[call_id] = Pending(new_event=loop.new_event)
         msg = Call(call_id, name, payload, self.name, receiver, remaining, True, schedule)
+        if self.pickling.allowed:
+            msg = self.pickling.mark(msg)
         sent = timed_out = False
         try:
             try:
@@ -155,7 +160,7 @@ class Caller:
                 await self.cancel_remote(conn, call_id)
         if timed_out:
             raise call_timed_out(name, timeout)
-        return pending.outcome(self.codec, structure)
+        return pending.outcome(self.codec, structure, self.pickling)
 
     async def open_download(
         self,
@@ -175,8 +180,11 @@ class Caller:
         send, receive = anyio.create_memory_object_stream[msgspec.Raw](STREAM_WINDOW)
         pending.items = send
         self.table.pending[call_id] = pending
+        msg = Call(call_id, name, payload, self.name, receiver, remaining)
+        if self.pickling.allowed:
+            msg = self.pickling.mark(msg)
         try:
-            await conn.send(Call(call_id, name, payload, self.name, receiver, remaining))
+            await conn.send(msg)
         except anyio.BrokenResourceError:
             self.table.pending.pop(call_id, None)
             raise link_lost("calling", name) from None
@@ -248,6 +256,8 @@ class Caller:
         """Fire and forget: send a prepared call; no reply travels back."""
         conn = await self.link.connection(None)
         msg = Call(next(self.table.ids), name, payload, self.name, receiver, None, False)
+        if self.pickling.allowed:
+            msg = self.pickling.mark(msg)
         try:
             await conn.send(msg)
         except anyio.BrokenResourceError:

@@ -29,6 +29,7 @@ from daffi.exceptions import (
 
 if TYPE_CHECKING:
     from daffi._codec import PayloadCodec
+    from daffi._pickling import Pickling
 
 __all__ = [
     "CallTable",
@@ -96,7 +97,17 @@ class Pending:
     in the thread that finishes it (a caller on another event loop, a ``BG`` future).
     """
 
-    __slots__ = ("callback", "done", "error", "event", "gate", "items", "lock", "payload")
+    __slots__ = (
+        "callback",
+        "done",
+        "error",
+        "event",
+        "gate",
+        "items",
+        "lock",
+        "payload",
+        "pickled",
+    )
 
     def __init__(
         self,
@@ -115,6 +126,8 @@ class Pending:
         elif callback is None:
             self.event = new_event()
         self.payload: msgspec.Raw | None = None
+        #: ``payload`` is pickled (``Result.pickled``)
+        self.pickled = False
         self.error: ErrorInfo | None = None
         #: a generator callback's values, for downloads
         self.items: MemoryObjectSendStream[msgspec.Raw] | None = None
@@ -147,11 +160,23 @@ class Pending:
         assert self.event is not None
         await self.event.wait()
 
-    def outcome(self, codec: PayloadCodec, structure: Callable[[Any], Any] | None) -> Any:
-        """The value of an answered call, or its error raised."""
+    def outcome(
+        self,
+        codec: PayloadCodec,
+        structure: Callable[[Any], Any] | None,
+        pickling: Pickling,
+    ) -> Any:
+        """The value of an answered call, or its error raised.
+
+        A pickled result is unpickled only if the caller allows pickle (``pickling``: see
+        :meth:`~daffi._pickling.Pickling.loads_result`), and is not structured: it is the
+        object the callee returned.
+        """
         if self.error is not None:
             raise exception_from_error_info(self.error)
         assert self.payload is not None
+        if self.pickled:
+            return pickling.loads_result(self.payload)
         value = codec.decode_value(self.payload)
         return structure(value) if structure is not None else value
 
@@ -171,6 +196,7 @@ class CallTable:
         if pending is not None:
             if isinstance(msg, Result):
                 pending.payload = msg.payload
+                pending.pickled = msg.pickled
             else:
                 pending.error = msg.error
             pending.finish()

@@ -10,7 +10,8 @@ Encoding accepts everything msgspec encodes natively (``None``, ``bool``, ``int`
 ``date``/``time``/``timedelta``, ``UUID``, ``Decimal``, named tuples, typed dicts) and, for any
 other type, whatever the codec's cattrs converter can unstructure (e.g. ``pathlib.Path``, or any
 type you register an unstructure hook for on :attr:`PayloadCodec.converter`). Anything else raises
-:class:`PayloadEncodeError` (a ``TypeError``) before a byte is sent.
+:class:`PayloadEncodeError` (a ``TypeError``) before a byte is sent, unless both ends of a call
+allow pickle (see :mod:`daffi._pickling`).
 
 Without annotations the receiver gets the plain msgspec decoding of what was sent:
 
@@ -65,7 +66,8 @@ __all__ = [
 
 _ENCODE_FIX = (
     "make it a dataclass, attrs class or msgspec.Struct, register unstructure/structure hooks "
-    "for them on daffi._codec.default_codec.converter"
+    "for them on daffi._codec.default_codec.converter, or let calls and results (not streams) "
+    "carry it pickled with Global(allow_pickle=True) on both ends"
 )
 
 

@@ -14,6 +14,7 @@ from daffi._auth import NodeCredentials
 from daffi._connection import Connection
 from daffi._local_link import LocalConnection
 from daffi._node import Node
+from daffi._pickling import OptIns
 from daffi._protocol import RegistrationLimits
 from daffi._settings import Configured
 from daffi._tls import TlsHandshakeFailed
@@ -115,6 +116,7 @@ class Components:
             registration=self.registration,
             open_channel=None if self.controller else self._channel_opener(),
             credentials=NodeCredentials(secret=settings.auth_secret),
+            opt_ins=OptIns(settings.allow_pickle, settings.allow_transfer),
             closed_error=self._closed_error(),
         )
         self.node.dispatch.schedules.reports = self.schedule_reports

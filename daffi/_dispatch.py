@@ -7,6 +7,13 @@ as tasks of the session's task group, each in its own cancel scope (registered b
 task starts, so that a ``Cancel`` or the first stream items arriving right behind the call
 find it). The schedules it runs for others are its :class:`~daffi._schedule_host.ScheduleHost`'s
 (they outlive reconnections).
+
+Every path a call takes here (a worker thread, the work channel's thread, a served channel's
+thread, the in-process controller's hand-over, a task) decodes its arguments and encodes its
+result through the same two places, which apply the pickle rule of :mod:`daffi._pickling`:
+:meth:`Dispatcher.call_arguments` (inlined in ``_invoke``, the ``def`` path) and
+:meth:`Dispatcher.reply`. Functions sent with ``transfer_and_call`` arrive as a system call
+(see :mod:`daffi._transfer`).
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ import anyio.abc
 import msgspec
 
 from daffi._callee_streams import CalleeStreams
+from daffi._codec import PayloadEncodeError
 from daffi._executor import Executor, Job, Outcome
 from daffi._link import Link
+from daffi._pickling import Pickling
 from daffi._protocol import (
     SYSTEM_PREFIX,
     Call,
@@ -37,6 +46,7 @@ from daffi._protocol import (
     StreamItem,
 )
 from daffi._schedule_host import ScheduleHost
+from daffi._transfer import SYSTEM_TRANSFER, run_transferred
 from daffi.exceptions import (
     DaffiError,
     GlobalContextError,
@@ -73,6 +83,11 @@ class DispatchHost(Protocol):
     def codec(self) -> PayloadCodec: ...
 
     @property
+    def pickling(self) -> Pickling:
+        """The node's side of the pickle rule (``allow_pickle``), shared with its callers."""
+        ...
+
+    @property
     def conn(self) -> Link | None:
         """The link to the controller (None while it is down)."""
         ...
@@ -104,6 +119,11 @@ class Dispatcher:
         max_concurrent_calls: incoming calls running at once beyond which new ones are
             refused with an error (a flood from a peer cannot exhaust this process).
         min_period_interval: the shortest schedule interval it accepts (seconds).
+        allow_transfer: the node runs functions other processes send it
+            (``Global(allow_transfer=True)``).
+
+    Attributes:
+        pickling: the node's side of the pickle rule (``allow_pickle``).
     """
 
     def __init__(
@@ -113,12 +133,17 @@ class Dispatcher:
         workers: int,
         max_concurrent_calls: int,
         min_period_interval: float = MIN_PERIOD_INTERVAL,
+        allow_transfer: bool = False,
     ) -> None:
         self.node = node
         self.registry = node.registry
         self.codec = node.codec
         self.workers = workers
         self.max_concurrent_calls = max_concurrent_calls
+        #: how pickled arguments and results are treated (the node's, shared with its callers)
+        self.pickling = node.pickling
+        #: run functions other processes send (transfer_and_call)
+        self.allow_transfer = allow_transfer
         self._running: dict[tuple[str, int], anyio.CancelScope] = {}
         #: runs every ``def`` callback of this node, in at most ``workers`` slots
         self.executor = Executor(workers, name=node.name)
@@ -257,10 +282,28 @@ class Dispatcher:
         return Error(msg.id, msg.src, daffi_error_info("GlobalContextError", why, self.name))
 
     def encode(self, value: Any, msg: Call, what: str = "the result of") -> msgspec.Raw:
-        """``value`` encoded as the reply to ``msg`` (refused if too large for a frame)."""
+        """``value`` encoded with msgpack for the caller of ``msg`` (a stream's item: streams
+        are msgpack only), refused if too large for a frame."""
         payload = self.codec.encode_value(value)
         self.node.check_size(payload, f"{what} {msg.name!r}")
         return msgspec.Raw(payload)
+
+    def reply(self, value: Any, msg: Call) -> Result:
+        """The ``Result`` of ``msg``: ``value`` encoded with msgpack or, when msgpack cannot
+        carry it, pickled if both this node and the caller allow pickle (see
+        :meth:`Pickling.dumps_result`); refused if too large for a frame.
+
+        Raises:
+            PayloadEncodeError: ``value`` cannot be sent.
+        """
+        try:
+            payload = self.codec.encode_value(value)
+        except PayloadEncodeError as exc:
+            payload = self.pickling.dumps_result(value, msg, exc)
+            self.node.check_size(payload, f"the result of {msg.name!r}")
+            return Result(msg.id, msg.src, msgspec.Raw(payload), pickled=True)
+        self.node.check_size(payload, f"the result of {msg.name!r}")
+        return Result(msg.id, msg.src, msgspec.Raw(payload))
 
     @staticmethod
     def _job(msg: Call) -> Job:
@@ -330,11 +373,14 @@ class Dispatcher:
     def _invoke(self, msg: Call, entry: CallbackEntry) -> Result | Error:
         """Run ``entry`` for ``msg`` (in an executor slot): its reply, success or failure."""
         try:
-            args, kwargs = self.codec.decode_args(msg.payload)
-            if entry.structure_args is not None:
-                args, kwargs = entry.structure_args(args, kwargs)
+            if msg.pickled:  # as in call_arguments, inlined on this path
+                args, kwargs = self.pickling.loads_args(msg)
+            else:
+                args, kwargs = self.codec.decode_args(msg.payload)
+                if entry.structure_args is not None:
+                    args, kwargs = entry.structure_args(args, kwargs)
             value = entry.fn(*args, **kwargs)
-            return Result(msg.id, msg.src, self.encode(value, msg))
+            return self.reply(value, msg)
         except BaseException as exc:
             # In a worker thread even SystemExit or KeyboardInterrupt raised by the callback
             # (signals only reach the main thread) is the call's failure: the caller gets it.
@@ -355,7 +401,7 @@ class Dispatcher:
         with scope:
             try:
                 value = await self._execute(msg)
-                reply = Result(msg.id, msg.src, self.encode(value, msg))
+                reply = self.reply(value, msg)
             except Exception as exc:
                 if not isinstance(exc, DaffiError):
                     logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
@@ -380,24 +426,47 @@ class Dispatcher:
             )
         if msg.stream_in:
             return await self.streams.run_stream_in(msg, entry)
-        args, kwargs = self.decode_arguments(entry, msg.payload)
+        args, kwargs = self.call_arguments(msg, entry)
         if msg.schedule is not None:
             return await self.schedules.accept(msg, msg.schedule, entry, args, kwargs)
         if entry.is_generator or entry.is_async_generator:
             return await self.streams.run_generator(msg, entry, args, kwargs)
         return await self.run_entry(entry, args, kwargs)
 
+    def call_arguments(
+        self, msg: Call, entry: CallbackEntry | None
+    ) -> tuple[list[Any], dict[str, Any]]:
+        """The arguments ``msg`` carries, in ``entry``'s annotated types (if given).
+
+        Pickled arguments (``Call.pickled``) are unpickled only if this node allows pickle,
+        and are not structured: they are the objects the caller sent.
+
+        Raises:
+            GlobalContextError: they are pickled and this node does not allow pickle
+                (nothing was unpickled).
+            PayloadDecodeError: they do not decode.
+        """
+        if msg.pickled:
+            return self.pickling.loads_args(msg)
+        args, kwargs = self.codec.decode_args(msg.payload)
+        if entry is not None and entry.structure_args is not None:
+            args, kwargs = entry.structure_args(args, kwargs)
+        return args, kwargs
+
     def decode_arguments(
         self, entry: CallbackEntry, payload: msgspec.Raw
     ) -> tuple[list[Any], dict[str, Any]]:
-        """The arguments of one invocation of ``entry``, in its annotated types."""
+        """The arguments of one item streamed into ``entry`` (msgpack only), in its
+        annotated types."""
         args, kwargs = self.codec.decode_args(payload)
         if entry.structure_args is not None:
             args, kwargs = entry.structure_args(args, kwargs)
         return args, kwargs
 
     async def _system_call(self, msg: Call) -> Any:
-        args, _ = self.codec.decode_args(msg.payload)
+        if msg.name == SYSTEM_TRANSFER:
+            return await run_transferred(self, msg)
+        args, _ = self.call_arguments(msg, None)
         return await self.schedules.system_call(msg.name, args, src=msg.src)
 
     async def run_entry(self, entry: CallbackEntry, args: Any, kwargs: dict[str, Any]) -> Any:

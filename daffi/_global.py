@@ -38,6 +38,7 @@ from daffi._router import DEFAULT_MAX_CALLS_IN_FLIGHT
 from daffi._runtime import Runtime
 from daffi._schedule_host import SYSTEM_LIST_SCHEDULES
 from daffi._settings import Hook, Settings
+from daffi._transfer import Transfer
 from daffi.exceptions import TimeoutError
 from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
 from daffi.registry._store import CallbackRegistry
@@ -81,9 +82,13 @@ class Global:
         ssl_bind_names: on a controller with mutual TLS, admit a node only under a name its
             client certificate carries (a DNS subject alternative name, else the common name).
         allow_transfer: run functions other processes send with ``transfer_and_call``
-            (default False: such calls are refused).
-        allow_pickle: send and accept pickled payloads (values msgpack cannot carry) with
-            peers that allow them too (needs the ``cloudpickle`` extra; default False).
+            (default False: such calls are refused with ``GlobalContextError``, unread).
+            Needs ``pip install 'daffi[pickle]'``; enable it only if every process that can
+            connect is trusted: it runs whatever they send.
+        allow_pickle: send and accept pickled arguments and results (values msgpack cannot
+            carry) with peers that allow them too (default False: nothing received is
+            unpickled). Needs ``pip install 'daffi[pickle]'``; unpickling runs code chosen
+            by the sender, so enable it only between processes that trust each other.
         backend: event loop of the background thread, ``"asyncio"`` (default) or ``"trio"``.
         connect_timeout: seconds a node waits for its controller before the constructor
             raises ``InitializationError``; ``None`` waits forever.
@@ -303,6 +308,70 @@ class Global:
             self._execution.cancel_schedule, remote_process, uuid
         )
         return cancelled
+
+    # ------------------------------------------------------------------ code transfer
+
+    def transfer_and_call(
+        self, remote_process: str, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """Run ``func(*args, **kwargs)`` on process ``remote_process``; block for its result.
+
+        ``func`` (a ``def`` or ``async def`` function, a lambda, a closure) travels pickled
+        by value with cloudpickle, with its arguments (``pip install 'daffi[pickle]'``).
+        ``remote_process`` runs it only if it was created with ``allow_transfer=True``: a
+        ``def`` function in one of its ``workers``, an ``async def`` one on its loop. The
+        result comes back like a callback's: msgpack, or pickled if both processes allow
+        pickle.
+
+        Args:
+            remote_process: the process that runs ``func`` (this one included).
+            func: the function to run there.
+            *args: its positional arguments.
+            **kwargs: its keyword arguments.
+
+        Returns:
+            What ``func`` returned.
+
+        Raises:
+            UnableToFindCandidate: ``remote_process`` is not connected.
+            GlobalContextError: ``remote_process`` does not run transferred functions (it was
+                created without ``allow_transfer=True``), or cloudpickle is not installed.
+            ArgumentsError: ``func`` is not callable, is a generator function, or does not
+                take these arguments.
+            PayloadEncodeError: ``func`` or its arguments do not pickle, or its result cannot
+                be sent back.
+            RemoteCallError: ``func`` raised (also an instance of a built-in exception's type,
+                as for callbacks).
+        """
+        transfer = Transfer.pack(func, args, kwargs)  # pickled in this thread
+        return self._runtime.blocking(
+            "transfer_and_call",
+            "transfer_and_call_async",
+            transfer.send,
+            self._runtime,
+            remote_process,
+        )
+
+    async def transfer_and_call_async(
+        self, remote_process: str, func: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        """Async twin of :meth:`transfer_and_call`; the remote run ends with the caller's
+        cancel scope (its deadline travels with the call).
+
+        Args:
+            remote_process: the process that runs ``func`` (this one included).
+            func: the function to run there.
+            *args: its positional arguments.
+            **kwargs: its keyword arguments.
+
+        Returns:
+            What ``func`` returned.
+
+        Raises:
+            The same as :meth:`transfer_and_call`.
+        """
+        transfer = Transfer.pack(func, args, kwargs)
+        return await self._runtime.run_on_loop(transfer.send, self._runtime, remote_process)
 
     # ------------------------------------------------------------------ waiting
 

@@ -16,6 +16,7 @@ import anyio
 import msgspec
 
 from daffi._codec import PayloadEncodeError
+from daffi._pickling import Pickling
 from daffi._protocol import CallbackInfo
 from daffi.exceptions import DaffiError, UnableToFindCandidate
 from daffi.registry._inspect import check_arguments, signature_from_info
@@ -38,15 +39,26 @@ class DirectoryMirror:
         registry: this node's own callbacks.
         codec: encodes the arguments of checked calls.
         max_frame_size: the largest frame a peer accepts (see :meth:`check_size`).
+
+    Attributes:
+        pickling: this node's side of the pickle rule (``allow_pickle``; default: pickle
+            refused); the node's callers share it.
     """
 
     def __init__(
-        self, name: str, registry: CallbackRegistry, codec: PayloadCodec, max_frame_size: int
+        self,
+        name: str,
+        registry: CallbackRegistry,
+        codec: PayloadCodec,
+        max_frame_size: int,
+        *,
+        pickling: Pickling | None = None,
     ) -> None:
         self.name = name
         self.registry = registry
         self.codec = codec
         self.max_frame_size = max_frame_size
+        self.pickling = pickling if pickling is not None else Pickling(name, False)
         #: the other nodes and what they offer (replaced whole on every change)
         self.peers: dict[str, dict[str, CallbackInfo]] = {}
         self._offers: dict[str, dict[str, CallbackInfo]] = {}  # callback -> node -> info
@@ -170,21 +182,35 @@ class DirectoryMirror:
     # ------------------------------------------------------------------ argument checks
 
     def prepare(
-        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], receiver: str | None
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        receiver: str | None,
+        *,
+        stream: bool = False,
     ) -> msgspec.Raw:
         """Check that someone offers ``name`` and that the arguments bind; encode them.
 
-        Safe to call from any thread (it only reads the directory mirror).
+        The one place a caller encodes call arguments: msgpack, else (values msgpack cannot
+        carry) pickled if this node allows pickle, but never for one item of a stream
+        (``stream``). Safe to call from any thread (it only reads the directory mirror).
 
         Raises:
             UnableToFindCandidate: no node offers ``name`` (or ``receiver`` does not).
             ArgumentsError: the arguments do not fit the callback's signature.
             TypeError: an argument cannot be encoded.
         """
-        return self.prepare_info(name, args, kwargs, receiver)[0]
+        return self.prepare_info(name, args, kwargs, receiver, stream=stream)[0]
 
     def prepare_info(
-        self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], receiver: str | None
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        receiver: str | None,
+        *,
+        stream: bool = False,
     ) -> tuple[msgspec.Raw, CallbackInfo]:
         """Like :meth:`prepare`, also returning what the target advertises."""
         if self.fatal_error is not None:
@@ -192,7 +218,12 @@ class DirectoryMirror:
         info = self.target_info(name, receiver)
         if kwargs or len(args) != self._plain_arity(info):
             check_arguments(self._signature(info), name, args, kwargs)
-        payload = self.codec.encode_args(args, kwargs)
+        try:
+            payload = self.codec.encode_args(args, kwargs)
+        except PayloadEncodeError:
+            if stream or not self.pickling.allowed:
+                raise
+            payload = self.pickling.dumps_args(name, args, kwargs)
         self.check_size(payload, f"the arguments of {name!r}")
         return msgspec.Raw(payload), info
 

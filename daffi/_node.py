@@ -33,6 +33,7 @@ from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._dispatch import Dispatcher
 from daffi._link import Link
 from daffi._mirror import DirectoryMirror
+from daffi._pickling import OptIns, Pickling
 from daffi._protocol import CallbackInfo, RegistrationLimits
 from daffi._session import Connector, NodeEventHook, Session
 from daffi._thread_calls import ThreadCaller
@@ -64,6 +65,8 @@ class Node:
             controller checks it against its own limits).
         credentials, closed_error: how it proves who it is, and what a controller closing
             the link during the handshake most likely means (see :class:`Session`).
+        opt_ins: what it receives beyond msgpack (pickled payloads, transferred functions;
+            default: nothing; see :mod:`daffi._pickling`).
     """
 
     def __init__(
@@ -85,11 +88,17 @@ class Node:
         open_channel: Callable[[float], socket.socket | None] | None = None,
         credentials: NodeCredentials | None = None,
         closed_error: DaffiError | None = None,
+        opt_ins: OptIns | None = None,
     ) -> None:
+        opt_ins = opt_ins if opt_ins is not None else OptIns()
+        #: how this node treats pickled payloads (shared by its callers and its dispatcher)
+        self.pickling = Pickling(name, opt_ins.allow_pickle)
         self.name = name
         self.registry = registry
         self.codec = default_codec
-        self.directory = DirectoryMirror(name, registry, self.codec, max_frame_size)
+        self.directory = DirectoryMirror(
+            name, registry, self.codec, max_frame_size, pickling=self.pickling
+        )
         self.table = CallTable()
         #: runs the calls other nodes send here (and hosts the scheduler)
         self.dispatch = Dispatcher(
@@ -97,6 +106,7 @@ class Node:
             workers=workers,
             max_concurrent_calls=max_concurrent_calls,
             min_period_interval=min_period_interval,
+            allow_transfer=opt_ins.allow_transfer,
         )
         self.session = Session(
             name,

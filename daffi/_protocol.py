@@ -208,6 +208,11 @@ class Call(_Msg, tag=10, frozen=True):
     #: the chain of blocking calls this one is part of, when it is made from inside a
     #: ``def`` callback (see ``daffi._executor``): the callee lends it a slot the chain holds
     chain: str = ""
+    #: ``payload`` is pickled, not msgpack: only a node with ``allow_pickle`` unpickles it
+    #: (see ``daffi._pickling``)
+    pickled: bool = False
+    #: the caller allows pickle: the callee may pickle a result msgpack cannot carry
+    accepts_pickle: bool = False
 
 
 class Result(_Msg, tag=11, frozen=True):
@@ -216,6 +221,8 @@ class Result(_Msg, tag=11, frozen=True):
     id: int
     dst: str
     payload: msgspec.Raw
+    #: ``payload`` is pickled (only ever for a call that said ``accepts_pickle``)
+    pickled: bool = False
 
 
 class Error(_Msg, tag=12, frozen=True):

@@ -205,6 +205,10 @@ class Settings:
         ):
             if hook is not None and not callable(hook):
                 raise InitializationError(f"{hook_name} must be callable, not {hook!r}")
+        if allow_pickle or allow_transfer:
+            from daffi._pickling import require_cloudpickle  # checks, does not import it
+
+            require_cloudpickle()  # InitializationError: pip install 'daffi[pickle]'
         return cls(
             process_name=name,
             init_controller=bool(init_controller),

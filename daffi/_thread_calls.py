@@ -97,6 +97,8 @@ class ThreadCaller:
         self.directory = directory
         self.link = link
         self.codec = codec
+        #: this node's side of the pickle rule (the mirror's: it encodes the arguments)
+        self.pickling = directory.pickling
 
     def call_from_thread(
         self,
@@ -213,20 +215,13 @@ class ThreadCaller:
         clean = False
         try:
             chain = current_chain()
-            frames = [
-                encode_frame(
-                    Call(
-                        call_id,
-                        name,
-                        payload,
-                        self.name,
-                        receivers[index],
-                        timeout,
-                        chain=chain,
-                    )
+            pickling = self.pickling
+            frames = []
+            for call_id, index in ids.items():
+                call = Call(
+                    call_id, name, payload, self.name, receivers[index], timeout, chain=chain
                 )
-                for call_id, index in ids.items()
-            ]
+                frames.append(encode_frame(pickling.mark(call) if pickling.allowed else call))
             channel.send_frame(frames[0] if len(frames) == 1 else b"".join(frames), deadline)
             waiting = len(ids)
             while waiting:
@@ -268,6 +263,14 @@ class ThreadCaller:
                     raise error
                 values.append(error if isinstance(error, UnableToFindCandidate) else Failed(error))
                 continue
+            if reply.pickled:  # unpickled only if this node allows it
+                try:
+                    values.append(self.pickling.loads_result(reply.payload))
+                except Exception as exc:
+                    if not gather:
+                        raise
+                    values.append(Failed(exc))
+                continue
             value = self.codec.decode_value(reply.payload)
             values.append(structure(value) if structure is not None else value)
         return values
@@ -294,10 +297,11 @@ class ThreadCaller:
             call_id = next(self.table.ids)
         self.table.pending[call_id] = pending
         chain = current_chain() if blocking else ""
+        msg = Call(call_id, name, payload, self.name, receiver, timeout, chain=chain)
+        if self.pickling.allowed:
+            msg = self.pickling.mark(msg)
         try:
-            conn.send_threadsafe(
-                Call(call_id, name, payload, self.name, receiver, timeout, chain=chain)
-            )
+            conn.send_threadsafe(msg)
         except anyio.BrokenResourceError:
             self.table.pending.pop(call_id, None)
             raise link_lost("calling", name) from None
@@ -341,7 +345,7 @@ class ThreadCaller:
             self.abandon(conn, call_id, pending)
         if not answered:
             raise call_timed_out(name, timeout)
-        return pending.outcome(self.codec, structure)
+        return pending.outcome(self.codec, structure, self.pickling)
 
     async def call_from_other_loop(
         self,
@@ -379,7 +383,10 @@ class ThreadCaller:
 
         # The calls this loop's tasks make in one turn go out in one write, in order with
         # their cancels (a burst of 64 calls: one system call, not 64).
-        frame = encode_frame(Call(call_id, name, payload, self.name, receiver, remaining))
+        msg = Call(call_id, name, payload, self.name, receiver, remaining)
+        if self.pickling.allowed:
+            msg = self.pickling.mark(msg)
+        frame = encode_frame(msg)
         waker.send_this_turn(conn, frame, lost)
         try:
             timed_out = await wait_answered(answered.wait, own, timeout)
@@ -389,7 +396,7 @@ class ThreadCaller:
                 waker.send_this_turn(conn, encode_frame(Cancel(call_id, self.name)), _nothing)
         if timed_out:
             raise call_timed_out(name, timeout)
-        return True, pending.outcome(self.codec, structure)
+        return True, pending.outcome(self.codec, structure, self.pickling)
 
     def call_in_background(
         self,
@@ -410,7 +417,7 @@ class ThreadCaller:
 
         def resolve() -> None:
             try:
-                value = pending.outcome(self.codec, structure)
+                value = pending.outcome(self.codec, structure, self.pickling)
             except Exception as exc:
                 with contextlib.suppress(concurrent.futures.InvalidStateError):
                     future.set_exception(exc)
