@@ -181,8 +181,12 @@ def tls_config(
             + ("ssl_ca alone" if ca is not None else "a tls:// address alone")
             + " would leave it without a certificate to present"
         )
-    server = _server_context(certificate, key, ca) if controller else None
-    client = _client_context(certificate, key, ca) if node and not controller else None
+    server = _context(server=True, certificate=certificate, key=key, ca=ca) if controller else None
+    client = (
+        _context(server=False, certificate=certificate, key=key, ca=ca)
+        if node and not controller
+        else None
+    )
     return TlsConfig(
         server=server,
         client=client,
@@ -191,32 +195,26 @@ def tls_config(
     )
 
 
-def _server_context(
+def _context(
+    *,
+    server: bool,
     certificate: str | os.PathLike[str] | None,
     key: str | os.PathLike[str] | None,
     ca: str | os.PathLike[str] | None,
 ) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    """A server's or a client's context: its own certificate if given; peers verified
+    against ``ssl_ca`` alone when given (never the system's store as well: on a
+    controller, that would admit any client with a certificate from a public CA), else a
+    client trusts the system's store. Clients check host names; TLS 1.2 at least."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    _load_chain(context, certificate, key)
+    if certificate is not None:
+        _load_chain(context, certificate, key)
     if ca is not None:
         _load_ca(context, ca)
         context.verify_mode = ssl.CERT_REQUIRED
-    return context
-
-
-def _client_context(
-    certificate: str | os.PathLike[str] | None,
-    key: str | os.PathLike[str] | None,
-    ca: str | os.PathLike[str] | None,
-) -> ssl.SSLContext:
-    # The system's CA store unless ssl_ca names the CA to trust; host names checked.
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if ca is not None:
-        _load_ca(context, ca)
-    if certificate is not None:
-        _load_chain(context, certificate, key)
+    elif not server:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
     return context
 
 

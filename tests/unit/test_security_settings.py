@@ -296,7 +296,7 @@ def test_a_node_with_ssl_ca_checks_the_controller_against_it(pki: Pki) -> None:
     assert tls.client.verify_mode == ssl.CERT_REQUIRED
     assert tls.client.check_hostname is True
     assert tls.client.minimum_version == ssl.TLSVersion.TLSv1_2
-    assert pki.ca_subject in [ca["subject"] for ca in tls.client.get_ca_certs()]
+    assert [ca["subject"] for ca in tls.client.get_ca_certs()] == [pki.ca_subject]
     assert tls.mutual is False
     assert tls.client_certificate is False
 
@@ -528,3 +528,86 @@ def test_holding_again_restarts_the_hold_with_the_new_key() -> None:
     assert held.refusal("server", resume(new_key), N1, N2, now=12.0) is None
     assert held.refusal("server", None, N1, N2, now=17.9) is not None
     assert held.refusal("server", None, N1, N2, now=18.0) is None
+
+
+# --- ssl_ca is the only trust: never the system's store as well ---------------------------
+
+
+def _handshake(client: ssl.SSLContext, server: ssl.SSLContext, hostname: str) -> str | None:
+    """Run a TLS handshake between two contexts in memory; None if it succeeded, else the
+    error of the side that failed."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    c = client.wrap_bio(c_in, c_out, server_side=False, server_hostname=hostname)
+    s = server.wrap_bio(s_in, s_out, server_side=True)
+    done = {"c": False, "s": False}
+    for _ in range(20):
+        for name, obj, out, peer_in in (("c", c, c_out, s_in), ("s", s, s_out, c_in)):
+            if not done[name]:
+                try:
+                    obj.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError as exc:
+                    return f"{name}: {exc.reason}"
+            if out.pending:
+                peer_in.write(out.read())
+        if all(done.values()):
+            # TLS 1.3: the server checks the client's certificate once it reads it.
+            try:
+                s.read(1)
+            except ssl.SSLWantReadError:
+                return None
+            except ssl.SSLError as exc:
+                return f"s: {exc.reason}"
+    return "no end"
+
+
+@pytest.fixture
+def other_pki_as_system_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> trustme.CA:
+    """Another CA, made the system's CA store of this process (``SSL_CERT_FILE``)."""
+    other = trustme.CA()
+    path = tmp_path / "system-store.pem"
+    other.cert_pem.write_to_path(str(path))
+    monkeypatch.setenv("SSL_CERT_FILE", str(path))
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    return other
+
+
+def test_a_node_with_ssl_ca_does_not_trust_the_system_store(
+    pki: Pki, other_pki_as_system_store: trustme.CA, tmp_path: Path
+) -> None:
+    """A controller whose certificate a CA of the system's store signed is refused by a
+    node given ssl_ca (and accepted by a node trusting the system's store)."""
+    impostor = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    other_pki_as_system_store.issue_cert("localhost").configure_cert(impostor)
+    pinned = check(ssl_ca=pki.ca).tls
+    system = check(address="tls://localhost:7777").tls
+    assert pinned is not None
+    assert pinned.client is not None
+    assert system is not None
+    assert system.client is not None
+    assert _handshake(system.client, impostor, "localhost") is None
+    why = _handshake(pinned.client, impostor, "localhost")
+    assert why is not None
+    assert why.startswith("c: CERTIFICATE_VERIFY_FAILED")
+
+
+def test_a_mutual_tls_controller_does_not_trust_the_system_store(
+    pki: Pki, other_pki_as_system_store: trustme.CA, tmp_path: Path
+) -> None:
+    """A client certificate from a CA of the system's store is refused by a controller
+    whose ssl_ca is another CA; one from its ssl_ca is accepted."""
+    tls = check(ssl_certificate=pki.certificate, ssl_key=pki.key, ssl_ca=pki.ca, **CONTROLLER).tls
+    assert tls is not None
+    assert tls.server is not None
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.load_verify_locations(cafile=pki.ca)
+    other_pki_as_system_store.issue_cert("intruder").configure_cert(client)
+    why = _handshake(client, tls.server, "localhost")
+    assert why is not None
+    assert why.startswith("s: ")
+    ours = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ours.load_verify_locations(cafile=pki.ca)
+    ours.load_cert_chain(pki.certificate, pki.key)
+    assert _handshake(ours, tls.server, "localhost") is None
