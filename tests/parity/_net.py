@@ -1,13 +1,29 @@
 """The cells of the parity matrix: one network per cell, and callers of every kind.
 
-A cell is a topology, a backend, a kind of callee (``def`` / ``async def`` callbacks) and a
-kind of caller: a plain thread calling a ``def`` fetcher (``sync``), an ``async def`` fetcher
-awaited on the caller's own loop (``async``: ``async with Global``), or an ``async def``
-fetcher awaited on the test's loop through a Global whose loop runs in a thread of its own
-(``other-loop``: the daffi-2-style app, whose calls go out from the awaiting loop's
-thread). Every network runs over a Unix socket in a private temp directory, so the socket
-paths (call channels, work channels, served channel threads) are exercised; the memory
-transport would skip them.
+A cell is a wire, a topology, a backend, a kind of callee (``def`` / ``async def``
+callbacks) and a kind of caller: a plain thread calling a ``def`` fetcher (``sync``), an
+``async def`` fetcher awaited on the caller's own loop (``async``: ``async with Global``), or
+an ``async def`` fetcher awaited on the test's loop through a Global whose loop runs in a
+thread of its own (``other-loop``: the daffi-2-style app, whose calls go out from the
+awaiting loop's thread).
+
+Wires (how the cell's Globals connect; the ``wire`` fixture of ``conftest.py`` gives a
+:class:`Wire`, which makes each Global's connection options):
+
+- ``unix``: a Unix socket in a private temp directory, plaintext.
+- ``tls``: TCP on 127.0.0.1 with mutual TLS (a CA, a server certificate for 127.0.0.1 and a
+  client certificate, made with ``trustme`` once per session) and an ``auth_token`` on every
+  Global. The controller's Global starts first and picks a free port; the others connect to
+  it.
+
+Both wires are sockets, so the socket paths (direct writes from threads, the asyncio direct
+reader, call channels, work channels, served channel threads) are exercised; the memory
+transport would skip them. The ``tls`` wire is there because daffi applies TLS itself on
+every one of those paths (``daffi/_cipher.py``: each seals what it writes and opens what it
+reads) instead of giving them up: it checks that every fast path keeps its meaning under
+TLS (timeouts, cancels, the ``workers`` bound and nested chains behave as on the plain wire).
+``test_wire.py`` checks that the cells do take those paths on both wires, and that on the
+``tls`` wire every remote connection is sealed and every join authenticated.
 
 Topologies (where the controller runs):
 
@@ -45,6 +61,82 @@ from daffi.registry import CallbackRegistry
 TOPOLOGIES = ["ctrl-in-callee", "ctrl-in-caller", "ctrl-apart"]
 CALLEE_KINDS = ["def", "async"]
 CALLER_KINDS = ["sync", "async", "other-loop"]
+WIRES = ["unix", "tls"]
+#: the shared secret of every Global on the ``tls`` wire
+AUTH_TOKEN = "parity-matrix-token"
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Pki:
+    """PEM files for the ``tls`` wire, each holding a private key and its certificate."""
+
+    #: the CA that signed both certificates (the controller's ``ssl_ca`` and the nodes')
+    ca: str
+    #: the controller's certificate, for 127.0.0.1
+    server: str
+    #: the nodes' client certificate (mutual TLS)
+    client: str
+
+
+@dataclass(frozen=True)
+class Wire:
+    """How a cell's Globals connect: the connection options of each Global.
+
+    ``unix`` (``Wire.unix``): a Unix socket in ``sock_dir``. ``tls`` (``Wire.tls``): TCP on
+    127.0.0.1, mutual TLS with the files of ``pki`` and ``AUTH_TOKEN`` on every Global; the
+    controller picks a free port, which the nodes are given (so the controller's Global must
+    be started first).
+    """
+
+    name: str
+    sock_dir: str | None = None
+    pki: Pki | None = None
+
+    @classmethod
+    def unix(cls, sock_dir: str) -> Wire:
+        return cls("unix", sock_dir=sock_dir)
+
+    @classmethod
+    def tls(cls, pki: Pki) -> Wire:
+        return cls("tls", pki=pki)
+
+    def controller_options(self) -> dict[str, Any]:
+        """Options of a Global that runs the controller (with or without a node)."""
+        if self.pki is None:
+            return self._unix_options()
+        return {
+            "host": LOOPBACK,
+            "ssl_certificate": self.pki.server,
+            "ssl_key": self.pki.server,
+            "ssl_ca": self.pki.ca,
+            "auth_token": AUTH_TOKEN,
+        }
+
+    def node_options(self, controller: Global) -> dict[str, Any]:
+        """Options of a node-only Global whose controller runs in ``controller`` (started)."""
+        if self.pki is None:
+            return self._unix_options()
+        assert controller.port, f"the controller {controller.process_name!r} has no port yet"
+        return {
+            "host": LOOPBACK,
+            "port": controller.port,
+            "ssl_ca": self.pki.ca,
+            "ssl_certificate": self.pki.client,
+            "ssl_key": self.pki.client,
+            "auth_token": AUTH_TOKEN,
+        }
+
+    def options(self, *, init_controller: bool, controller: Global | None) -> dict[str, Any]:
+        """The controller's options if ``init_controller``, else a node's of ``controller``."""
+        if init_controller:
+            return self.controller_options()
+        assert controller is not None, "a node needs its controller's Global started first"
+        return self.node_options(controller)
+
+    def _unix_options(self) -> dict[str, Any]:
+        assert self.sock_dir is not None, f"the {self.name} wire has no socket directory"
+        return {"unix_sock_path": self.sock_dir}
 
 
 def registry_with(callbacks: dict[str, Callable[..., Any]]) -> CallbackRegistry:
@@ -85,14 +177,22 @@ def _sync_global(**options: Any) -> Global:
 
 @asynccontextmanager
 async def _caller(
-    kind: str, backend: str, sock_dir: str, *, init_controller: bool, **options: Any
+    kind: str,
+    backend: str,
+    wire: Wire,
+    *,
+    init_controller: bool,
+    controller: Global | None = None,
+    **options: Any,
 ) -> AsyncIterator[Global]:
+    """The cell's caller Global (``process_name="caller"``) of ``kind``: the controller if
+    ``init_controller``, else a node of ``controller``'s (already started)."""
     kwargs: dict[str, Any] = dict(
         process_name="caller",
         init_controller=init_controller,
-        unix_sock_path=sock_dir,
         connect_timeout=5,
         registry=registry_with(options.pop("callbacks", {})),
+        **wire.options(init_controller=init_controller, controller=controller),
         **options,
     )
     if kind == "async":
@@ -110,7 +210,7 @@ async def _caller(
 
 @asynccontextmanager
 async def network(
-    sock_dir: str,
+    wire: Wire,
     topology: str,
     backend: str,
     caller_kind: str,
@@ -120,11 +220,12 @@ async def network(
     caller_callbacks: dict[str, Callable[..., Any]] | None = None,
     settle: bool = True,
 ) -> AsyncIterator[Net]:
-    """Start the cell's Globals; the caller has seen every callback of the callee, and (with
-    ``settle``) the callee's work channel is attached, when this yields."""
+    """Start the cell's Globals over ``wire``, the controller's first (the others connect
+    to it: on the ``tls`` wire, to the port it picked); the caller has seen every callback of
+    the callee, and (with ``settle``) the callee's work channel is attached, when this
+    yields."""
     callee_options: dict[str, Any] = dict(
         process_name="callee",
-        unix_sock_path=sock_dir,
         connect_timeout=5,
         registry=registry_with(callbacks),
         workers=workers,
@@ -154,32 +255,44 @@ async def network(
             # ``_Peer.work``).
             core = controller._runtime.controller
             assert core is not None
-            await wait_until(lambda: bool(core.peers["callee"].work), 3.0)
+            assert await wait_until(lambda: bool(core.peers["callee"].work), 3.0), (
+                "the callee's work channel was not attached within 3 s"
+            )
 
     if topology == "ctrl-in-callee":
         async with (
-            Global(init_controller=True, **callee_options) as callee,
+            Global(init_controller=True, **wire.controller_options(), **callee_options) as callee,
             _caller(
-                caller_kind, backend, sock_dir, init_controller=False, **caller_options
+                caller_kind,
+                backend,
+                wire,
+                init_controller=False,
+                controller=callee,
+                **caller_options,
             ) as caller,
         ):
             await ready(caller, callee, settle)
             yield Net(topology, backend, caller_kind, caller, callee, callee)
     elif topology == "ctrl-in-caller":
         async with (
-            _caller(
-                caller_kind, backend, sock_dir, init_controller=True, **caller_options
-            ) as caller,
-            Global(**callee_options) as callee,
+            _caller(caller_kind, backend, wire, init_controller=True, **caller_options) as caller,
+            Global(**wire.node_options(caller), **callee_options) as callee,
         ):
             await ready(caller, caller, settle)
             yield Net(topology, backend, caller_kind, caller, callee, caller)
     else:
         async with (
-            Global("ctrl", init_controller=True, init_node=False, unix_sock_path=sock_dir) as ctrl,
-            Global(**callee_options) as callee,
+            Global(
+                "ctrl", init_controller=True, init_node=False, **wire.controller_options()
+            ) as ctrl,
+            Global(**wire.node_options(ctrl), **callee_options) as callee,
             _caller(
-                caller_kind, backend, sock_dir, init_controller=False, **caller_options
+                caller_kind,
+                backend,
+                wire,
+                init_controller=False,
+                controller=ctrl,
+                **caller_options,
             ) as caller,
         ):
             await ready(caller, ctrl, settle)

@@ -1,5 +1,6 @@
-"""Fixtures of the parity matrix (see ``_net.py``): a private socket directory per test, and
-a check that no daffi thread outlives its test."""
+"""Fixtures of the parity matrix (see ``_net.py``): the wire each cell runs over (a private
+Unix socket directory, or TLS on loopback TCP with certificates made once per session), a
+private socket directory per test, and a check that no daffi thread outlives its test."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import trustme
+
+from ._net import LOOPBACK, WIRES, Pki, Wire
 
 
 @pytest.fixture
@@ -20,6 +25,41 @@ def sock_dir() -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pki() -> Iterator[Pki]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made by ``trustme``
+    for this session and written (each key with its certificate in one PEM file) to a
+    private temp directory, removed at the end of the session."""
+    directory = Path(tempfile.mkdtemp(prefix="dfpar-pki-"))
+
+    def write(name: str, blob: trustme.Blob) -> str:
+        path = directory / name
+        blob.write_to_path(str(path))
+        return str(path)
+
+    try:
+        ca = trustme.CA()
+        server = ca.issue_cert(LOOPBACK)
+        client = ca.issue_cert("client.daffi.test")
+        yield Pki(
+            ca=write("ca.pem", ca.cert_pem),
+            server=write("server.pem", server.private_key_and_cert_chain_pem),
+            client=write("client.pem", client.private_key_and_cert_chain_pem),
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(params=WIRES)
+def wire(request: pytest.FixtureRequest) -> Wire:
+    """The wire of the cell (its id, ``unix`` or ``tls``, is in the test's name): a private
+    Unix socket directory, or mutual TLS and a token on loopback TCP (see ``_net.py``). The
+    certificates are only made when a ``tls`` cell runs."""
+    if request.param == "unix":
+        return Wire.unix(request.getfixturevalue("sock_dir"))
+    return Wire.tls(request.getfixturevalue("pki"))
 
 
 def _daffi_threads() -> set[threading.Thread]:

@@ -14,7 +14,7 @@ import pytest
 from daffi import FG
 
 from ._callbacks import Probe, call, callee_callbacks, slow_async
-from ._net import CALLEE_KINDS, TOPOLOGIES, Net, network, wait_event, wait_until
+from ._net import CALLEE_KINDS, TOPOLOGIES, Net, Wire, network, wait_event, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -51,11 +51,11 @@ async def _nothing_left(net: Net) -> None:
 @pytest.mark.parametrize("callee_kind", CALLEE_KINDS)
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 async def test_cancelled_caller_cancels_the_callee(
-    sock_dir: str, anyio_backend: str, topology: str, callee_kind: str, caller_kind: str
+    wire: Wire, anyio_backend: str, topology: str, callee_kind: str, caller_kind: str
 ) -> None:
     probe = Probe()
     callbacks = callee_callbacks(callee_kind, probe)
-    async with network(sock_dir, topology, anyio_backend, caller_kind, callbacks) as net:
+    async with network(wire, topology, anyio_backend, caller_kind, callbacks) as net:
         seconds = 0.5 if callee_kind == "def" else 10.0
         await _cancel_once_started(net, probe, "first", seconds)
         if callee_kind == "async":
@@ -73,13 +73,13 @@ async def test_cancelled_caller_cancels_the_callee(
 @pytest.mark.parametrize("caller_kind", AWAITING_CALLERS)
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 async def test_cancelled_caller_queued_def_call_never_starts(
-    sock_dir: str, anyio_backend: str, topology: str, caller_kind: str
+    wire: Wire, anyio_backend: str, topology: str, caller_kind: str
 ) -> None:
     """workers=2, both busy: a third call waits; its caller is cancelled meanwhile; once the
     workers are free, it must not start."""
     probe = Probe()
     callbacks = callee_callbacks("def", probe)
-    async with network(sock_dir, topology, anyio_backend, caller_kind, callbacks, workers=2) as net:
+    async with network(wire, topology, anyio_backend, caller_kind, callbacks, workers=2) as net:
         try:
             async with anyio.create_task_group() as tg:
                 for tag in ("busy-1", "busy-2"):

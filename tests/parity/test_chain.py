@@ -18,7 +18,7 @@ from daffi import Global
 from daffi.decorators import alias, fetcher
 from daffi.exceptions import DaffiError
 
-from ._net import CALLER_KINDS, TOPOLOGIES, call_async, call_sync, network
+from ._net import CALLER_KINDS, TOPOLOGIES, Wire, call_async, call_sync, network
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -43,7 +43,7 @@ async def ping_async(depth: int) -> str: ...
 @pytest.mark.parametrize("caller_kind", CALLER_KINDS)
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 async def test_deep_chain_completes_or_fails_fast(
-    sock_dir: str, anyio_backend: str, topology: str, caller_kind: str
+    wire: Wire, anyio_backend: str, topology: str, caller_kind: str
 ) -> None:
     nodes: dict[str, Global] = {}
     hops: list[tuple[str, int]] = []
@@ -63,7 +63,7 @@ async def test_deep_chain_completes_or_fails_fast(
             return ping(depth - 1)
 
     async with network(
-        sock_dir,
+        wire,
         topology,
         anyio_backend,
         caller_kind,

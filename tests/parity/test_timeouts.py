@@ -10,7 +10,7 @@ from daffi import FG
 from daffi.exceptions import TimeoutError as DaffiTimeoutError
 
 from ._callbacks import Probe, call, callee_callbacks
-from ._net import CALLEE_KINDS, CALLER_KINDS, TOPOLOGIES, network, wait_event, wait_until
+from ._net import CALLEE_KINDS, CALLER_KINDS, TOPOLOGIES, Wire, network, wait_event, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -19,11 +19,11 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 @pytest.mark.parametrize("callee_kind", CALLEE_KINDS)
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 async def test_fg_timeout(
-    sock_dir: str, anyio_backend: str, topology: str, callee_kind: str, caller_kind: str
+    wire: Wire, anyio_backend: str, topology: str, callee_kind: str, caller_kind: str
 ) -> None:
     probe = Probe()
     callbacks = callee_callbacks(callee_kind, probe)
-    async with network(sock_dir, topology, anyio_backend, caller_kind, callbacks) as net:
+    async with network(wire, topology, anyio_backend, caller_kind, callbacks) as net:
         # A def callee runs 1.2 s (past the 1 s deadline) and then returns; an async one
         # would run 10 s unless cancelled.
         seconds = 1.2 if callee_kind == "def" else 10.0

@@ -20,7 +20,7 @@ from daffi import FG, PERIOD
 from daffi.decorators import alias, fetcher
 
 from ._callbacks import Probe, callee_callbacks, slow_async
-from ._net import TOPOLOGIES, Net, network, wait_event
+from ._net import TOPOLOGIES, Net, Wire, network, wait_event
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -108,11 +108,11 @@ LOAD_SECONDS = 1.2
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 async def test_workers_bound_calls_schedules_and_streams(
-    sock_dir: str, anyio_backend: str, topology: str
+    wire: Wire, anyio_backend: str, topology: str
 ) -> None:
     gauge = Gauge()
     async with network(
-        sock_dir, topology, anyio_backend, "async", gauged_callbacks(gauge), workers=2
+        wire, topology, anyio_backend, "async", gauged_callbacks(gauge), workers=2
     ) as net:
         stop = threading.Event()
         failures: list[BaseException] = []
@@ -179,14 +179,14 @@ async def test_workers_bound_calls_schedules_and_streams(
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 async def test_workers_two_def_calls_run_at_once_right_after_joining(
-    sock_dir: str, anyio_backend: str, topology: str
+    wire: Wire, anyio_backend: str, topology: str
 ) -> None:
     """workers=2 means two def calls run at once, from the moment the caller can see the
     callee (no window in which the node runs fewer)."""
     probe = Probe()
     callbacks = callee_callbacks("def", probe)
     async with network(
-        sock_dir, topology, anyio_backend, "async", callbacks, workers=2, settle=False
+        wire, topology, anyio_backend, "async", callbacks, workers=2, settle=False
     ) as net:
         try:
             async with anyio.create_task_group() as tg:
