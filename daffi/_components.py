@@ -12,6 +12,7 @@ import anyio.abc
 
 from daffi._auth import NodeCredentials
 from daffi._connection import Connection
+from daffi._greeting import Introduction, Rejected
 from daffi._local_link import LocalConnection
 from daffi._node import Node
 from daffi._pickling import OptIns
@@ -113,11 +114,14 @@ class Components:
             heartbeat_interval=settings.heartbeat_interval,
             max_concurrent_calls=settings.max_concurrent_calls,
             min_period_interval=settings.min_period_interval,
-            registration=self.registration,
             open_channel=None if self.controller else self._channel_opener(),
-            credentials=NodeCredentials(secret=settings.auth_secret),
+            introduction=Introduction(
+                settings.process_name,
+                self.registration,
+                NodeCredentials(secret=settings.auth_secret),
+                closed=self._closed_error(),
+            ),
             opt_ins=OptIns(settings.allow_pickle, settings.allow_transfer),
-            closed_error=self._closed_error(),
         )
         self.node.dispatch.schedules.reports = self.schedule_reports
         await tg.start(self.node.run)
@@ -185,7 +189,11 @@ class Components:
             stream = await transport.connect(address)
             cipher = None
             if tls is not None:
-                cipher = await tls.connect(stream, address.host, str(address))
+                try:
+                    cipher = await tls.connect(stream, address.host, str(address))
+                except TlsHandshakeFailed as exc:
+                    kind = AuthenticationError if exc.authentication else InitializationError
+                    raise Rejected(kind(str(exc))) from exc
             return Connection(
                 stream,
                 cipher=cipher,

@@ -149,6 +149,15 @@ class Connection:
         """Whether more than ``high_water`` bytes wait to be written."""
         return self._out.congested
 
+    @property
+    def high_water(self) -> int:
+        """Queued bytes above which loop senders wait (and the connection is congested)."""
+        return self._out.high_water
+
+    @high_water.setter
+    def high_water(self, value: int) -> None:
+        self._out.high_water = value
+
     async def receive(self) -> tuple[Message, bytes]:
         """Receive the next message and the bytes of its whole frame.
 

@@ -28,6 +28,7 @@ from daffi._admission import Peer, first_message, join, reoffer, retire
 from daffi._auth import HOLD_INTERVALS, Guard, HeldNames
 from daffi._connection import Connection
 from daffi._controller_channels import ChannelService
+from daffi._direct_path import DirectPath
 from daffi._frames import DEFAULT_MAX_FRAME_SIZE, encode_frame
 from daffi._link import DirectHandler, Link, Outlet, cancelled_from_outside, say_last
 from daffi._protocol import (
@@ -58,10 +59,6 @@ __all__ = ["Controller"]
 logger = logging.getLogger("daffi.controller")
 
 NodeEventHook = Callable[[str, bool], Awaitable[None]]
-
-
-#: replies larger than this (bytes) from the node in this process are routed by the loop
-_DIRECT_REPLY_MAX = 64 * 1024
 
 
 def _remote(stream: anyio.abc.ByteStream) -> str:
@@ -129,9 +126,6 @@ class Controller:
         self.heartbeat_interval = heartbeat_interval
         #: the directory, the routing decision and the calls in flight (see daffi._router)
         self.router: Router[Peer] = Router(max_calls_in_flight)
-        # (caller, call id) -> the target the direct path chose for a call it then left to
-        # the serving task (congested target): round-robin advances once per call
-        self._chosen: dict[tuple[str, int], Peer] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._loop_thread = threading.get_ident()
         #: the node in this process, if any (its connection is the in-process link)
@@ -141,6 +135,13 @@ class Controller:
         #: serves the nodes' call and work channels (see daffi._controller_channels)
         self.channels: ChannelService[Peer] = ChannelService(
             self, self.router, name=name, max_frame_size=max_frame_size
+        )
+        #: routes replies and calls where the loop (or a worker thread) read them
+        self.direct = DirectPath(
+            self.router,
+            self.channels,
+            self._reply_destination,
+            lambda: threading.get_ident() == self._loop_thread,
         )
 
     @property
@@ -326,8 +327,7 @@ class Controller:
             self.guard.held.hold_for(peer.name, peer.session_key, anyio.current_time())
         if self._local is peer:
             self._local = None
-        for key in [key for key in self._chosen if key[0] == peer.name]:
-            del self._chosen[key]
+        self.direct.forget_caller(peer.name)
         await self.channels.close_all(peer)
         how = "left" if peer.said_bye else "disconnected"
         logger.info("node %r %s", peer.name, how)
@@ -358,7 +358,7 @@ class Controller:
             raise ProtocolError(f"node {peer.name!r} sent a call with timeout {msg.timeout!r}")
         reply = channel if channel is not None else peer.conn
         if target is None:
-            target = self._chosen.pop((peer.name, msg.id), None)
+            target = self.direct.chosen.pop((peer.name, msg.id), None)
         if target is not None and self.router.is_current(target):
             target_peer: Peer | None = target  # chosen already (a served channel's thread)
         else:
@@ -442,74 +442,13 @@ class Controller:
         return None if entry is None else self._reply_link(msg.dst, entry.channel)
 
     def direct_handler(self, peer: Peer, channel: Link | None) -> DirectHandler:
-        """What ``peer``'s connection (or call ``channel``) hands over without a task switch.
-
-        On a socket, messages come here right where the loop read them, while the serving
-        task waits; on the in-process link, from the sending thread (a worker thread's
-        reply). Replies and calls are routed at once; anything else, and anything that needs
-        an error sent or backpressure, returns False and goes through the serving task.
-        """
-
-        def take(msg: Message, frame: bytes | bytearray) -> bool:
-            if not self.router.is_current(peer):
-                return False
-            on_loop = threading.get_ident() == self._loop_thread
-            if isinstance(msg, Result | Error):
-                # Large replies from a worker thread go through the loop, whose writer
-                # streams them faster than a non-blocking write and a hand-off (W3: ~180
-                # against ~280 MiB/s for 1 MiB replies).
-                if channel is not None or (not on_loop and len(frame) > _DIRECT_REPLY_MAX):
-                    return False
-                self.reply_now(peer, msg, frame)
-                return True
-            if isinstance(msg, Call) and on_loop:
-                return self._route_call_now(peer, msg, frame, channel)
-            return False
-
-        return take
+        """What ``peer``'s connection (or call ``channel``) hands over without a task switch
+        (see daffi._direct_path)."""
+        return self.direct.handler(peer, channel)
 
     def reply_now(self, peer: Peer, msg: Result | Error, frame: bytes | bytearray) -> None:
-        conn = self._reply_destination(peer, msg)
-        if conn is not None:
-            with contextlib.suppress(anyio.BrokenResourceError):
-                # The node in this process takes messages directly on the loop only.
-                if not (
-                    threading.get_ident() == self._loop_thread and conn.offer_direct(msg, frame)
-                ):
-                    conn.send_frame_threadsafe(frame)
-
-    def _route_call_now(
-        self, peer: Peer, msg: Call, frame: bytes | bytearray, channel: Link | None
-    ) -> bool:
-        """Route a call on the loop without waiting; False leaves it to :meth:`route_call`
-        (errors to report, a congested target, anything unusual)."""
-        if msg.src != peer.name:
-            return False
-        if not valid_timeout(msg):
-            return False
-        target = self.router.target(peer.name, msg)
-        if target is None:
-            return False
-        key = (peer.name, msg.id)
-        if msg.want_result and not self.router.record(
-            key, InFlight(target.name, msg.name, channel)
-        ):
-            self._chosen[key] = target  # the serving task refuses it, as chosen
-            return False
-        if self.channels.sent_to_work_channel(target, msg, peer.name, frame):
-            return True
-        conn = target.conn
-        if conn.congested:
-            self.router.forget(key)
-            self._chosen[key] = target  # the serving task waits for it to catch up
-            return False
-        try:
-            if not conn.offer_direct(msg, frame):
-                conn.send_frame_threadsafe(frame)
-        except anyio.BrokenResourceError:
-            self.router.forget(key)
-            return False
-        return True
+        """Route a reply of ``peer`` without waiting (any thread)."""
+        self.direct.reply_now(peer, msg, frame)
 
     async def route_cancel(self, peer: Peer, msg: Cancel, frame: bytes | bytearray) -> None:
         if msg.src != peer.name:

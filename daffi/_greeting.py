@@ -11,6 +11,7 @@ channels) or a ``Reject`` saying why not; a controller that authenticates asks f
 from __future__ import annotations
 
 import builtins
+from dataclasses import dataclass, field
 
 import anyio
 
@@ -40,7 +41,7 @@ from daffi.exceptions import (
     exception_from_error_info,
 )
 
-__all__ = ["Rejected", "registration", "shake_hands"]
+__all__ = ["Introduction", "Rejected", "registration"]
 
 
 class Rejected(Exception):
@@ -81,76 +82,90 @@ def registration(
     return frame, why
 
 
-async def shake_hands(
-    conn: Link,
-    name: str,
-    callbacks: tuple[CallbackInfo, ...],
-    limits: RegistrationLimits,
-    timeout: float,
-    credentials: NodeCredentials | None = None,
-    *,
-    closed: DaffiError | None = None,
-) -> Welcome:
-    """Introduce this node on ``conn``, offering ``callbacks``; the controller's welcome.
+@dataclass
+class Introduction:
+    """How a node introduces itself to its controller, on every (re)connection.
 
-    With ``credentials`` holding a secret, the node proves it knows it and requires the
-    controller to prove it too; with a previous session's key, it proves it is that session
-    (see :mod:`daffi._auth`). A link in the controller's process needs neither. ``closed``
-    is what a controller closing the link before it answers most likely means (by default:
-    it requires TLS, or is no daffi controller).
-
-    Raises:
-        Rejected: the controller refused it, its own limits did, or the controller failed
-            to authenticate itself.
-        ProtocolError: the controller did not answer within ``timeout`` seconds, or not
-            with a ``Welcome``, ``Challenge`` or ``Reject``.
+    Attributes:
+        name: the node's name.
+        limits: what it may offer (its own check, before a registration is sent).
+        credentials: the shared secret, and the key of its last session (see
+            :mod:`daffi._auth`).
+        timeout: seconds the controller has to answer each step of the handshake.
+        closed: what a controller closing the link before it answers most likely means
+            (None: it requires TLS, or is no daffi controller).
     """
-    credentials = credentials if credentials is not None else NodeCredentials()
-    secret = None if conn.in_process else credentials.secret
-    nonce = new_nonce()
-    hello, why = registration(
-        name, callbacks, limits, first=True, nonce=nonce, token=secret is not None
-    )
-    if why is not None:
-        raise Rejected(InitializationError(why))
-    await conn.send_frame(hello)
-    answer = await _answer(conn, timeout, closed)
-    challenge = answer if isinstance(answer, Challenge) else None
-    if challenge is not None:
-        if conn.in_process or len(challenge.nonce) != NONCE_SIZE:
-            raise ProtocolError("the controller sent a malformed authentication challenge")
-        if secret is not None and not challenge.token:
-            raise Rejected(_untrusted_controller())
-        await conn.send(
-            Proof(
-                proof(secret, b"node", nonce, challenge.nonce, name) if secret else None,
-                proof(credentials.session_key, b"resume", nonce, challenge.nonce, name)
-                if credentials.session_key
-                else None,
-            )
+
+    name: str
+    limits: RegistrationLimits = field(default_factory=RegistrationLimits)
+    credentials: NodeCredentials = field(default_factory=NodeCredentials)
+    timeout: float = 10.0
+    closed: DaffiError | None = None
+
+    def offer(self, callbacks: tuple[CallbackInfo, ...]) -> tuple[bytearray, str | None]:
+        """The ``Register`` frame offering ``callbacks`` after a change, and why this node's
+        own limits keep it from sending it (None: they do not)."""
+        return registration(self.name, callbacks, self.limits, first=False)
+
+    async def shake_hands(self, conn: Link, callbacks: tuple[CallbackInfo, ...]) -> Welcome:
+        """Introduce this node on ``conn``, offering ``callbacks``; the controller's welcome.
+
+        With a secret, the node proves it knows it and requires the controller to prove it
+        too; with a previous session's key, it proves it is that session (see
+        :mod:`daffi._auth`). A link in the controller's process needs neither.
+
+        Raises:
+            Rejected: the controller refused it, its own limits did, or the controller
+                failed to authenticate itself.
+            ProtocolError: the controller did not answer within ``timeout`` seconds, or not
+                with a ``Welcome``, ``Challenge`` or ``Reject``.
+        """
+        name, credentials = self.name, self.credentials
+        secret = None if conn.in_process else credentials.secret
+        nonce = new_nonce()
+        hello, why = registration(
+            name, callbacks, self.limits, first=True, nonce=nonce, token=secret is not None
         )
-        answer = await _answer(conn, timeout, closed)
-    if isinstance(answer, Reject):
-        raise Rejected(exception_from_error_info(daffi_error_info(answer.kind, answer.reason)))
-    if not isinstance(answer, Welcome):
-        raise ProtocolError(f"expected Welcome from the controller, got {answer!r}")
-    if challenge is None:
-        if secret is not None:
-            raise Rejected(_untrusted_controller())
-        return answer
-    if secret is not None:
-        expected = proof(secret, b"controller", nonce, challenge.nonce, name)
-        if not valid(expected, answer.proof):
-            raise Rejected(
-                AuthenticationError(
-                    "this process refused the controller: it could not prove it knows the "
-                    "auth token (its token differs, or it is not the controller you meant)"
+        if why is not None:
+            raise Rejected(InitializationError(why))
+        await conn.send_frame(hello)
+        answer = await _answer(conn, self.timeout, self.closed)
+        challenge = answer if isinstance(answer, Challenge) else None
+        if challenge is not None:
+            if conn.in_process or len(challenge.nonce) != NONCE_SIZE:
+                raise ProtocolError("the controller sent a malformed authentication challenge")
+            if secret is not None and not challenge.token:
+                raise Rejected(_untrusted_controller())
+            await conn.send(
+                Proof(
+                    proof(secret, b"node", nonce, challenge.nonce, name) if secret else None,
+                    proof(credentials.session_key, b"resume", nonce, challenge.nonce, name)
+                    if credentials.session_key
+                    else None,
                 )
             )
-        credentials.session_key = session_key(secret, nonce, challenge.nonce, name)
-    else:
-        credentials.session_key = answer.session_key
-    return answer
+            answer = await _answer(conn, self.timeout, self.closed)
+        if isinstance(answer, Reject):
+            raise Rejected(exception_from_error_info(daffi_error_info(answer.kind, answer.reason)))
+        if not isinstance(answer, Welcome):
+            raise ProtocolError(f"expected Welcome from the controller, got {answer!r}")
+        if challenge is None:
+            if secret is not None:
+                raise Rejected(_untrusted_controller())
+            return answer
+        if secret is not None:
+            expected = proof(secret, b"controller", nonce, challenge.nonce, name)
+            if not valid(expected, answer.proof):
+                raise Rejected(
+                    AuthenticationError(
+                        "this process refused the controller: it could not prove it knows the "
+                        "auth token (its token differs, or it is not the controller you meant)"
+                    )
+                )
+            credentials.session_key = session_key(secret, nonce, challenge.nonce, name)
+        else:
+            credentials.session_key = answer.session_key
+        return answer
 
 
 async def _answer(conn: Link, timeout: float, closed: DaffiError | None) -> Message:

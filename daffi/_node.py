@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.abc
 
-from daffi._auth import NodeCredentials
 from daffi._caller import Caller
 from daffi._calls import CallTable
 from daffi._codec import default_codec
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._dispatch import Dispatcher
+from daffi._greeting import Introduction
 from daffi._link import Link
 from daffi._mirror import DirectoryMirror
 from daffi._pickling import OptIns, Pickling
-from daffi._protocol import CallbackInfo, RegistrationLimits
+from daffi._protocol import CallbackInfo
 from daffi._session import Connector, NodeEventHook, Session
 from daffi._thread_calls import ThreadCaller
 from daffi.exceptions import DaffiError
@@ -61,10 +61,9 @@ class Node:
         max_concurrent_calls: incoming calls running at once beyond which new ones are
             refused with an error (a flood from a peer cannot exhaust this process).
         min_period_interval: the shortest schedule interval this node runs (seconds).
-        registration: how much this node may offer (checked before it is sent; the
-            controller checks it against its own limits).
-        credentials, closed_error: how it proves who it is, and what a controller closing
-            the link during the handshake most likely means (see :class:`Session`).
+        introduction: how it introduces itself on every connection: what it may offer
+            (checked before it is sent), how it proves who it is, the handshake's timeout
+            (default: by name, the default limits, no credentials, 10 s).
         opt_ins: what it receives beyond msgpack (pickled payloads, transferred functions;
             default: nothing; see :mod:`daffi._pickling`).
     """
@@ -80,14 +79,11 @@ class Node:
         workers: int = 40,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         heartbeat_interval: float = 5.0,
-        handshake_timeout: float = 10.0,
         max_backoff: float = 2.0,
         max_concurrent_calls: int = 10_000,
         min_period_interval: float = MIN_PERIOD_INTERVAL,
-        registration: RegistrationLimits | None = None,
         open_channel: Callable[[float], socket.socket | None] | None = None,
-        credentials: NodeCredentials | None = None,
-        closed_error: DaffiError | None = None,
+        introduction: Introduction | None = None,
         opt_ins: OptIns | None = None,
     ) -> None:
         opt_ins = opt_ins if opt_ins is not None else OptIns()
@@ -120,12 +116,9 @@ class Node:
             workers=workers,
             max_frame_size=max_frame_size,
             heartbeat_interval=heartbeat_interval,
-            handshake_timeout=handshake_timeout,
             max_backoff=max_backoff,
             open_channel=open_channel,
-            registration=registration,
-            credentials=credentials,
-            closed_error=closed_error,
+            introduction=introduction,
         )
         self.caller = Caller(name, self.table, self.directory, self.session, self.codec)
         self.thread_calls = ThreadCaller(name, self.table, self.directory, self.session, self.codec)

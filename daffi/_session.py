@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 import anyio.abc
 
-from daffi._auth import NodeCredentials
 from daffi._calls import CallTable
-from daffi._greeting import Rejected, registration, shake_hands
+from daffi._greeting import Introduction, Rejected
 from daffi._link import Link, cancelled_from_outside, say_last
 from daffi._mirror import DirectoryMirror
 from daffi._protocol import (
@@ -49,22 +48,13 @@ from daffi._protocol import (
     NodeUp,
     Ping,
     Pong,
-    RegistrationLimits,
     Reject,
     Result,
     StreamEnd,
     StreamItem,
     YieldItem,
 )
-from daffi._tls import TlsHandshakeFailed
-from daffi.exceptions import (
-    AuthenticationError,
-    DaffiError,
-    InitializationError,
-    ProtocolError,
-    RemoteStoppedUnexpectedly,
-    daffi_error_info,
-)
+from daffi.exceptions import ProtocolError, RemoteStoppedUnexpectedly, daffi_error_info
 from daffi.registry._store import CallbackRegistry
 
 if TYPE_CHECKING:
@@ -120,9 +110,8 @@ class Session:
         workers: the node's ``workers`` (the in-process link runs that many inline).
         open_channel: opens a blocking socket to the controller, for call channels (None:
             sync callers go through the loop).
-        credentials: the shared secret and the last session's key (see daffi._auth).
-        closed_error: what a controller closing the link before it answers the handshake
-            most likely means (None: the plaintext explanation).
+        introduction: how the node introduces itself (name, limits, credentials, the
+            handshake's timeout); default: by name, with the default limits.
     """
 
     def __init__(
@@ -139,18 +128,13 @@ class Session:
         workers: int,
         max_frame_size: int,
         heartbeat_interval: float,
-        handshake_timeout: float,
         max_backoff: float,
         open_channel: Callable[[float], socket.socket | None] | None,
-        registration: RegistrationLimits | None = None,
-        credentials: NodeCredentials | None = None,
-        closed_error: DaffiError | None = None,
+        introduction: Introduction | None = None,
     ) -> None:
         self.name = name
-        #: what this node proves who it is with (see daffi._auth)
-        self.credentials = credentials if credentials is not None else NodeCredentials()
-        #: what a controller closing the link during the handshake most likely means
-        self.closed_error = closed_error
+        #: how this node introduces itself on every (re)connection
+        self.introduction = introduction if introduction is not None else Introduction(name)
         self.registry = registry
         self._connect = connect
         self.directory = directory
@@ -161,10 +145,7 @@ class Session:
         self.workers = workers
         self.max_frame_size = max_frame_size
         self.heartbeat_interval = heartbeat_interval
-        self.handshake_timeout = handshake_timeout
         self.max_backoff = max_backoff
-        #: what this node may offer (see :meth:`_registration`)
-        self.registration = registration if registration is not None else RegistrationLimits()
         self.conn: Link | None = None
         self._connected = anyio.Event()
         self._session_ended = anyio.Event()
@@ -192,16 +173,10 @@ class Session:
         while True:
             try:
                 link = await self._connect()
-            except TlsHandshakeFailed as exc:
-                error = (AuthenticationError if exc.authentication else InitializationError)(
-                    str(exc)
-                )
-                if not self._connected_once:
-                    self.directory.fail(error)
-                    self._connected.set()  # wake whoever waits for the first connection
+            except Rejected as exc:  # a TLS handshake failed (and was logged)
+                if self._refused(exc):
                     return
-                # (logged by the handshake) A certificate may be renewed meanwhile: retry.
-                await anyio.sleep(self.max_backoff)
+                await anyio.sleep(self.max_backoff)  # (a certificate may be renewed)
                 continue
             except OSError as exc:
                 failures += 1
@@ -224,9 +199,7 @@ class Session:
             try:
                 await self._session(link)
             except Rejected as exc:
-                if not self._connected_once:
-                    self.directory.fail(exc.error)
-                    self._connected.set()  # wake whoever waits for the first connection
+                if self._refused(exc):
                     return
                 logger.error("node %r: controller refused the reconnection: %s", self.name, exc)
             except ProtocolError as exc:
@@ -236,6 +209,15 @@ class Session:
             if self._stopping:
                 return  # it said goodbye: the controller closed the link; no reconnecting
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _refused(self, rejected: Rejected) -> bool:
+        """Whether ``rejected`` ends the node: it came before its first connection (whoever
+        waits for that gets the error). Later, the node keeps trying."""
+        if self._connected_once:
+            return False
+        self.directory.fail(rejected.error)
+        self._connected.set()
+        return True
 
     async def wait_connected(self) -> None:
         """Wait for the first successful handshake; raise if the controller refused it."""
@@ -285,7 +267,7 @@ class Session:
         conn = self.conn
         if conn is not None:
             infos = self.registry.infos()
-            frame, why = registration(self.name, infos, self.registration, first=False)
+            frame, why = self.introduction.offer(infos)
             if why is not None:
                 logger.error(
                     "node %r: the callbacks it offers now were not sent: %s", self.name, why
@@ -308,15 +290,7 @@ class Session:
     async def _session(self, conn: Link) -> None:
         try:
             offered = self.registry.infos()
-            first = await shake_hands(
-                conn,
-                self.name,
-                offered,
-                self.registration,
-                self.handshake_timeout,
-                self.credentials,
-                closed=self.closed_error,
-            )
+            first = await self.introduction.shake_hands(conn, offered)
             self.directory.replace({k: {i.name: i for i in v} for k, v in first.directory.items()})
             if first.channel_token and self._open_channel is not None:
                 from daffi._channel import ChannelPool  # not for a node beside its controller
@@ -326,7 +300,7 @@ class Session:
                     self.name,
                     first.channel_token,
                     max_frame_size=self.max_frame_size,
-                    handshake_timeout=self.handshake_timeout,
+                    handshake_timeout=self.introduction.timeout,
                 )
                 self._work_started = False
                 self._start_work_channel()
@@ -409,26 +383,16 @@ class Session:
     def _lost_connection(self) -> None:
         self._peers_before_outage = set(self.directory.peers)
         left, self._controller_left = self._controller_left, False
+        where = f"the controller at {self.controller_label}"
         if self._stopping:
             why = f"node {self.name!r} stopped before the call finished"
             logger.info("node %r disconnected from the controller", self.name)
         elif left:
-            why = f"the controller at {self.controller_label} stopped before the call finished"
-            logger.info(
-                "node %r: the controller at %s left; reconnecting",
-                self.name,
-                self.controller_label,
-            )
+            why = f"{where} stopped before the call finished"
+            logger.info("node %r: %s left; reconnecting", self.name, where)
         else:
-            why = (
-                f"the connection to the controller at {self.controller_label} was lost "
-                "before the call finished"
-            )
-            logger.warning(
-                "node %r lost the connection to the controller at %s; reconnecting",
-                self.name,
-                self.controller_label,
-            )
+            why = f"the connection to {where} was lost before the call finished"
+            logger.warning("node %r lost the connection to %s; reconnecting", self.name, where)
         self.table.fail_all(daffi_error_info("RemoteStoppedUnexpectedly", why, self.name))
         self.directory.replace({})
 

@@ -117,7 +117,7 @@ def session_key_of(g: Global) -> bytes | None:
     """The key of node ``g``'s current (or last) session with its controller."""
     node_ = g._runtime.node
     assert node_ is not None
-    return node_.session.credentials.session_key
+    return node_.session.introduction.credentials.session_key
 
 
 class ReconnectGate:

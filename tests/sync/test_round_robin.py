@@ -53,4 +53,4 @@ def test_calls_alternate_between_two_providers(net: Net, backend: str, congested
         answers = [whoami.call(exec_modifier=BG).get(timeout=5) for _ in range(20)]
     assert Counter(answers) == {"p1": 10, "p2": 10}
     assert all(a != b for a, b in itertools.pairwise(answers)), answers
-    assert controller._chosen == {}
+    assert controller.direct.chosen == {}
