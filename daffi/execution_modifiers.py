@@ -12,6 +12,7 @@ A modifier class may stand for its default instance (``g.call.f(1) & FG`` is
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 import time
@@ -22,6 +23,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Final, Literal, TypeAlias
 
 from daffi.exceptions import InitializationError
+from daffi.scheduling._wallclock import utcnow_idiom_hint, utcnow_idiom_offset
 
 __all__ = [
     "ALL_EXEC_MODIFIERS",
@@ -40,13 +42,16 @@ __all__ = [
     "normalize_modifier",
 ]
 
+logger = logging.getLogger("daffi")
+
 #: The shortest ``PERIOD`` interval a requester may ask for, and every node's default minimum
 #: (``Global(min_period_interval=...)``), in seconds.
 MIN_PERIOD_INTERVAL: Final = 0.001
 
 #: A duration as users give it: seconds, a timedelta, or a string such as ``"1m 24s"``.
 Duration: TypeAlias = int | float | timedelta | str
-#: One `PERIOD` firing time: a UTC epoch timestamp or a datetime (naive means UTC).
+#: One `PERIOD` firing time: a POSIX timestamp (``time.time()``) or a datetime (naive: the
+#: host's local time, as Python reads it).
 AtTime: TypeAlias = int | float | datetime
 
 #: Most timestamps one `PERIOD(at_time=...)` may hold.
@@ -180,10 +185,14 @@ class PERIOD:
         """Validate and normalise the arguments.
 
         Args:
-            at_time: One timestamp or a collection of them (at most `MAX_AT_TIMES`): UTC epoch
-                seconds (e.g. ``time.time() + 60``) or datetimes. Aware datetimes are converted
-                to UTC; naive datetimes are read as UTC. Each must be in the future (up to
-                `AT_TIME_PAST_TOLERANCE` seconds in the past is accepted).
+            at_time: One timestamp or a collection of them (at most `MAX_AT_TIMES`): POSIX
+                timestamps (seconds since the epoch, e.g. ``time.time() + 60``) or datetimes.
+                Aware datetimes are converted exactly; naive ones are read as the host's
+                local time, as Python reads them. Each must be in the future (up to
+                `AT_TIME_PAST_TOLERANCE` seconds in the past is accepted). A time that looks
+                computed with daffi 2's ``datetime.utcnow().timestamp()`` on a host not on
+                UTC (off by exactly the host's UTC offset) is logged as a warning, or named
+                in the error when it is in the past.
             interval: The time between runs, e.g. ``10``, ``"1m 30s"`` or a timedelta.
             receiver: Name of the process that must run the schedule.
 
@@ -315,19 +324,28 @@ def _at_times(value: object) -> tuple[float, ...]:
         )
     stamps = tuple(sorted({_timestamp(item) for item in items}))
     now = time.time()
+    offset = utcnow_idiom_offset(stamps[0], now)
     if stamps[0] <= now - AT_TIME_PAST_TOLERANCE:
+        why = (
+            utcnow_idiom_hint(stamps[0], now, offset)
+            if offset is not None
+            else "every timestamp must be in the future"
+        )
         raise InitializationError(
             f"PERIOD at_time {stamps[0]!r} ({_utc_text(stamps[0])}) is in the past (now is "
-            f"{now!r}, {_utc_text(now)}): every timestamp must be in the future. Give UTC epoch "
-            "seconds such as time.time() + 60, or a timezone-aware datetime."
+            f"{now!r}, {_utc_text(now)}): {why}. Give POSIX timestamps such as "
+            "time.time() + 60, or a timezone-aware datetime."
+        )
+    if offset is not None:
+        logger.warning(
+            "PERIOD at_time %s; it is scheduled as given", utcnow_idiom_hint(stamps[0], now, offset)
         )
     return stamps
 
 
 def _timestamp(value: object) -> float:
     if isinstance(value, datetime):
-        if value.tzinfo is None or value.utcoffset() is None:
-            value = value.replace(tzinfo=timezone.utc)
+        # Aware: exact. Naive: the host's local time, as Python reads it.
         return value.timestamp()
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         stamp = float(value)
@@ -341,7 +359,7 @@ def _timestamp(value: object) -> float:
     elif isinstance(value, str):
         hint = " Strings are not accepted: give epoch seconds or a datetime."
     raise InitializationError(
-        f"Invalid PERIOD at_time entry {value!r}: expected UTC epoch seconds (a finite int or "
+        f"Invalid PERIOD at_time entry {value!r}: expected a POSIX timestamp (a finite int or "
         f"float, e.g. time.time() + 60) or a datetime.{hint}"
     )
 

@@ -1,4 +1,6 @@
-"""The seed document's scheduling programs, run verbatim as real processes.
+"""The seed document's scheduling programs, run verbatim as real processes (on this host's
+time zone: they compute times with the daffi 2 idiom ``datetime.utcnow().timestamp()``,
+right only on a UTC host; see test_time_zones.py for what other hosts get).
 
 The seed's programs listen on and connect to ``localhost:8888``, so these tests run one after
 another. Each reads the processes' output as it comes, with the time every line arrived, and
@@ -23,15 +25,19 @@ import pytest
 pytestmark = pytest.mark.processes
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = ROOT / "docs" / "examples" / "scheduling"
+#: the seed document's programs, verbatim (tests/unit/test_seed_copies.py checks them against
+#: ../shared/seed/scheduling-tasks.md); docs/examples/scheduling has them in today's idiom
+SEED = Path(__file__).resolve().parent / "seed_programs"
 PROGRAMS = Path(__file__).resolve().parent / "scheduling_programs"
 
 
 class Proc:
     """A child process whose merged output is collected line by line, with arrival times."""
 
-    def __init__(self, *args: str, cwd: Path | None = None) -> None:
+    def __init__(self, *args: str, cwd: Path | None = None, tz: str | None = None) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if tz is not None:
+            env["TZ"] = tz
         self.started = time.monotonic()
         self.popen = subprocess.Popen(
             [sys.executable, *args],
@@ -122,8 +128,8 @@ def sock_dir() -> Iterator[str]:
     os.rmdir(path)
 
 
-def start(procs: list[Proc], *args: str, cwd: Path | None = None) -> Proc:
-    proc = Proc(*args, cwd=cwd)
+def start(procs: list[Proc], *args: str, cwd: Path | None = None, tz: str | None = None) -> Proc:
+    proc = Proc(*args, cwd=cwd, tz=tz)
     procs.append(proc)
     return proc
 
@@ -250,3 +256,65 @@ def test_listing_cancel_by_uuid_interrupt_and_errors(procs: list[Proc], sock_dir
     requester.popen.stdin.write("\n")
     requester.popen.stdin.flush()
     requester.wait_exit(timeout=10)
+
+
+# ------------------------------------------------------------------ other time zones
+# The seed's at_time snippet computes its times with datetime.utcnow().timestamp(): right on a
+# UTC host only. On other hosts it must warn (later than meant) or refuse (in the past); the
+# documentation's version (time.time()) fires on time everywhere.
+
+DOCS = ROOT / "docs" / "examples" / "scheduling"
+
+
+def _snippet(tmp_path: Path, source: Path) -> Path:
+    program = tmp_path / f"tz_{source.name}"
+    program.write_text(source.read_text() + "\nimport time\ntime.sleep(3)\ntask.cancel()\n")
+    return program
+
+
+@pytest.mark.timeout(60)
+def test_the_seed_snippet_in_new_york_warns_instead_of_firing_silently_late(
+    procs: list[Proc], tmp_path: Path
+) -> None:
+    server = start(procs, str(PROGRAMS / "some_func_server.py"), tz="America/New_York")
+    server.wait_for(r"listening on tcp://localhost:8888", timeout=15)
+    client = start(
+        procs, str(_snippet(tmp_path, SEED / "at_time_snippet.py")), tz="America/New_York"
+    )
+    client.wait_for(r"looks computed with datetime\.utcnow\(\)\.timestamp\(\)", timeout=15)
+    client.wait_exit(timeout=20)
+    assert client.popen.returncode == 0, client.output()
+    assert "If you meant 2 s from now, write time.time() + 2" in client.output()
+    assert not server.times_of(r"some_func ran"), server.output()
+
+
+@pytest.mark.timeout(60)
+def test_the_seed_snippet_in_kolkata_is_refused_with_the_reason(
+    procs: list[Proc], tmp_path: Path
+) -> None:
+    server = start(procs, str(PROGRAMS / "some_func_server.py"), tz="Asia/Kolkata")
+    server.wait_for(r"listening on tcp://localhost:8888", timeout=15)
+    client = start(procs, str(_snippet(tmp_path, SEED / "at_time_snippet.py")), tz="Asia/Kolkata")
+    client.wait_exit(timeout=20)
+    assert client.popen.returncode != 0
+    output = client.output()
+    assert "InitializationError" in output, output
+    assert "is in the past" in output, output
+    assert "UTC+05:30" in output, output
+    assert "datetime.utcnow().timestamp()" in output, output
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_the_documented_snippet_fires_on_time_in_every_zone(
+    procs: list[Proc], tmp_path: Path, tz: str
+) -> None:
+    server = start(procs, str(PROGRAMS / "some_func_server.py"), tz=tz)
+    server.wait_for(r"listening on tcp://localhost:8888", timeout=15)
+    client = start(procs, str(_snippet(tmp_path, DOCS / "at_time_snippet.py")), tz=tz)
+    scheduled, _ = server.wait_for(r"scheduled 'some_func'", timeout=15)
+    ran, _ = server.wait_for(r"some_func ran", timeout=10)
+    client.wait_exit(timeout=20)
+    assert client.popen.returncode == 0, client.output()
+    assert near(ran - scheduled, 2, 0.75), ran - scheduled
+    assert "utcnow" not in client.output()

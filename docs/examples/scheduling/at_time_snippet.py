@@ -1,5 +1,5 @@
+import time
 import logging
-from datetime import datetime
 from daffi import Global, PERIOD
 from daffi.decorators import fetcher
 
@@ -17,7 +17,7 @@ def some_func():
 # Wait my_callback function to be available on remote
 g.wait_function("some_func")
 
-now = datetime.utcnow().timestamp()
+now = time.time()  # seconds since the epoch (UTC), on any host
 
 # 2 sec, 10 sec and 60 sec later
 at_time = [now + 2, now + 10, now + 60]

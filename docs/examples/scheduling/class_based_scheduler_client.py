@@ -1,6 +1,5 @@
 import time
 import logging
-from datetime import datetime
 from daffi import Global, PERIOD
 from daffi.registry import Fetcher
 
@@ -28,7 +27,7 @@ if __name__ == '__main__':
     # Stop the current recurring task.
     task_ident.cancel()
 
-    now = datetime.utcnow().timestamp()
+    now = time.time()  # seconds since the epoch (UTC), on any host
     at_time = [now + 10, now + 30]
 
     # Execute the `long_running_task2` function twice on the remote.

@@ -1,6 +1,5 @@
 import time
 import logging
-from datetime import datetime
 from daffi import Global, PERIOD
 from daffi.decorators import fetcher
 
@@ -17,7 +16,7 @@ g = Global(host="localhost", port=8888)
 # Wait my_callback function to be available on remote
 g.wait_function("some_func")
 
-now = datetime.utcnow().timestamp()
+now = time.time()  # seconds since the epoch (UTC), on any host
 
 # Execute remote callback `some_func` each 5 seconds
 task = some_func()

@@ -1,0 +1,28 @@
+import time
+import logging
+from daffi import Global
+from daffi.registry import Callback
+
+logging.basicConfig(level=logging.INFO)
+
+
+class Scheduler(Callback):
+    auto_init = True
+
+    def long_running_task1(self):
+        print("Start long running task 1")
+        for i in range(1, 3):
+            print(f"Processing item {i}...")
+            time.sleep(1)
+        print("Task 1 complete.")
+
+    def long_running_task2(self):
+        print("Start long running task 2")
+        for i in range(100, 103):
+            print(f"Processing item {i}...")
+            time.sleep(1)
+        print("Task 2 complete.")
+
+
+if __name__ == '__main__':
+    Global(init_controller=True, host="localhost", port=8888).join()

@@ -1,0 +1,25 @@
+import time
+import logging
+from datetime import datetime
+from daffi import Global, PERIOD
+from daffi.decorators import fetcher
+
+logging.basicConfig(level=logging.INFO)
+
+
+@fetcher(PERIOD(interval=5))
+def some_func():
+    pass
+
+
+g = Global(host="localhost", port=8888)
+
+# Wait my_callback function to be available on remote
+g.wait_function("some_func")
+
+now = datetime.utcnow().timestamp()
+
+# Execute remote callback `some_func` each 5 seconds
+task = some_func()
+time.sleep(60)
+task.cancel()
