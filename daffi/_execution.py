@@ -29,7 +29,7 @@ from daffi._protocol import ScheduleSpec
 from daffi._results import AsyncResult, Bridge, ScheduledTask, ScheduledTasks
 from daffi._schedule_host import SYSTEM_CANCEL_SCHEDULE
 from daffi._streams import CREDIT_BATCH, AsyncDownloadProxy, Download, SyncDownload, take_batch
-from daffi.exceptions import GlobalContextError, UnableToFindCandidate
+from daffi.exceptions import GlobalContextError, RemoteStoppedUnexpectedly, UnableToFindCandidate
 from daffi.execution_modifiers import BG, BROADCAST, FG, PERIOD, ExecModifier
 
 __all__ = ["Execution", "Runner"]
@@ -320,7 +320,13 @@ class Execution:
         payload = node.prepare(name, args, kwargs, modifier.receiver)
         spec = ScheduleSpec(_new_uuid(), modifier.kind, modifier.interval, modifier.at_time or ())
         ack = await node.roundtrip(name, payload, receiver=modifier.receiver, schedule=spec)
-        task = ScheduledTask(str(ack["uuid"]), str(ack["func_name"]), str(ack["receiver"]), self)
+        task = ScheduledTask(
+            str(ack["uuid"]),
+            str(ack["func_name"]),
+            str(ack["receiver"]),
+            self,
+            last_fire=modifier.at_time[-1] if modifier.at_time else None,
+        )
         self.scheduled.add(task)
         return task
 
@@ -349,6 +355,21 @@ class Execution:
         node = self.runtime.require_node()
         self.scheduled.cancelled(schedule_uuid, receiver, node.name, float(answer))
         return True
+
+    async def cancel_held_schedule(self, receiver: str, schedule_uuid: str) -> bool:
+        """Cancel schedule ``schedule_uuid`` on ``receiver`` for its handle: as
+        :meth:`cancel_schedule`, but an executor that has gone cancels nothing (False, and a
+        log line) instead of raising."""
+        try:
+            return await self.cancel_schedule(receiver, schedule_uuid)
+        except (UnableToFindCandidate, RemoteStoppedUnexpectedly) as exc:
+            logger.info(
+                "schedule %s on %r was not cancelled: the executor is gone (%s)",
+                schedule_uuid,
+                receiver,
+                exc,
+            )
+            return False
 
     # ------------------------------------------------------------------ streaming fetchers
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import concurrent.futures
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol, TypeVar
@@ -55,6 +56,11 @@ class Schedules(Protocol):
     def runtime(self) -> Bridge: ...
 
     async def cancel_schedule(self, receiver: str, schedule_uuid: str) -> bool: ...
+
+    async def cancel_held_schedule(self, receiver: str, schedule_uuid: str) -> bool:
+        """Like :meth:`cancel_schedule`, but an executor that has gone is no error: False,
+        and a log line."""
+        ...
 
 
 class AsyncResult:
@@ -147,13 +153,23 @@ class ScheduledTask:
             known.
     """
 
-    def __init__(self, uuid: str, func_name: str, receiver: str, owner: Schedules) -> None:
+    def __init__(
+        self,
+        uuid: str,
+        func_name: str,
+        receiver: str,
+        owner: Schedules,
+        *,
+        last_fire: float | None = None,
+    ) -> None:
         self.uuid = uuid
         self.func_name = func_name
         self.receiver = receiver
         self.last_error: DaffiError | None = None
         self._owner = owner
         self._cancel_requested = False
+        #: an ``at_time`` schedule's last time (POSIX); None: it has no last one (interval)
+        self._last_fire = last_fire
         # (cancelled_by, cancelled_at), set once: one reference, so a reader in another
         # thread never sees one without the other.
         self._cancelled: tuple[str, float] | None = None
@@ -186,22 +202,25 @@ class ScheduledTask:
     def cancel(self) -> bool:
         """Cancel the schedule: no further runs; an async run in progress is interrupted.
 
-        Callable from any thread and never deadlocks. Returns whether a schedule was
-        cancelled. From the thread of daffi's own event loop (``async with`` apps) the request
-        is sent without waiting and the return value says whether this handle still believed
-        the schedule active; ``await cancel_async()`` gives the executor's answer.
+        Callable from any thread and never deadlocks. Returns whether this call cancelled
+        something: False for a schedule that was cancelled already, that has finished (its
+        last ``at_time`` has run), or whose executor has gone (then a line is logged). From
+        the thread of daffi's own event loop (``async with`` apps) it cannot wait for the
+        executor: it sends the request and returns False if this handle knows the schedule
+        is over (cancelled already, or an ``at_time`` schedule whose last time passed more
+        than a second ago), else True; ``await cancel_async()`` gives the executor's answer.
         """
         owner = self._owner
         runtime = owner.runtime
         if runtime.on_loop_thread():
-            was_active = not self._cancel_requested
+            was_active = not self._cancel_requested and not self._finished()
             self._cancel_requested = True
-            runtime.spawn(owner.cancel_schedule, self.receiver, self.uuid)
+            runtime.spawn(owner.cancel_held_schedule, self.receiver, self.uuid)
             return was_active
         cancelled: bool = runtime.blocking(
             "ScheduledTask.cancel",
             "cancel_async",
-            owner.cancel_schedule,
+            owner.cancel_held_schedule,
             self.receiver,
             self.uuid,
         )
@@ -209,13 +228,19 @@ class ScheduledTask:
         return cancelled
 
     async def cancel_async(self) -> bool:
-        """Cancel the schedule and return whether the executor had it active."""
+        """Cancel the schedule; returns whether the executor had it active (False, with a
+        log line, when the executor has gone)."""
         owner = self._owner
         cancelled: bool = await owner.runtime.run_on_loop(
-            owner.cancel_schedule, self.receiver, self.uuid
+            owner.cancel_held_schedule, self.receiver, self.uuid
         )
         self._cancel_requested = True
         return cancelled
+
+    def _finished(self) -> bool:
+        # An at_time schedule whose last time passed: its last run has started (within the
+        # second of slack a busy executor may need).
+        return self._last_fire is not None and time.time() > self._last_fire + 1.0
 
     # daffi 2 compatibility: get() returned the task itself.
     def get(self, timeout: float | None = None) -> ScheduledTask:

@@ -488,10 +488,9 @@ async def test_schedules_end_when_the_executor_stops(make_node: NodeFactory) -> 
                 await runs.wait_for(2)
             count = len(runs)
             await executor_left.wait()
-            # Not connected: the requester cannot tell whether the schedule still exists
-            # (the executor might only be cut off), so cancelling says so instead of guessing.
-            with pytest.raises(UnableToFindCandidate, match="exec"):
-                await task.cancel_async()
+            # Not connected: nothing is cancelled (False, and a log line; see
+            # test_schedule_cancel.py), rather than an exception.
+            assert await task.cancel_async() is False
             # A new process with the same name starts with no schedules.
             async with make_node("exec", {"tick": runs.tick}):
                 await req.wait_process_async("exec", timeout=5)
