@@ -13,9 +13,15 @@ MYPY = "mypy==2.4.1"
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (in-process, transports and process-level), asyncio and trio."""
+    """The test suite (in-process, transports and process-level), asyncio and trio.
+
+    Two pytest-xdist workers, each test file whole in one worker: most tests wait on the
+    network or on timers rather than on the CPU, and the seed's programs, which all use the
+    fixed port 8888, stay in one file, one after another. Arguments replace these defaults
+    (``nox -s tests -- tests/unit`` runs serially).
+    """
     session.install("-e", ".[test]")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", *(session.posargs or ["-n", "2", "--dist", "loadfile"]))
 
 
 @nox.session
