@@ -318,7 +318,14 @@ class Execution:
         modifier: PERIOD,
     ) -> ScheduledTask:
         payload = node.prepare(name, args, kwargs, modifier.receiver)
-        spec = ScheduleSpec(_new_uuid(), modifier.kind, modifier.interval, modifier.at_time or ())
+        spec = ScheduleSpec(
+            _new_uuid(),
+            modifier.kind,
+            modifier.interval,
+            modifier.at_time or (),
+            cron=modifier.cron or "",
+            timezone=modifier.timezone or "",
+        )
         ack = await node.roundtrip(name, payload, receiver=modifier.receiver, schedule=spec)
         task = ScheduledTask(
             str(ack["uuid"]),

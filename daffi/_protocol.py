@@ -79,9 +79,11 @@ class ScheduleSpec(msgspec.Struct, frozen=True, array_like=True):
     """A ``PERIOD`` request carried by a ``Call``: register a schedule instead of running."""
 
     uuid: str
-    kind: str  # "interval" | "at_time"
+    kind: str  # "interval" | "at_time" | "cron"
     interval: float | None = None
     at_time: tuple[float, ...] = ()
+    cron: str = ""
+    timezone: str = ""
 
 
 #: Names of the callbacks every node answers without advertising them.

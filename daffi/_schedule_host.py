@@ -158,7 +158,7 @@ class ScheduleHost:
                 an interval below ``min_period_interval``).
             ProtocolError: ``spec`` is not a valid schedule.
         """
-        from daffi.scheduling import AtTimes, Interval, ScheduleEntry
+        from daffi.scheduling import AtTimes, Cron, Interval, ScheduleEntry
 
         scheduler = await self.running_scheduler()
 
@@ -185,6 +185,14 @@ class ScheduleHost:
             trigger = Interval(spec.interval, start=scheduler.clock.wall())
         elif spec.kind == "at_time" and spec.at_time:
             trigger = AtTimes(tuple(sorted(spec.at_time)))
+        elif spec.kind == "cron" and spec.cron:
+            from daffi.scheduling._cron import check_cron
+
+            try:
+                expression, zone = check_cron(spec.cron, spec.timezone or "UTC")
+            except ValueError as exc:
+                raise ArgumentsError(f"cannot schedule {entry.name!r}: {exc}") from None
+            trigger = Cron(expression, zone)
         else:
             raise ProtocolError(f"invalid schedule from {msg.src!r}: {spec!r}")
 

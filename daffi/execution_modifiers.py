@@ -163,24 +163,31 @@ class BROADCAST:
 class PERIOD:
     """Schedule the call on the executing node, at fixed times or at a fixed interval.
 
-    Exactly one of ``at_time`` and ``interval`` is set.
+    Exactly one of ``at_time``, ``interval`` and ``cron`` is set.
 
     Attributes:
-        at_time: UTC epoch timestamps, sorted ascending, without duplicates; each fires once.
+        at_time: POSIX timestamps, sorted ascending, without duplicates; each fires once.
         interval: Seconds between runs (> 0).
         receiver: Name of the process that must run the schedule, or None to let the
             controller choose.
+        cron: A cron expression (five fields, or six with seconds first).
+        timezone: The IANA time zone ``cron`` is read in (``"UTC"`` by default).
     """
 
     at_time: tuple[float, ...] | None
     interval: float | None
     receiver: str | None
+    cron: str | None
+    timezone: str | None
 
     def __init__(
         self,
         at_time: AtTime | Sequence[AtTime] | AbstractSet[AtTime] | None = None,
         interval: Duration | None = None,
         receiver: str | None = None,
+        *,
+        cron: str | None = None,
+        timezone: str | None = None,
     ) -> None:
         """Validate and normalise the arguments.
 
@@ -195,21 +202,56 @@ class PERIOD:
                 in the error when it is in the past.
             interval: The time between runs, e.g. ``10``, ``"1m 30s"`` or a timedelta.
             receiver: Name of the process that must run the schedule.
+            cron: A cron expression, e.g. ``"*/5 * * * *"`` (every five minutes) or
+                ``"30 2 * * MON-FRI"`` (see ``docs/scheduling.md`` for the fields and for
+                daylight saving time).
+            timezone: The IANA time zone ``cron`` is read in, e.g. ``"Europe/Berlin"``
+                (default ``"UTC"``); only with ``cron``.
 
         Raises:
-            InitializationError: Neither or both of ``at_time`` and ``interval`` are given,
-                or one of them is invalid, or ``receiver`` is not a non-empty string.
+            InitializationError: Not exactly one of ``at_time``, ``interval`` and ``cron``
+                is given, or one of them is invalid (an unknown time zone, a malformed cron
+                expression), ``timezone`` is given without ``cron``, or ``receiver`` is not
+                a non-empty string.
         """
-        if at_time is None and interval is None:
+        given = [
+            name
+            for name, value in (("at_time", at_time), ("interval", interval), ("cron", cron))
+            if value is not None
+        ]
+        if not given:
             raise InitializationError(
-                "PERIOD needs one of 'at_time' or 'interval', e.g. PERIOD(interval='10s') or "
-                "PERIOD(at_time=time.time() + 60)."
+                "PERIOD needs one of 'at_time', 'interval' or 'cron', e.g. "
+                "PERIOD(interval='10s'), PERIOD(at_time=time.time() + 60) or "
+                "PERIOD(cron='*/5 * * * *')."
             )
-        if at_time is not None and interval is not None:
+        if len(given) > 1:
             raise InitializationError(
-                "PERIOD takes either 'at_time' or 'interval', not both; use two PERIOD calls "
-                "for two schedules."
+                f"PERIOD takes one of 'at_time', 'interval' and 'cron', not {' and '.join(given)}; "
+                "use one PERIOD call per schedule."
             )
+        if timezone is not None and cron is None:
+            raise InitializationError(
+                "PERIOD timezone applies to cron schedules only (at_time takes aware datetimes "
+                "or POSIX timestamps; an interval does not depend on the time zone)."
+            )
+        object.__setattr__(self, "cron", None)
+        object.__setattr__(self, "timezone", None)
+        if cron is not None:
+            if not isinstance(cron, str) or (
+                timezone is not None and not isinstance(timezone, str)
+            ):
+                raise InitializationError(
+                    f"PERIOD cron and timezone must be strings, not {cron!r} and {timezone!r}"
+                )
+            from daffi.scheduling._cron import check_cron
+
+            try:
+                expression, zone = check_cron(cron, timezone if timezone is not None else "UTC")
+            except ValueError as exc:
+                raise InitializationError(f"PERIOD {exc}") from None
+            object.__setattr__(self, "cron", expression)
+            object.__setattr__(self, "timezone", zone)
         object.__setattr__(self, "at_time", None if at_time is None else _at_times(at_time))
         seconds = _optional_duration(interval, "PERIOD interval")
         if seconds is not None and seconds < MIN_PERIOD_INTERVAL:
@@ -220,9 +262,22 @@ class PERIOD:
         object.__setattr__(self, "interval", seconds)
         object.__setattr__(self, "receiver", _receiver(receiver, "PERIOD"))
 
+    def __repr__(self) -> str:
+        if self.cron is not None:
+            return (
+                f"PERIOD(cron={self.cron!r}, timezone={self.timezone!r}, "
+                f"receiver={self.receiver!r})"
+            )
+        return (
+            f"PERIOD(at_time={self.at_time!r}, interval={self.interval!r}, "
+            f"receiver={self.receiver!r})"
+        )
+
     @property
-    def kind(self) -> Literal["interval", "at_time"]:
-        """``"interval"`` or ``"at_time"``: which kind of schedule this is."""
+    def kind(self) -> Literal["interval", "at_time", "cron"]:
+        """``"interval"``, ``"at_time"`` or ``"cron"``: which kind of schedule this is."""
+        if self.cron is not None:
+            return "cron"
         return "interval" if self.interval is not None else "at_time"
 
 

@@ -6,6 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from daffi.scheduling._cron import Cron
     from daffi.scheduling._durations import parse_duration
     from daffi.scheduling._scheduler import (
         Clock,
@@ -25,6 +26,7 @@ _WHERE = {
     "Scheduler": "_scheduler",
     "SystemClock": "_scheduler",
     "AtTimes": "_triggers",
+    "Cron": "_cron",
     "Interval": "_triggers",
     "Trigger": "_triggers",
 }
@@ -32,6 +34,7 @@ _WHERE = {
 __all__ = [
     "AtTimes",
     "Clock",
+    "Cron",
     "Interval",
     "LoopClock",
     "ScheduleEntry",

@@ -22,6 +22,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from daffi.scheduling._cron import Cron
 from daffi.scheduling._triggers import Interval, Trigger
 
 __all__ = ["Clock", "LoopClock", "ScheduleEntry", "Scheduler", "SystemClock"]
@@ -159,8 +160,8 @@ class Scheduler:
     async def _drive(self, entry: ScheduleEntry) -> None:
         try:
             with entry.scope:
-                if isinstance(entry.trigger, Interval):
-                    await self._drive_interval(entry, entry.trigger)
+                if isinstance(entry.trigger, Interval | Cron):
+                    await self._drive_recurring(entry, entry.trigger)
                 else:
                     # Fires of fixed times do not wait for each other: one task each.
                     async with anyio.create_task_group() as fires:
@@ -176,21 +177,24 @@ class Scheduler:
                     entry.runs,
                 )
 
-    async def _drive_interval(self, entry: ScheduleEntry, trigger: Interval) -> None:
+    async def _drive_recurring(self, entry: ScheduleEntry, trigger: Interval | Cron) -> None:
+        """One run at a time (a run never overlaps the next); fires missed while a run was
+        going, or while the node could not run, are skipped and counted."""
         previous: float | None = None
-        took = 0.0  # how long the previous run took
+        ended = 0.0  # when the previous run ended
         while True:
             fire = trigger.next_fire(self.clock.wall(), previous)
-            assert fire is not None  # an interval never ends by itself
+            if fire is None:
+                return  # (a cron expression with no fire left)
             if previous is not None:
                 missed = trigger.skipped(previous, fire)
                 if missed:
-                    self._note_skip(entry, missed, overran=took >= trigger.interval)
+                    due = trigger.next_fire(previous, previous)
+                    self._note_skip(entry, missed, overran=due is not None and ended >= due)
             await self._wait_for(entry, fire)
             previous = fire
-            started = self.clock.wall()
             await self._run_once(entry)
-            took = self.clock.wall() - started
+            ended = self.clock.wall()
 
     async def _drive_times(self, entry: ScheduleEntry, fires: anyio.abc.TaskGroup) -> None:
         previous: float | None = None

@@ -113,3 +113,22 @@ async def test_an_executor_that_has_gone_cancels_nothing_and_says_so(
             ]
             assert len(lines) == 2
             assert all(task.uuid in line and "'exec'" in line for line in lines)
+
+
+async def test_a_cron_schedule_runs_lists_and_cancels(make_node: NodeFactory) -> None:
+    """``PERIOD(cron=..., timezone=...)`` end to end: every second (six fields), listed with
+    its expression and zone, stopped by a cancel."""
+    runs = Runs()
+    with anyio.fail_after(10):
+        async with make_node("exec", {"tick": runs.tick}), make_node("req") as req:
+            await req.wait_function_async("tick", timeout=5)
+            task = await schedule(req, PERIOD(cron="* * * * * *", timezone="Asia/Kolkata"))
+            await runs.wait_for(2)
+            (listed,) = await req.get_scheduled_tasks_async("exec")
+            assert listed["kind"] == "cron"
+            assert listed["cron"] == "* * * * * *"
+            assert listed["timezone"] == "Asia/Kolkata"
+            assert await task.cancel_async() is True
+            count = runs.count
+            await anyio.sleep(1.5)
+            assert runs.count == count

@@ -175,13 +175,31 @@ def test_pickled_at_time_survives_the_time_passing(monkeypatch: pytest.MonkeyPat
 # --- PERIOD ----------------------------------------------------------------------------------
 
 
-def test_period_needs_exactly_one_of_at_time_and_interval(frozen_now: float) -> None:
-    with pytest.raises(InitializationError, match="PERIOD needs one of 'at_time' or 'interval'"):
+def test_period_needs_exactly_one_of_at_time_interval_and_cron(frozen_now: float) -> None:
+    with pytest.raises(
+        InitializationError, match="PERIOD needs one of 'at_time', 'interval' or 'cron'"
+    ):
         PERIOD()
     with pytest.raises(InitializationError, match="PERIOD needs one of"):
         PERIOD(receiver="w")
-    with pytest.raises(InitializationError, match="either 'at_time' or 'interval', not both"):
+    with pytest.raises(InitializationError, match="not at_time and interval"):
         PERIOD(at_time=NOW + 10, interval=5)
+    with pytest.raises(InitializationError, match="not interval and cron"):
+        PERIOD(interval=5, cron="* * * * *")
+    with pytest.raises(InitializationError, match="timezone applies to cron schedules only"):
+        PERIOD(interval=5, timezone="UTC")
+
+
+def test_period_cron(frozen_now: float) -> None:
+    period = PERIOD(cron="  */5 *  * * * ", timezone="Europe/Berlin", receiver="w")
+    assert (period.cron, period.timezone, period.kind) == ("*/5 * * * *", "Europe/Berlin", "cron")
+    assert PERIOD(cron="0 3 * * MON").timezone == "UTC"
+    with pytest.raises(InitializationError, match="malformed cron expression '\\* \\* \\*'"):
+        PERIOD(cron="* * *")
+    with pytest.raises(InitializationError, match="Bad minute"):
+        PERIOD(cron="61 * * * *")
+    with pytest.raises(InitializationError, match="unknown time zone 'Mars/Base'"):
+        PERIOD(cron="* * * * *", timezone="Mars/Base")
 
 
 def test_period_interval(frozen_now: float) -> None:
