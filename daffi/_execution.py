@@ -325,6 +325,10 @@ class Execution:
             modifier.at_time or (),
             cron=modifier.cron or "",
             timezone=modifier.timezone or "",
+            start=modifier.start,
+            end=modifier.end,
+            max_runs=modifier.max_runs,
+            jitter=modifier.jitter,
         )
         ack = await node.roundtrip(name, payload, receiver=modifier.receiver, schedule=spec)
         task = ScheduledTask(

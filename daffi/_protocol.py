@@ -84,6 +84,10 @@ class ScheduleSpec(msgspec.Struct, frozen=True, array_like=True):
     at_time: tuple[float, ...] = ()
     cron: str = ""
     timezone: str = ""
+    start: float | None = None
+    end: float | None = None
+    max_runs: int | None = None
+    jitter: float = 0.0
 
 
 #: Names of the callbacks every node answers without advertising them.

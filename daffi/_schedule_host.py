@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
@@ -159,6 +160,7 @@ class ScheduleHost:
             ProtocolError: ``spec`` is not a valid schedule.
         """
         from daffi.scheduling import AtTimes, Cron, Interval, ScheduleEntry
+        from daffi.scheduling._bounds import Bounds
 
         scheduler = await self.running_scheduler()
 
@@ -182,7 +184,9 @@ class ScheduleHost:
                     f"{self.name!r} runs schedules at most every {self.min_period_interval} s "
                     "(its min_period_interval)"
                 )
-            trigger = Interval(spec.interval, start=scheduler.clock.wall())
+            # With a start, the grid starts there (its first run is at start).
+            origin = scheduler.clock.wall() if spec.start is None else spec.start - spec.interval
+            trigger = Interval(spec.interval, start=origin)
         elif spec.kind == "at_time" and spec.at_time:
             trigger = AtTimes(tuple(sorted(spec.at_time)))
         elif spec.kind == "cron" and spec.cron:
@@ -202,7 +206,18 @@ class ScheduleHost:
                 raise UnableToFindCandidate(f"callback {entry.name!r} is no longer registered")
             await self._run_entry(current, args, kwargs)
 
-        scheduler.add(ScheduleEntry(spec.uuid, entry.name, trigger, run, requester=msg.src))
+        try:
+            bounds = Bounds(
+                spec.start,
+                spec.end,
+                spec.max_runs,
+                float(spec.jitter) if math.isfinite(spec.jitter) and spec.jitter >= 0 else 0.0,
+            )
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"invalid schedule bounds from {msg.src!r}: {exc}") from None
+        scheduler.add(
+            ScheduleEntry(spec.uuid, entry.name, trigger, run, requester=msg.src, bounds=bounds)
+        )
         logger.info(
             "node %r: scheduled %r for %r (%s, uuid %s)",
             self.name,

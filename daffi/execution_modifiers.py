@@ -172,6 +172,10 @@ class PERIOD:
             controller choose.
         cron: A cron expression (five fields, or six with seconds first).
         timezone: The IANA time zone ``cron`` is read in (``"UTC"`` by default).
+        start: No run before this POSIX time (``interval``: the first run is then).
+        end: No run after this POSIX time: the schedule ends.
+        max_runs: The schedule ends after this many runs.
+        jitter: Each run starts up to this many seconds (at random) after its time.
     """
 
     at_time: tuple[float, ...] | None
@@ -179,6 +183,10 @@ class PERIOD:
     receiver: str | None
     cron: str | None
     timezone: str | None
+    start: float | None
+    end: float | None
+    max_runs: int | None
+    jitter: float
 
     def __init__(
         self,
@@ -188,6 +196,10 @@ class PERIOD:
         *,
         cron: str | None = None,
         timezone: str | None = None,
+        start: float | datetime | None = None,
+        end: float | datetime | None = None,
+        max_runs: int | None = None,
+        jitter: Duration | None = None,
     ) -> None:
         """Validate and normalise the arguments.
 
@@ -207,6 +219,14 @@ class PERIOD:
                 daylight saving time).
             timezone: The IANA time zone ``cron`` is read in, e.g. ``"Europe/Berlin"``
                 (default ``"UTC"``); only with ``cron``.
+            start: No run before this time (a POSIX timestamp or a datetime); an
+                ``interval`` schedule's first run is then. Only with ``interval`` or
+                ``cron``.
+            end: No run after this time: the schedule ends. Only with ``interval`` or
+                ``cron``.
+            max_runs: The schedule ends after this many runs.
+            jitter: Each run starts up to this long (uniformly at random) after its time;
+                the times themselves do not move.
 
         Raises:
             InitializationError: Not exactly one of ``at_time``, ``interval`` and ``cron``
@@ -235,6 +255,21 @@ class PERIOD:
                 "PERIOD timezone applies to cron schedules only (at_time takes aware datetimes "
                 "or POSIX timestamps; an interval does not depend on the time zone)."
             )
+        if (start is not None or end is not None) and at_time is not None:
+            raise InitializationError(
+                "PERIOD start and end bound interval and cron schedules; at_time lists its "
+                "times itself."
+            )
+        from daffi.scheduling._bounds import check_bounds
+
+        try:
+            bounds = check_bounds(start, end, max_runs, jitter)
+        except ValueError as exc:
+            raise InitializationError(str(exc)) from None
+        object.__setattr__(self, "start", bounds.start)
+        object.__setattr__(self, "end", bounds.end)
+        object.__setattr__(self, "max_runs", bounds.max_runs)
+        object.__setattr__(self, "jitter", bounds.jitter)
         object.__setattr__(self, "cron", None)
         object.__setattr__(self, "timezone", None)
         if cron is not None:
@@ -264,14 +299,17 @@ class PERIOD:
 
     def __repr__(self) -> str:
         if self.cron is not None:
-            return (
-                f"PERIOD(cron={self.cron!r}, timezone={self.timezone!r}, "
-                f"receiver={self.receiver!r})"
+            fields = f"cron={self.cron!r}, timezone={self.timezone!r}, receiver={self.receiver!r}"
+        else:
+            fields = (
+                f"at_time={self.at_time!r}, interval={self.interval!r}, receiver={self.receiver!r}"
             )
-        return (
-            f"PERIOD(at_time={self.at_time!r}, interval={self.interval!r}, "
-            f"receiver={self.receiver!r})"
-        )
+        for name in ("start", "end", "max_runs"):
+            if getattr(self, name) is not None:
+                fields += f", {name}={getattr(self, name)!r}"
+        if self.jitter:
+            fields += f", jitter={self.jitter!r}"
+        return f"PERIOD({fields})"
 
     @property
     def kind(self) -> Literal["interval", "at_time", "cron"]:

@@ -13,6 +13,7 @@ interrupted (a sync run in a worker thread finishes on its own; its result is dr
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
+from daffi.scheduling._bounds import Bounds
 from daffi.scheduling._cron import Cron
 from daffi.scheduling._triggers import Interval, Trigger
 
@@ -80,6 +82,8 @@ class ScheduleEntry:
     last_error: str | None = None
     created: float = field(default_factory=time.time)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    #: when it may start and must end, how many runs, how much jitter (default: none)
+    bounds: Bounds = field(default_factory=Bounds)
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -93,7 +97,22 @@ class ScheduleEntry:
             "last_error": self.last_error,
         }
         info.update(self.trigger.describe())
+        info.update(self.bounds.describe())
         return info
+
+    def first_from(self, now: float) -> float:
+        """Where to look for the first fire from: ``now``, or just before ``start``."""
+        start = self.bounds.start
+        return now if start is None else max(now, start - 1e-3)
+
+    def over(self, fire: float | None) -> bool:
+        """Whether the schedule ends instead of firing at ``fire``."""
+        bounds = self.bounds
+        return (
+            fire is None
+            or (bounds.end is not None and fire > bounds.end)
+            or (bounds.max_runs is not None and self.runs >= bounds.max_runs)
+        )
 
 
 ErrorReporter = Callable[[ScheduleEntry, BaseException], Awaitable[None]]
@@ -142,7 +161,7 @@ class Scheduler:
         if entry.uuid in self.entries:
             raise ValueError(f"a schedule with uuid {entry.uuid!r} already exists")
         self.entries[entry.uuid] = entry
-        entry.next_run = entry.trigger.next_fire(self.clock.wall(), None)
+        entry.next_run = entry.trigger.next_fire(entry.first_from(self.clock.wall()), None)
         self._task_group.start_soon(self._drive, entry, name=f"schedule {entry.uuid}")
 
     def cancel(self, uuid: str) -> bool:
@@ -183,9 +202,12 @@ class Scheduler:
         previous: float | None = None
         ended = 0.0  # when the previous run ended
         while True:
-            fire = trigger.next_fire(self.clock.wall(), previous)
-            if fire is None:
-                return  # (a cron expression with no fire left)
+            now = self.clock.wall()
+            fire = trigger.next_fire(
+                now if previous is not None else entry.first_from(now), previous
+            )
+            if fire is None or entry.over(fire):
+                return  # (an end, max_runs, or a cron expression with no fire left)
             if previous is not None:
                 missed = trigger.skipped(previous, fire)
                 if missed:
@@ -198,7 +220,8 @@ class Scheduler:
 
     async def _drive_times(self, entry: ScheduleEntry, fires: anyio.abc.TaskGroup) -> None:
         previous: float | None = None
-        while (fire := entry.trigger.next_fire(self.clock.wall(), previous)) is not None:
+        while not entry.over(fire := entry.trigger.next_fire(self.clock.wall(), previous)):
+            assert fire is not None
             await self._wait_for(entry, fire)
             previous = fire
             fires.start_soon(self._run_once, entry)
@@ -206,7 +229,8 @@ class Scheduler:
     async def _wait_for(self, entry: ScheduleEntry, fire: float) -> None:
         """Sleep until ``fire`` and count the run (raises if the schedule is cancelled)."""
         entry.next_run = fire
-        await self.clock.sleep_until(fire)
+        jitter = entry.bounds.jitter
+        await self.clock.sleep_until(fire + random.uniform(0, jitter) if jitter else fire)
         # A cancel that lands in the same loop turn as the timer must still win:
         # cancel() returning True promises that no run starts.
         await anyio.lowlevel.checkpoint_if_cancelled()

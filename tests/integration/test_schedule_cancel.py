@@ -132,3 +132,22 @@ async def test_a_cron_schedule_runs_lists_and_cancels(make_node: NodeFactory) ->
             count = runs.count
             await anyio.sleep(1.5)
             assert runs.count == count
+
+
+async def test_bounds_travel_to_the_executor(make_node: NodeFactory) -> None:
+    """``max_runs`` and ``start`` reach the executor: the schedule waits for its start, runs
+    three times and ends (it leaves the listing; a cancel then cancels nothing)."""
+    runs = Runs()
+    with anyio.fail_after(10):
+        async with make_node("exec", {"tick": runs.tick}), make_node("req") as req:
+            await req.wait_function_async("tick", timeout=5)
+            start = time.time() + 0.5
+            task = await schedule(req, PERIOD(interval=0.05, start=start, max_runs=3))
+            (listed,) = await req.get_scheduled_tasks_async("exec")
+            assert (listed["max_runs"], listed["start"]) == (3, start)
+            await runs.wait_for(3)
+            assert time.time() >= start
+            await anyio.sleep(0.3)
+            assert runs.count == 3
+            assert await req.get_scheduled_tasks_async("exec") == []
+            assert await task.cancel_async() is False
