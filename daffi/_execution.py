@@ -329,6 +329,8 @@ class Execution:
             end=modifier.end,
             max_runs=modifier.max_runs,
             jitter=modifier.jitter,
+            misfire_grace=modifier.misfire_grace,
+            coalesce=modifier.coalesce,
         )
         ack = await node.roundtrip(name, payload, receiver=modifier.receiver, schedule=spec)
         task = ScheduledTask(

@@ -88,6 +88,8 @@ class ScheduleSpec(msgspec.Struct, frozen=True, array_like=True):
     end: float | None = None
     max_runs: int | None = None
     jitter: float = 0.0
+    misfire_grace: float | None = None
+    coalesce: bool = True
 
 
 #: Names of the callbacks every node answers without advertising them.

@@ -212,6 +212,8 @@ class ScheduleHost:
                 spec.end,
                 spec.max_runs,
                 float(spec.jitter) if math.isfinite(spec.jitter) and spec.jitter >= 0 else 0.0,
+                spec.misfire_grace,
+                bool(spec.coalesce),
             )
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"invalid schedule bounds from {msg.src!r}: {exc}") from None

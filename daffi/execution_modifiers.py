@@ -176,6 +176,8 @@ class PERIOD:
         end: No run after this POSIX time: the schedule ends.
         max_runs: The schedule ends after this many runs.
         jitter: Each run starts up to this many seconds (at random) after its time.
+        misfire_grace: How late a missed run may still start (None: the kind's default).
+        coalesce: Missed runs within ``misfire_grace`` make one run (True) or one each.
     """
 
     at_time: tuple[float, ...] | None
@@ -187,6 +189,8 @@ class PERIOD:
     end: float | None
     max_runs: int | None
     jitter: float
+    misfire_grace: float | None
+    coalesce: bool
 
     def __init__(
         self,
@@ -200,6 +204,8 @@ class PERIOD:
         end: float | datetime | None = None,
         max_runs: int | None = None,
         jitter: Duration | None = None,
+        misfire_grace: Duration | None = None,
+        coalesce: bool = True,
     ) -> None:
         """Validate and normalise the arguments.
 
@@ -227,6 +233,12 @@ class PERIOD:
             max_runs: The schedule ends after this many runs.
             jitter: Each run starts up to this long (uniformly at random) after its time;
                 the times themselves do not move.
+            misfire_grace: How late a run the executor could not start on time (its loop
+                was busy, it was suspended, the previous run overran) may still start; a
+                time missed by more is skipped. Default: ``interval`` and ``cron`` skip
+                every missed time, ``at_time`` runs each however late.
+            coalesce: With ``misfire_grace``, missed times of an ``interval`` or ``cron``
+                schedule make one run (default) or one run each.
 
         Raises:
             InitializationError: Not exactly one of ``at_time``, ``interval`` and ``cron``
@@ -263,13 +275,15 @@ class PERIOD:
         from daffi.scheduling._bounds import check_bounds
 
         try:
-            bounds = check_bounds(start, end, max_runs, jitter)
+            bounds = check_bounds(start, end, max_runs, jitter, misfire_grace, coalesce)
         except ValueError as exc:
             raise InitializationError(str(exc)) from None
         object.__setattr__(self, "start", bounds.start)
         object.__setattr__(self, "end", bounds.end)
         object.__setattr__(self, "max_runs", bounds.max_runs)
         object.__setattr__(self, "jitter", bounds.jitter)
+        object.__setattr__(self, "misfire_grace", bounds.misfire_grace)
+        object.__setattr__(self, "coalesce", bounds.coalesce)
         object.__setattr__(self, "cron", None)
         object.__setattr__(self, "timezone", None)
         if cron is not None:
@@ -309,6 +323,8 @@ class PERIOD:
                 fields += f", {name}={getattr(self, name)!r}"
         if self.jitter:
             fields += f", jitter={self.jitter!r}"
+        if self.misfire_grace is not None:
+            fields += f", misfire_grace={self.misfire_grace!r}, coalesce={self.coalesce!r}"
         return f"PERIOD({fields})"
 
     @property

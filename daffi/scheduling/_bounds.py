@@ -1,5 +1,6 @@
 """What bounds a recurring schedule: when it may start and must end, how many runs it has,
-and how much random delay each run gets (``PERIOD(start=, end=, max_runs=, jitter=)``)."""
+how much random delay each run gets, and what happens to runs it could not start on time
+(``PERIOD(start=, end=, max_runs=, jitter=, misfire_grace=, coalesce=)``)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,21 @@ class Bounds:
         jitter: each run starts up to this many seconds (uniformly at random) after its
             time, so that many schedules with the same time do not all start at once; the
             times themselves do not move.
+        misfire_grace: how late (seconds) a run may still start when the node could not
+            start it on time (its loop was busy, it was suspended, the previous run
+            overran); a time missed by more is skipped (counted, and logged). None (the
+            default): an ``interval`` or ``cron`` schedule skips every time that has passed,
+            an ``at_time`` schedule runs each time however late.
+        coalesce: for ``interval`` and ``cron`` with a ``misfire_grace``: several missed
+            times still within it make one run (the default), or one run each (False).
     """
 
     start: float | None = None
     end: float | None = None
     max_runs: int | None = None
     jitter: float = 0.0
+    misfire_grace: float | None = None
+    coalesce: bool = True
 
     def describe(self) -> dict[str, Any]:
         """The bounds that are set, for listings."""
@@ -43,6 +53,9 @@ class Bounds:
             info["max_runs"] = self.max_runs
         if self.jitter:
             info["jitter"] = self.jitter
+        if self.misfire_grace is not None:
+            info["misfire_grace"] = self.misfire_grace
+            info["coalesce"] = self.coalesce
         return info
 
 
@@ -64,6 +77,8 @@ def check_bounds(
     end: object = None,
     max_runs: object = None,
     jitter: object = None,
+    misfire_grace: object = None,
+    coalesce: object = True,
     *,
     now: float | None = None,
 ) -> Bounds:
@@ -84,12 +99,23 @@ def check_bounds(
         isinstance(max_runs, int) and not isinstance(max_runs, bool) and max_runs >= 1
     ):
         raise ValueError(f"PERIOD max_runs must be a positive int, not {max_runs!r}")
-    spread = 0.0
-    if jitter is not None:
+    if not isinstance(coalesce, bool):
+        raise ValueError(f"PERIOD coalesce must be True or False, not {coalesce!r}")
+    return Bounds(
+        first,
+        last,
+        max_runs if isinstance(max_runs, int) else None,
+        _seconds(jitter, "PERIOD jitter"),
+        None if misfire_grace is None else _seconds(misfire_grace, "PERIOD misfire_grace"),
+        coalesce,
+    )
+
+
+def _seconds(value: object, what: str) -> float:
+    if value is None:
+        return 0.0
+    if isinstance(value, timedelta | str | int | float) and not isinstance(value, bool):
         from daffi.scheduling._durations import parse_duration
 
-        if isinstance(jitter, timedelta | str | int | float) and not isinstance(jitter, bool):
-            spread = parse_duration(jitter, what="PERIOD jitter", allow_zero=True)
-        else:
-            raise ValueError(f"PERIOD jitter must be a duration, not {jitter!r}")
-    return Bounds(first, last, max_runs if isinstance(max_runs, int) else None, spread)
+        return parse_duration(value, what=what, allow_zero=True)
+    raise ValueError(f"{what} must be a duration, not {value!r}")

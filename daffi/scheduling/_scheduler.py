@@ -117,6 +117,35 @@ class ScheduleEntry:
 
 ErrorReporter = Callable[[ScheduleEntry, BaseException], Awaitable[None]]
 
+#: how many missed times :func:`_late_fire` looks through at most
+_MISSED_LIMIT = 10_000
+
+
+def _late_fire(
+    trigger: Interval | Cron, previous: float, now: float, bounds: Bounds
+) -> float | None:
+    """A time missed since ``previous`` that still runs (late) under the misfire policy:
+    the latest one within ``misfire_grace`` when coalescing, else the earliest one within
+    it; None when none is (every missed time is skipped)."""
+    point = trigger.next_fire(previous, previous)  # the first time after previous
+    if point is None or point >= now:
+        return None  # nothing was missed
+    grace = bounds.misfire_grace
+    assert grace is not None
+    for _ in range(_MISSED_LIMIT):
+        following = trigger.next_fire(point, point)
+        if bounds.coalesce:
+            if following is None or following > now:
+                break  # point is the latest missed time
+        elif now - point <= grace:
+            break  # point is the earliest missed time within the grace
+        if following is None or following > now:
+            return None
+        point = following
+    else:
+        return None
+    return point if now - point <= grace else None
+
 
 class Scheduler:
     """Runs schedules until they end, are cancelled, or the scheduler stops.
@@ -208,6 +237,10 @@ class Scheduler:
             )
             if fire is None or entry.over(fire):
                 return  # (an end, max_runs, or a cron expression with no fire left)
+            if previous is not None and entry.bounds.misfire_grace is not None:
+                late = _late_fire(trigger, previous, now, entry.bounds)
+                if late is not None:
+                    fire = late  # missed, within the grace: it runs now
             if previous is not None:
                 missed = trigger.skipped(previous, fire)
                 if missed:
@@ -220,10 +253,14 @@ class Scheduler:
 
     async def _drive_times(self, entry: ScheduleEntry, fires: anyio.abc.TaskGroup) -> None:
         previous: float | None = None
+        grace = entry.bounds.misfire_grace
         while not entry.over(fire := entry.trigger.next_fire(self.clock.wall(), previous)):
             assert fire is not None
-            await self._wait_for(entry, fire)
             previous = fire
+            if grace is not None and self.clock.wall() - fire > grace:
+                self._note_skip(entry, 1, overran=False)  # missed by more than the grace
+                continue
+            await self._wait_for(entry, fire)
             fires.start_soon(self._run_once, entry)
 
     async def _wait_for(self, entry: ScheduleEntry, fire: float) -> None:

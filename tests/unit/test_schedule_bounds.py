@@ -110,3 +110,72 @@ async def test_jitter_delays_each_run_within_it_and_keeps_the_grid(env: Env) -> 
     assert all(0 <= delay <= 5.0 for delay in delays), delays
     assert len({round(delay, 6) for delay in delays}) > 1  # random, not a fixed shift
     assert schedule.skipped == 0
+
+
+# ---------------------------------------------------------------- misfire policy
+# Run 1 starts at +10 and takes 25 s (until +35): the times +20 and +30 are missed.
+
+
+@pytest.mark.anyio
+async def test_by_default_missed_interval_times_are_skipped(env: Env) -> None:
+    async with env.scheduler() as scheduler:
+        record = Recorder(env, durations={1: 25.0})
+        schedule = entry(Interval(10, start=EPOCH), record, Bounds(max_runs=3))
+        scheduler.add(schedule)
+        await env.sleep(100)
+    assert_walls(record.fires, [EPOCH + 10, EPOCH + 40, EPOCH + 50])
+    assert schedule.skipped == 2
+
+
+@pytest.mark.anyio
+async def test_missed_times_within_the_grace_coalesce_into_one_late_run(env: Env) -> None:
+    async with env.scheduler() as scheduler:
+        record = Recorder(env, durations={1: 25.0})
+        policy = Bounds(max_runs=3, misfire_grace=7.0)
+        schedule = entry(Interval(10, start=EPOCH), record, policy)
+        scheduler.add(schedule)
+        await env.sleep(100)
+    # At +35, +30 was missed by 5 s (within 7): it runs at once, late; +20 is dropped.
+    assert_walls(record.fires, [EPOCH + 10, EPOCH + 35, EPOCH + 40])
+    assert schedule.skipped == 1
+
+
+@pytest.mark.anyio
+async def test_without_coalescing_each_missed_time_within_the_grace_runs(env: Env) -> None:
+    async with env.scheduler() as scheduler:
+        record = Recorder(env, durations={1: 25.0})
+        policy = Bounds(max_runs=4, misfire_grace=20.0, coalesce=False)
+        schedule = entry(Interval(10, start=EPOCH), record, policy)
+        scheduler.add(schedule)
+        await env.sleep(100)
+    # At +35 both +20 (15 s late) and +30 (5 s late) are within 20 s: each runs, at once.
+    assert_walls(record.fires, [EPOCH + 10, EPOCH + 35, EPOCH + 35, EPOCH + 40])
+    assert schedule.skipped == 0
+    assert not record.overlapped
+
+
+@pytest.mark.anyio
+async def test_a_missed_time_beyond_the_grace_is_skipped(env: Env) -> None:
+    async with env.scheduler() as scheduler:
+        record = Recorder(env, durations={1: 25.0})
+        policy = Bounds(max_runs=2, misfire_grace=2.0)
+        schedule = entry(Interval(10, start=EPOCH), record, policy)
+        scheduler.add(schedule)
+        await env.sleep(100)
+    assert_walls(record.fires, [EPOCH + 10, EPOCH + 40])
+    assert schedule.skipped == 2
+
+
+@pytest.mark.anyio
+async def test_an_at_time_missed_beyond_its_grace_is_skipped(env: Env) -> None:
+    """at_time runs late by default; with a grace, a time missed by more is skipped."""
+    async with env.scheduler() as scheduler:
+        late, strict = Recorder(env), Recorder(env)
+        times = AtTimes((EPOCH - 30, EPOCH - 1, EPOCH + 5))
+        scheduler.add(ScheduleEntry("a", "tick", times, late, "req"))
+        scheduler.add(
+            ScheduleEntry("b", "tick", times, strict, "req", bounds=Bounds(misfire_grace=2))
+        )
+        await env.sleep(60)
+    assert_walls(late.fires, [EPOCH, EPOCH, EPOCH + 5])
+    assert_walls(strict.fires, [EPOCH, EPOCH + 5])
