@@ -27,7 +27,7 @@ from daffi._crossloop import run_in_portal
 from daffi._node import Node
 from daffi._protocol import ScheduleSpec
 from daffi._results import AsyncResult, Bridge, ScheduledTask, ScheduledTasks
-from daffi._schedule_host import SYSTEM_CANCEL_SCHEDULE
+from daffi._schedule_host import SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES
 from daffi._streams import CREDIT_BATCH, AsyncDownloadProxy, Download, SyncDownload, take_batch
 from daffi.exceptions import GlobalContextError, RemoteStoppedUnexpectedly, UnableToFindCandidate
 from daffi.execution_modifiers import BG, BROADCAST, FG, PERIOD, ExecModifier
@@ -368,6 +368,18 @@ class Execution:
         node = self.runtime.require_node()
         self.scheduled.cancelled(schedule_uuid, receiver, node.name, float(answer))
         return True
+
+    async def schedule_status(self, receiver: str, schedule_uuid: str) -> dict[str, Any] | None:
+        """The executor's listing of schedule ``schedule_uuid`` (None: it is not there, or
+        the executor has gone)."""
+        try:
+            listing = await self.system_call(receiver, SYSTEM_LIST_SCHEDULES)
+        except (UnableToFindCandidate, RemoteStoppedUnexpectedly):
+            return None
+        for item in listing:
+            if isinstance(item, dict) and item.get("uuid") == schedule_uuid:
+                return item
+        return None
 
     async def cancel_held_schedule(self, receiver: str, schedule_uuid: str) -> bool:
         """Cancel schedule ``schedule_uuid`` on ``receiver`` for its handle: as

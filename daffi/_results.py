@@ -57,6 +57,10 @@ class Schedules(Protocol):
 
     async def cancel_schedule(self, receiver: str, schedule_uuid: str) -> bool: ...
 
+    async def schedule_status(self, receiver: str, schedule_uuid: str) -> dict[str, Any] | None:
+        """The executor's listing of one schedule (None: not there, or the executor gone)."""
+        ...
+
     async def cancel_held_schedule(self, receiver: str, schedule_uuid: str) -> bool:
         """Like :meth:`cancel_schedule`, but an executor that has gone is no error: False,
         and a log line."""
@@ -151,6 +155,9 @@ class ScheduledTask:
         cancelled_at: read-only; when the schedule was cancelled, as a POSIX timestamp taken
             on the executor (``time.time()`` there); ``None`` until :attr:`cancelled_by` is
             known.
+        next_run, runs, skipped: what the executor said at the last :meth:`refresh`: the
+            next run's POSIX time (None: no run to come), the runs so far, the times skipped
+            (``None`` before the first refresh).
     """
 
     def __init__(
@@ -166,6 +173,9 @@ class ScheduledTask:
         self.func_name = func_name
         self.receiver = receiver
         self.last_error: DaffiError | None = None
+        self.next_run: float | None = None
+        self.runs: int | None = None
+        self.skipped: int | None = None
         self._owner = owner
         self._cancel_requested = False
         #: an ``at_time`` schedule's last time (POSIX); None: it has no last one (interval)
@@ -236,6 +246,39 @@ class ScheduledTask:
         )
         self._cancel_requested = True
         return cancelled
+
+    def refresh(self) -> bool:
+        """Fetch :attr:`next_run`, :attr:`runs` and :attr:`skipped` from the executor;
+        returns whether the schedule is still there (False: it ended, was cancelled, or the
+        executor has gone; :attr:`next_run` is then None). Blocks: from daffi's own loop,
+        use :meth:`refresh_async`."""
+        owner = self._owner
+        status: dict[str, Any] | None = owner.runtime.blocking(
+            "ScheduledTask.refresh",
+            "refresh_async",
+            owner.schedule_status,
+            self.receiver,
+            self.uuid,
+        )
+        return self._update(status)
+
+    async def refresh_async(self) -> bool:
+        """Async twin of :meth:`refresh`."""
+        owner = self._owner
+        status: dict[str, Any] | None = await owner.runtime.run_on_loop(
+            owner.schedule_status, self.receiver, self.uuid
+        )
+        return self._update(status)
+
+    def _update(self, status: dict[str, Any] | None) -> bool:
+        if status is None:
+            self.next_run = None
+            return False
+        next_run = status.get("next_run")
+        self.next_run = float(next_run) if isinstance(next_run, int | float) else None
+        self.runs = int(status.get("runs", 0))
+        self.skipped = int(status.get("skipped", 0))
+        return True
 
     def _finished(self) -> bool:
         # An at_time schedule whose last time passed: its last run has started (within the

@@ -151,3 +151,24 @@ async def test_bounds_travel_to_the_executor(make_node: NodeFactory) -> None:
             assert runs.count == 3
             assert await req.get_scheduled_tasks_async("exec") == []
             assert await task.cancel_async() is False
+
+
+async def test_refresh_fetches_next_run_runs_and_skipped(make_node: NodeFactory) -> None:
+    runs = Runs()
+    with anyio.fail_after(10):
+        async with make_node("exec", {"tick": runs.tick}), make_node("req") as req:
+            await req.wait_function_async("tick", timeout=5)
+            task = await schedule(req, PERIOD(interval=0.1))
+            assert (task.next_run, task.runs, task.skipped) == (None, None, None)
+            await runs.wait_for(2)
+            assert await task.refresh_async() is True
+            assert task.runs is not None
+            assert task.runs >= 2
+            assert task.skipped == 0
+            assert task.next_run is not None
+            assert time.time() - 1 < task.next_run < time.time() + 1
+            # From a plain thread, the blocking twin.
+            assert await anyio.to_thread.run_sync(task.refresh) is True
+            assert await task.cancel_async() is True
+            assert await task.refresh_async() is False
+            assert task.next_run is None
