@@ -17,11 +17,15 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from trio.testing import MockClock
 
-from daffi.scheduling import Cron, LoopClock, ScheduleEntry
+from daffi.scheduling import Cron, ScheduleEntry
 
-from .test_scheduler import AutojumpClock, Env, Recorder
+from .test_scheduler import (
+    Env,
+    Recorder,
+    anyio_backend,  # noqa: F401  (its trio case runs on a MockClock)
+    env_at,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 HOUR = 3600.0
@@ -107,19 +111,9 @@ def test_missed_fires_are_skipped_to_the_first_after_now() -> None:
 START = utc(2027, 3, 25)  # a few days before spring's transition
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> object:
-    if request.param == "trio":
-        return ("trio", {"clock": MockClock(autojump_threshold=0)})
-    return "asyncio"
-
-
 @pytest.fixture
 def env(anyio_backend_name: str) -> Env:
-    if anyio_backend_name == "trio":
-        return Env(LoopClock(START), limit=365 * DAY)
-    clock = AutojumpClock(START)
-    return Env(clock, limit=30.0, autojump=clock.autojump)
+    return env_at(anyio_backend_name, START, asyncio_limit=30.0)
 
 
 @pytest.mark.anyio

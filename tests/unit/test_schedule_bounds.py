@@ -6,14 +6,19 @@ from __future__ import annotations
 import time
 
 import pytest
-from trio.testing import MockClock
 
 from daffi import PERIOD
 from daffi.exceptions import InitializationError
-from daffi.scheduling import AtTimes, Cron, Interval, LoopClock, ScheduleEntry
+from daffi.scheduling import AtTimes, Cron, Interval, ScheduleEntry
 from daffi.scheduling._bounds import Bounds
 
-from .test_scheduler import AutojumpClock, Env, Recorder, assert_walls
+from .test_scheduler import (
+    Env,
+    Recorder,
+    anyio_backend,  # noqa: F401  (its trio case runs on a MockClock)
+    assert_walls,
+    env_at,
+)
 
 EPOCH = 1_800_000_000.0  # a whole hour (UTC)
 
@@ -52,19 +57,9 @@ def test_bounds_are_checked_when_the_period_is_built() -> None:
 # ---------------------------------------------------------------- in the scheduler
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> object:
-    if request.param == "trio":
-        return ("trio", {"clock": MockClock(autojump_threshold=0)})
-    return "asyncio"
-
-
 @pytest.fixture
 def env(anyio_backend_name: str) -> Env:
-    if anyio_backend_name == "trio":
-        return Env(LoopClock(EPOCH), limit=30 * 24 * 3600.0)
-    clock = AutojumpClock(EPOCH)
-    return Env(clock, limit=10.0, autojump=clock.autojump)
+    return env_at(anyio_backend_name, EPOCH, asyncio_limit=10.0)
 
 
 def entry(trigger: object, record: Recorder, bounds: Bounds) -> ScheduleEntry:

@@ -139,12 +139,18 @@ class Env:
                 tg.cancel_scope.cancel()
 
 
+def env_at(anyio_backend_name: str, epoch: float, *, asyncio_limit: float = 10.0) -> Env:
+    """A fake clock starting at ``epoch`` for the test's backend (see the module docstring);
+    ``asyncio_limit``: real seconds the asyncio fake clock may take."""
+    if anyio_backend_name == "trio":
+        return Env(LoopClock(epoch), limit=365 * 24 * HOUR)
+    clock = AutojumpClock(epoch)
+    return Env(clock, limit=asyncio_limit, autojump=clock.autojump)
+
+
 @pytest.fixture
 def env(anyio_backend_name: str) -> Env:
-    if anyio_backend_name == "trio":
-        return Env(LoopClock(EPOCH), limit=365 * 24 * HOUR)
-    clock = AutojumpClock(EPOCH)
-    return Env(clock, limit=10.0, autojump=clock.autojump)
+    return env_at(anyio_backend_name, EPOCH)
 
 
 # ---------------------------------------------------------------- recording runs
