@@ -278,7 +278,7 @@ class Global:
         result: list[dict[str, Any]] = self._runtime.blocking(
             "get_scheduled_tasks",
             "get_scheduled_tasks_async",
-            self._execution.system_call,
+            self._execution.schedules.system_call,
             remote_process,
             SYSTEM_LIST_SCHEDULES,
         )
@@ -287,7 +287,7 @@ class Global:
     async def get_scheduled_tasks_async(self, remote_process: str) -> list[dict[str, Any]]:
         """Async twin of :meth:`get_scheduled_tasks`."""
         result: list[dict[str, Any]] = await self._runtime.run_on_loop(
-            self._execution.system_call, remote_process, SYSTEM_LIST_SCHEDULES
+            self._execution.schedules.system_call, remote_process, SYSTEM_LIST_SCHEDULES
         )
         return result
 
@@ -296,7 +296,7 @@ class Global:
         cancelled: bool = self._runtime.blocking(
             "cancel_scheduled_task_by_uuid",
             "cancel_scheduled_task_by_uuid_async",
-            self._execution.cancel_schedule,
+            self._execution.schedules.cancel_schedule,
             remote_process,
             uuid,
         )
@@ -305,7 +305,7 @@ class Global:
     async def cancel_scheduled_task_by_uuid_async(self, remote_process: str, uuid: str) -> bool:
         """Async twin of :meth:`cancel_scheduled_task_by_uuid`."""
         cancelled: bool = await self._runtime.run_on_loop(
-            self._execution.cancel_schedule, remote_process, uuid
+            self._execution.schedules.cancel_schedule, remote_process, uuid
         )
         return cancelled
 

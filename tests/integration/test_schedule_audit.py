@@ -290,7 +290,7 @@ async def test_a_report_from_a_node_that_is_not_the_executor_is_ignored(
             # A round trip: once it returns, req has handled the report.
             for by in ("obs", "exec"):
                 for schedule_uuid in (task.uuid, "no-such"):
-                    answer = await observer._execution.system_call(
+                    answer = await observer._execution.schedules.system_call(
                         "req", SYSTEM_SCHEDULE_CANCELLED, schedule_uuid, by, time.time()
                     )
                     assert answer is None
@@ -319,7 +319,7 @@ async def test_an_error_report_from_a_node_that_is_not_the_executor_is_ignored(
             task = await schedule_tick(req)
             await runs.wait_for(1)
             info = daffi_error_info("ValueError", "forged failure", "obs")
-            answer = await observer._execution.system_call(
+            answer = await observer._execution.schedules.system_call(
                 "req", SYSTEM_SCHEDULE_ERROR, task.uuid, msgspec.to_builtins(info)
             )
             assert answer is None
