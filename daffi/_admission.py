@@ -56,6 +56,7 @@ __all__ = [
     "first_message",
     "join",
     "may_attach",
+    "name_taken",
     "new_channel_token",
     "refusal",
     "reoffer",
@@ -106,15 +107,12 @@ def refusal(
     msg: Hello,
     controller: str,
     *,
-    name_taken: bool,
     size: int,
     limits: RegistrationLimits,
 ) -> Reject | None:
     """Why controller ``controller`` refuses the node saying ``msg`` in a frame of ``size``
     bytes (None: it may join, as far as these checks go: authentication is
-    :func:`authenticate`'s).
-
-    ``name_taken``: a connected node already has the name the node asks for.
+    :func:`authenticate`'s, a name already in use :func:`name_taken`'s).
     """
     if msg.version != PROTOCOL_VERSION:
         return Reject(
@@ -124,12 +122,6 @@ def refusal(
         )
     if not msg.name:
         return Reject("process_name must not be empty", "InitializationError")
-    if name_taken:
-        return Reject(
-            f"process name {msg.name!r} is already used by a connected node; "
-            "every process needs a unique process_name",
-            "InitializationError",
-        )
     if "msgpack" not in msg.codecs:
         return Reject(
             f"no common payload codec (node offers {list(msg.codecs)}, controller "
@@ -140,6 +132,15 @@ def refusal(
     if why is not None:
         return Reject(f"controller {controller!r} refused process {msg.name!r}: it {why}")
     return None
+
+
+def name_taken(name: str) -> Reject:
+    """The refusal of a node asking for ``name``, which a connected node already has."""
+    return Reject(
+        f"process name {name!r} is already used by a connected node; "
+        "every process needs a unique process_name",
+        "InitializationError",
+    )
 
 
 def new_channel_token() -> bytes:
@@ -212,7 +213,7 @@ async def join(
         raise ProtocolError(f"expected Hello as the first message, got {type(msg).__name__}")
     origin = conn.peer
     conn.peer = repr(msg.name)
-    reject = refusal(msg, controller, name_taken=False, size=size, limits=limits)
+    reject = refusal(msg, controller, size=size, limits=limits)
     proven = Proven()
     if reject is None and guard is not None and guard.active and not conn.in_process:
         outcome = await authenticate(
@@ -223,7 +224,7 @@ async def join(
         else:
             proven = outcome
     if reject is None and msg.name in router.directory.peers:
-        reject = refusal(msg, controller, name_taken=True, size=size, limits=limits)
+        reject = name_taken(msg.name)
     if reject is not None:
         logger.warning("refused node %r (from %s): %s", msg.name, origin, reject.reason)
         with contextlib.suppress(anyio.BrokenResourceError):
