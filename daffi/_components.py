@@ -122,6 +122,7 @@ class Components:
                 closed=self._closed_error(),
             ),
             opt_ins=OptIns(settings.allow_pickle, settings.allow_transfer),
+            state_dir=settings.state_dir,
         )
         self.node.dispatch.schedules.reports = self.schedule_reports
         await tg.start(self.node.run)

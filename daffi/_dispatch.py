@@ -121,6 +121,7 @@ class Dispatcher:
         min_period_interval: the shortest schedule interval it accepts (seconds).
         allow_transfer: the node runs functions other processes send it
             (``Global(allow_transfer=True)``).
+        state_dir: where the node keeps its durable schedules (None: it keeps none).
 
     Attributes:
         pickling: the node's side of the pickle rule (``allow_pickle``).
@@ -134,6 +135,7 @@ class Dispatcher:
         max_concurrent_calls: int,
         min_period_interval: float = MIN_PERIOD_INTERVAL,
         allow_transfer: bool = False,
+        state_dir: str | None = None,
     ) -> None:
         self.node = node
         self.registry = node.registry
@@ -150,7 +152,7 @@ class Dispatcher:
         #: streams into callbacks, and generator callbacks
         self.streams = CalleeStreams(self)
         #: the schedules this node runs for others, and the system calls about them
-        self.schedules = ScheduleHost(node, self.run_entry, min_period_interval)
+        self.schedules = ScheduleHost(node, self.run_entry, min_period_interval, state_dir)
 
     @property
     def name(self) -> str:
@@ -175,6 +177,7 @@ class Dispatcher:
             async with anyio.create_task_group() as tg:
                 await tg.start(self.executor.run)
                 self.schedules.task_group = tg
+                self.schedules.durable.start(tg)
                 task_status.started()
                 await anyio.sleep_forever()
         finally:

@@ -111,6 +111,12 @@ class Global:
             ``GlobalContextError``.
         min_period_interval: the shortest ``PERIOD(interval=...)`` this node runs, in
             seconds (default 1 ms); a schedule asking for less is refused.
+        state_dir: the directory where this node keeps its state: the durable schedules
+            it runs (``PERIOD(durable=True)``), in ``schedules.sqlite3``. Default:
+            ``$XDG_STATE_HOME/daffi/<process_name>`` (``~/.local/state/daffi/<name>``),
+            made (private to the user) with the first durable schedule. A node whose
+            ``process_name`` is generated has none unless given one, and refuses durable
+            schedules. A node started again with the same state directory resumes them.
     """
 
     def __init__(
@@ -146,6 +152,7 @@ class Global:
         ssl_bind_names: bool = False,
         allow_transfer: bool = False,
         allow_pickle: bool = False,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         settings = Settings.check(
             process_name=process_name,
@@ -161,6 +168,7 @@ class Global:
             ssl_bind_names=ssl_bind_names,
             allow_transfer=allow_transfer,
             allow_pickle=allow_pickle,
+            state_dir=state_dir,
             on_init=on_init,
             on_node_connect=on_node_connect,
             on_node_disconnect=on_node_disconnect,
@@ -206,6 +214,7 @@ class Global:
         self.ssl_bind_names = settings.ssl_bind_names
         self.allow_transfer = settings.allow_transfer
         self.allow_pickle = settings.allow_pickle
+        self.state_dir = settings.state_dir
 
         scheduled = ScheduledTasks()
         self._runtime = Runtime(self, schedule_reports=scheduled)

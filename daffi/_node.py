@@ -66,6 +66,7 @@ class Node:
             (default: by name, the default limits, no credentials, 10 s).
         opt_ins: what it receives beyond msgpack (pickled payloads, transferred functions;
             default: nothing; see :mod:`daffi._pickling`).
+        state_dir: where it keeps its durable schedules (None: it keeps none).
     """
 
     def __init__(
@@ -85,6 +86,7 @@ class Node:
         open_channel: Callable[[float], socket.socket | None] | None = None,
         introduction: Introduction | None = None,
         opt_ins: OptIns | None = None,
+        state_dir: str | None = None,
     ) -> None:
         opt_ins = opt_ins if opt_ins is not None else OptIns()
         #: how this node treats pickled payloads (shared by its callers and its dispatcher)
@@ -103,6 +105,7 @@ class Node:
             max_concurrent_calls=max_concurrent_calls,
             min_period_interval=min_period_interval,
             allow_transfer=opt_ins.allow_transfer,
+            state_dir=state_dir,
         )
         self.session = Session(
             name,

@@ -90,6 +90,8 @@ class ScheduleSpec(msgspec.Struct, frozen=True, array_like=True):
     jitter: float = 0.0
     misfire_grace: float | None = None
     coalesce: bool = True
+    #: kept in the executor's schedule store, resumed when it restarts
+    durable: bool = False
 
 
 #: Names of the callbacks every node answers without advertising them.

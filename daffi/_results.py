@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import builtins
 import concurrent.futures
+import contextlib
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol, TypeVar
 
 import anyio
+import msgspec
 
 from daffi._crossloop import wait_future
-from daffi.exceptions import DaffiError, GlobalContextError, TimeoutError
+from daffi.exceptions import (
+    DaffiError,
+    ErrorInfo,
+    GlobalContextError,
+    TimeoutError,
+    exception_from_error_info,
+)
 
 __all__ = [
     "AsyncResult",
@@ -157,7 +165,9 @@ class ScheduledTask:
             known.
         next_run, runs, skipped: what the executor said at the last :meth:`refresh`: the
             next run's POSIX time (None: no run to come), the runs so far, the times skipped
-            (``None`` before the first refresh).
+            (``None`` before the first refresh). A refresh also sets :attr:`last_error` to
+            the last error the executor keeps for the schedule, if any.
+        durable: the executor keeps the schedule in its store (``PERIOD(durable=True)``).
     """
 
     def __init__(
@@ -168,8 +178,10 @@ class ScheduledTask:
         owner: Schedules,
         *,
         last_fire: float | None = None,
+        durable: bool = False,
     ) -> None:
         self.uuid = uuid
+        self.durable = durable
         self.func_name = func_name
         self.receiver = receiver
         self.last_error: DaffiError | None = None
@@ -248,7 +260,8 @@ class ScheduledTask:
         return cancelled
 
     def refresh(self) -> bool:
-        """Fetch :attr:`next_run`, :attr:`runs` and :attr:`skipped` from the executor;
+        """Fetch :attr:`next_run`, :attr:`runs`, :attr:`skipped` and :attr:`last_error`
+        from the executor;
         returns whether the schedule is still there (False: it ended, was cancelled, or the
         executor has gone; :attr:`next_run` is then None). Blocks: from daffi's own loop,
         use :meth:`refresh_async`."""
@@ -278,6 +291,10 @@ class ScheduledTask:
         self.next_run = float(next_run) if isinstance(next_run, int | float) else None
         self.runs = int(status.get("runs", 0))
         self.skipped = int(status.get("skipped", 0))
+        info = status.get("last_error_info")
+        if info is not None:
+            with contextlib.suppress(msgspec.ValidationError):
+                self.last_error = exception_from_error_info(msgspec.convert(info, ErrorInfo))
         return True
 
     def _finished(self) -> bool:

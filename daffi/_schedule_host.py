@@ -15,6 +15,7 @@ the executor its handle points at (:meth:`daffi._results.ScheduledTasks.cancelle
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import math
@@ -26,6 +27,7 @@ import anyio
 import anyio.abc
 import msgspec
 
+from daffi._durable_schedules import DurableSchedules
 from daffi._link import Link
 from daffi._protocol import SYSTEM_PREFIX, Call, CallbackInfo, ScheduleSpec
 from daffi.exceptions import (
@@ -42,6 +44,7 @@ from daffi.registry._store import CallbackEntry, CallbackRegistry
 if TYPE_CHECKING:
     from daffi._codec import PayloadCodec
     from daffi.scheduling import ScheduleEntry, Scheduler, Trigger
+    from daffi.scheduling._bounds import Bounds
 
 __all__ = [
     "SYSTEM_CANCEL_SCHEDULE",
@@ -106,10 +109,18 @@ class ScheduleHost:
             schedule was cancelled by another node); None: nowhere.
     """
 
-    def __init__(self, node: _Node, run_entry: RunEntry, min_period_interval: float) -> None:
+    def __init__(
+        self,
+        node: _Node,
+        run_entry: RunEntry,
+        min_period_interval: float,
+        state_dir: str | None = None,
+    ) -> None:
         self.node = node
-        self._run_entry = run_entry
+        self.run_entry = run_entry
         self.min_period_interval = min_period_interval
+        #: the schedules kept in the node's store (``PERIOD(durable=True)``)
+        self.durable = DurableSchedules(self, state_dir)
         # The scheduler (and the scheduling code) starts with the first schedule accepted.
         self._scheduler: Scheduler | None = None
         self._scheduler_started: anyio.Event | None = None
@@ -150,19 +161,23 @@ class ScheduleHost:
         entry: CallbackEntry,
         args: list[Any],
         kwargs: dict[str, Any],
-    ) -> dict[str, str]:
+    ) -> dict[str, Any]:
         """Schedule ``entry`` with ``args`` and ``kwargs`` as ``msg`` asks (``spec``); what
-        the requester's ``ScheduledTask`` is made of.
+        the requester's ``ScheduledTask`` is made of. A durable schedule is in the store
+        before this returns.
 
         Raises:
             ArgumentsError: it cannot be scheduled (a generator, arguments that do not fit,
-                an interval below ``min_period_interval``).
+                an interval below ``min_period_interval``, pickled arguments of a durable
+                schedule).
+            GlobalContextError: it is durable and this node cannot keep it (no state
+                directory, or a store that cannot be used).
             ProtocolError: ``spec`` is not a valid schedule.
         """
-        from daffi.scheduling import AtTimes, Cron, Interval, ScheduleEntry
-        from daffi.scheduling._bounds import Bounds
+        from daffi.scheduling import ScheduleEntry
 
         scheduler = await self.running_scheduler()
+        await self.durable.ready()
 
         if entry.is_generator or entry.is_async_generator:
             raise ArgumentsError(
@@ -176,38 +191,94 @@ class ScheduleHost:
                 f"cannot schedule {entry.name!r}: it expects {entry.name}"
                 f"{inspect.signature(entry.fn)}: {exc}"
             ) from None
-        trigger: Trigger
+        origin = None
         if spec.kind == "interval" and spec.interval is not None and spec.interval > 0:
-            if spec.interval < self.min_period_interval:
-                raise ArgumentsError(
-                    f"cannot schedule {entry.name!r} every {spec.interval} s: node "
-                    f"{self.name!r} runs schedules at most every {self.min_period_interval} s "
-                    "(its min_period_interval)"
-                )
             # With a start, the grid starts there (its first run is at start).
             origin = scheduler.clock.wall() if spec.start is None else spec.start - spec.interval
-            trigger = Interval(spec.interval, start=origin)
-        elif spec.kind == "at_time" and spec.at_time:
-            trigger = AtTimes(tuple(sorted(spec.at_time)))
-        elif spec.kind == "cron" and spec.cron:
-            from daffi.scheduling._cron import check_cron
-
-            try:
-                expression, zone = check_cron(spec.cron, spec.timezone or "UTC")
-            except ValueError as exc:
-                raise ArgumentsError(f"cannot schedule {entry.name!r}: {exc}") from None
-            trigger = Cron(expression, zone)
-        else:
-            raise ProtocolError(f"invalid schedule from {msg.src!r}: {spec!r}")
+        trigger = self.trigger(spec, entry.name, msg.src, origin)
+        bounds = self.bounds(spec, msg.src)
 
         async def run() -> None:
             current = self.registry.get(entry.name)
             if current is None:
                 raise UnableToFindCandidate(f"callback {entry.name!r} is no longer registered")
-            await self._run_entry(current, args, kwargs)
+            await self.run_entry(current, args, kwargs)
+
+        scheduled = ScheduleEntry(
+            spec.uuid,
+            entry.name,
+            trigger,
+            run,
+            requester=msg.src,
+            bounds=bounds,
+            durable=spec.durable,
+        )
+        if spec.durable:
+            if msg.pickled:
+                raise ArgumentsError(
+                    f"cannot schedule {entry.name!r} durably: its arguments are pickled, and a "
+                    "durable schedule stores them as msgpack (send msgpack-encodable values)"
+                )
+            await self.durable.store(scheduled, spec, bytes(msg.payload), origin)
+        scheduler.add(scheduled)
+        logger.info(
+            "node %r: scheduled %r for %r (%s%s, uuid %s)",
+            self.name,
+            entry.name,
+            msg.src,
+            trigger.describe(),
+            ", durable" if spec.durable else "",
+            spec.uuid,
+        )
+        return {
+            "uuid": spec.uuid,
+            "receiver": self.name,
+            "func_name": entry.name,
+            "durable": spec.durable,
+        }
+
+    def trigger(self, spec: ScheduleSpec, name: str, src: str, origin: float | None) -> Trigger:
+        """The trigger ``spec`` asks for (an ``interval`` grid starting at ``origin``).
+
+        Raises:
+            ArgumentsError: an interval below ``min_period_interval``, or a cron expression
+                or zone this node cannot read.
+            ProtocolError: ``spec`` is not a valid schedule.
+        """
+        from daffi.scheduling import AtTimes, Cron, Interval
+
+        if spec.kind == "interval" and spec.interval is not None and spec.interval > 0:
+            if spec.interval < self.min_period_interval:
+                raise ArgumentsError(
+                    f"cannot schedule {name!r} every {spec.interval} s: node "
+                    f"{self.name!r} runs schedules at most every {self.min_period_interval} s "
+                    "(its min_period_interval)"
+                )
+            assert origin is not None
+            return Interval(spec.interval, start=origin)
+        if spec.kind == "at_time" and spec.at_time:
+            return AtTimes(tuple(sorted(spec.at_time)))
+        if spec.kind == "cron" and spec.cron:
+            from daffi.scheduling._cron import check_cron
+
+            try:
+                expression, zone = check_cron(spec.cron, spec.timezone or "UTC")
+            except ValueError as exc:
+                raise ArgumentsError(f"cannot schedule {name!r}: {exc}") from None
+            return Cron(expression, zone)
+        raise ProtocolError(f"invalid schedule from {src!r}: {spec!r}")
+
+    @staticmethod
+    def bounds(spec: ScheduleSpec, src: str) -> Bounds:
+        """The bounds ``spec`` asks for.
+
+        Raises:
+            ProtocolError: they are not valid (the requester checked them).
+        """
+        from daffi.scheduling._bounds import Bounds
 
         try:
-            bounds = Bounds(
+            return Bounds(
                 spec.start,
                 spec.end,
                 spec.max_runs,
@@ -216,27 +287,17 @@ class ScheduleHost:
                 bool(spec.coalesce),
             )
         except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"invalid schedule bounds from {msg.src!r}: {exc}") from None
-        scheduler.add(
-            ScheduleEntry(spec.uuid, entry.name, trigger, run, requester=msg.src, bounds=bounds)
-        )
-        logger.info(
-            "node %r: scheduled %r for %r (%s, uuid %s)",
-            self.name,
-            entry.name,
-            msg.src,
-            trigger.describe(),
-            spec.uuid,
-        )
-        return {"uuid": spec.uuid, "receiver": self.name, "func_name": entry.name}
+            raise ProtocolError(f"invalid schedule bounds from {src!r}: {exc}") from None
 
     async def _report_error(self, entry: ScheduleEntry, exc: BaseException) -> None:
-        """Tell the requester of ``entry`` that a run failed with ``exc``."""
+        """Keep ``exc`` on ``entry`` (for listings) and tell the requester of ``entry`` that
+        a run failed with it."""
+        info = error_info_from_exception(exc, self.name)
+        entry.error_info = msgspec.msgpack.encode(info)
         if not entry.requester or entry.requester == self.name or self.node.conn is None:
             return
         if entry.requester not in self.node.peers:
             return  # the requester is gone: the error was logged here
-        info = error_info_from_exception(exc, self.name)
         payload = msgspec.Raw(self.codec.encode_args((entry.uuid, msgspec.to_builtins(info)), {}))
         await self.node.send_nowait(SYSTEM_SCHEDULE_ERROR, payload, entry.requester)
 
@@ -343,11 +404,13 @@ class ScheduleHost:
         ``SYSTEM_CANCEL_SCHEDULE`` answers when the schedule was cancelled (a POSIX
         timestamp taken here), or ``None`` if it was not active.
         """
+        if name in (SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES):
+            await self.durable.ready()  # the resumed schedules are there
         scheduler = self._scheduler
         if name == SYSTEM_CANCEL_SCHEDULE:
             return self.cancel(str(args[0]), src)
         if name == SYSTEM_LIST_SCHEDULES:
-            return [] if scheduler is None else scheduler.describe()
+            return [] if scheduler is None else [_listed(e) for e in scheduler.entries.values()]
         if name == SYSTEM_SCHEDULE_ERROR:
             info = msgspec.convert(args[1], ErrorInfo)
             error = exception_from_error_info(info)
@@ -369,3 +432,12 @@ class ScheduleHost:
             self._cancel_reported(schedule_uuid, src, by, at)
             return None
         raise UnableToFindCandidate(f"process {self.name!r} has no system call {name!r}")
+
+
+def _listed(entry: ScheduleEntry) -> dict[str, Any]:
+    """``entry`` as listings show it: with its last error as the wire carries it."""
+    info = entry.describe()
+    if entry.error_info is not None:
+        with contextlib.suppress(msgspec.DecodeError):
+            info["last_error_info"] = msgspec.msgpack.decode(entry.error_info)
+    return info

@@ -73,6 +73,7 @@ class ScheduleRequests:
             jitter=modifier.jitter,
             misfire_grace=modifier.misfire_grace,
             coalesce=modifier.coalesce,
+            durable=modifier.durable,
         )
         ack = await node.roundtrip(name, payload, receiver=modifier.receiver, schedule=spec)
         task = ScheduledTask(
@@ -81,6 +82,7 @@ class ScheduleRequests:
             str(ack["receiver"]),
             self,
             last_fire=modifier.at_time[-1] if modifier.at_time else None,
+            durable=bool(ack.get("durable", False)),
         )
         self.scheduled.add(task)
         return task

@@ -8,6 +8,8 @@ settings that the runtime reads (and, once the controller listens, updates: the 
 from __future__ import annotations
 
 import os
+import sys
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -23,6 +25,7 @@ __all__ = [
     "Hook",
     "Settings",
     "auth_secret",
+    "default_state_dir",
     "resolve_address",
     "validate_port",
 ]
@@ -65,6 +68,7 @@ class Configured(Protocol):
     ssl_bind_names: bool
     allow_transfer: bool
     allow_pickle: bool
+    state_dir: str | None
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,8 @@ class Settings:
     allow_transfer: bool
     #: this node sends and accepts pickled payloads with peers that allow them too
     allow_pickle: bool
+    #: where the node keeps its state (durable schedules); None: nowhere (a generated name)
+    state_dir: str | None
 
     @classmethod
     def check(
@@ -119,6 +125,7 @@ class Settings:
         ssl_bind_names: bool,
         allow_transfer: bool,
         allow_pickle: bool,
+        state_dir: str | os.PathLike[str] | None,
         on_init: Hook | None,
         on_node_connect: Hook | None,
         on_node_disconnect: Hook | None,
@@ -147,11 +154,13 @@ class Settings:
                 "No components were found in current process. Provide at least one required "
                 "argument `init_controller=True` or `init_node=True`."
             )
+        generated = process_name is None
         if process_name is None:
             process_name = hex(int.from_bytes(os.urandom(4), "big"))
         name = str(process_name)
         if not name:
             raise InitializationError("process_name must not be empty")
+        node_state_dir = _state_dir(state_dir, name, generated=generated)
         tls_address = address is not None and address.lower().startswith(TLS_SCHEME + "://")
         if tls_address:
             assert address is not None
@@ -235,7 +244,45 @@ class Settings:
             ssl_bind_names=bool(ssl_bind_names),
             allow_transfer=bool(allow_transfer),
             allow_pickle=bool(allow_pickle),
+            state_dir=node_state_dir,
         )
+
+
+def _state_dir(
+    state_dir: str | os.PathLike[str] | None, name: str, *, generated: bool
+) -> str | None:
+    """The node's state directory: ``state_dir`` made absolute, else the default one of
+    ``name`` (:func:`default_state_dir`), else None for a
+    generated name (a restart could not find it)."""
+    if state_dir is not None:
+        try:
+            path = os.fspath(state_dir)
+        except TypeError:
+            raise InitializationError(
+                f"state_dir must be a path (str or os.PathLike), not {type(state_dir).__name__}"
+            ) from None
+        if not path:
+            raise InitializationError("state_dir must not be empty")
+        return os.path.abspath(os.path.expanduser(path))
+    if generated:
+        return None
+    return default_state_dir(name)
+
+
+def default_state_dir(process_name: str) -> str:
+    """The state directory of a node named ``process_name`` when ``Global`` is given none:
+    ``$XDG_STATE_HOME/daffi/<name>`` (``~/.local/state/daffi/<name>``; on Windows under
+    ``%LOCALAPPDATA%``). The name is percent-encoded where it is not a plain file name."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~")
+    else:
+        base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+            os.path.expanduser("~"), ".local", "state"
+        )
+    part = urllib.parse.quote(process_name, safe="")
+    if part.startswith("."):  # never ".", ".." or a hidden directory
+        part = "%2E" + part[1:]
+    return os.path.join(base, "daffi", part)
 
 
 def auth_secret(auth_token: str | bytes | None) -> bytes | None:

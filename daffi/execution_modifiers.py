@@ -178,6 +178,8 @@ class PERIOD:
         jitter: Each run starts up to this many seconds (at random) after its time.
         misfire_grace: How late a missed run may still start (None: the kind's default).
         coalesce: Missed runs within ``misfire_grace`` make one run (True) or one each.
+        durable: The executor keeps the schedule in its store and resumes it when it
+            restarts.
     """
 
     at_time: tuple[float, ...] | None
@@ -191,6 +193,7 @@ class PERIOD:
     jitter: float
     misfire_grace: float | None
     coalesce: bool
+    durable: bool
 
     def __init__(
         self,
@@ -206,6 +209,7 @@ class PERIOD:
         jitter: Duration | None = None,
         misfire_grace: Duration | None = None,
         coalesce: bool = True,
+        durable: bool = False,
     ) -> None:
         """Validate and normalise the arguments.
 
@@ -239,6 +243,10 @@ class PERIOD:
                 every missed time, ``at_time`` runs each however late.
             coalesce: With ``misfire_grace``, missed times of an ``interval`` or ``cron``
                 schedule make one run (default) or one run each.
+            durable: The executor keeps the schedule in an SQLite file in its state
+                directory (``Global(state_dir=...)``) and resumes it when it starts again
+                under the same one; the times it was down for follow ``misfire_grace`` and
+                ``coalesce``. The arguments must be msgpack values.
 
         Raises:
             InitializationError: Not exactly one of ``at_time``, ``interval`` and ``cron``
@@ -284,6 +292,9 @@ class PERIOD:
         object.__setattr__(self, "jitter", bounds.jitter)
         object.__setattr__(self, "misfire_grace", bounds.misfire_grace)
         object.__setattr__(self, "coalesce", bounds.coalesce)
+        if not isinstance(durable, bool):
+            raise InitializationError(f"PERIOD durable must be True or False, not {durable!r}")
+        object.__setattr__(self, "durable", durable)
         object.__setattr__(self, "cron", None)
         object.__setattr__(self, "timezone", None)
         if cron is not None:
@@ -325,6 +336,8 @@ class PERIOD:
             fields += f", jitter={self.jitter!r}"
         if self.misfire_grace is not None:
             fields += f", misfire_grace={self.misfire_grace!r}, coalesce={self.coalesce!r}"
+        if self.durable:
+            fields += ", durable=True"
         return f"PERIOD({fields})"
 
     @property

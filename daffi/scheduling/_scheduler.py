@@ -12,12 +12,13 @@ interrupted (a sync run in a worker thread finishes on its own; its result is dr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -26,6 +27,9 @@ import anyio.lowlevel
 from daffi.scheduling._bounds import Bounds
 from daffi.scheduling._cron import Cron
 from daffi.scheduling._triggers import Interval, Trigger
+
+if TYPE_CHECKING:
+    from daffi.scheduling._store import Journal, Progress
 
 __all__ = ["Clock", "LoopClock", "ScheduleEntry", "Scheduler", "SystemClock"]
 
@@ -84,6 +88,12 @@ class ScheduleEntry:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     #: when it may start and must end, how many runs, how much jitter (default: none)
     bounds: Bounds = field(default_factory=Bounds)
+    #: kept in the scheduler's journal, so that a restart resumes it
+    durable: bool = False
+    #: when it last fired (POSIX time): where a resumed schedule goes on from
+    last_fire: float | None = None
+    #: the last error as the wire carries it (opaque bytes the node sets; for the journal)
+    error_info: bytes | None = None
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {
@@ -95,6 +105,7 @@ class ScheduleEntry:
             "skipped": self.skipped,
             "requester": self.requester,
             "last_error": self.last_error,
+            "durable": self.durable,
         }
         info.update(self.trigger.describe())
         info.update(self.bounds.describe())
@@ -104,6 +115,14 @@ class ScheduleEntry:
         """Where to look for the first fire from: ``now``, or just before ``start``."""
         start = self.bounds.start
         return now if start is None else max(now, start - 1e-3)
+
+    def progress(self) -> Progress:
+        """How far it got, for the journal."""
+        from daffi.scheduling._store import Progress
+
+        return Progress(
+            self.uuid, self.runs, self.skipped, self.last_fire, self.last_error, self.error_info
+        )
 
     def over(self, fire: float | None) -> bool:
         """Whether the schedule ends instead of firing at ``fire``."""
@@ -153,6 +172,11 @@ class Scheduler:
     Args:
         clock: where wall time comes from (default :class:`SystemClock`).
         on_error: awaited with ``(entry, exc)`` when a run raises; the schedule continues.
+
+    Attributes:
+        journal: where durable schedules record their progress (None: nowhere). Each fire
+            of a durable schedule is committed there before its run starts, so a restart
+            never runs a fire twice (at most once per time); an end or a cancel removes it.
     """
 
     def __init__(
@@ -164,6 +188,7 @@ class Scheduler:
         self._last_skip_log = float("-inf")
         self._skipped_unlogged = 0
         self._task_group: anyio.abc.TaskGroup | None = None
+        self.journal: Journal | None = None
 
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
@@ -190,7 +215,9 @@ class Scheduler:
         if entry.uuid in self.entries:
             raise ValueError(f"a schedule with uuid {entry.uuid!r} already exists")
         self.entries[entry.uuid] = entry
-        entry.next_run = entry.trigger.next_fire(entry.first_from(self.clock.wall()), None)
+        entry.next_run = entry.trigger.next_fire(
+            entry.first_from(self.clock.wall()), entry.last_fire
+        )
         self._task_group.start_soon(self._drive, entry, name=f"schedule {entry.uuid}")
 
     def cancel(self, uuid: str) -> bool:
@@ -199,13 +226,21 @@ class Scheduler:
         if entry is None:
             return False
         entry.scope.cancel()
+        self._forget(entry)
         logger.info("schedule %s (%s) cancelled after %d runs", uuid, entry.func_name, entry.runs)
         return True
+
+    def _forget(self, entry: ScheduleEntry) -> None:
+        if entry.durable and self.journal is not None:
+            from daffi.scheduling._store import Remove
+
+            self.journal.write_nowait(Remove(entry.uuid))
 
     def describe(self) -> list[dict[str, Any]]:
         return [entry.describe() for entry in self.entries.values()]
 
     async def _drive(self, entry: ScheduleEntry) -> None:
+        ended = False  # it ran its course or was cancelled (not: the scheduler is stopping)
         try:
             with entry.scope:
                 if isinstance(entry.trigger, Interval | Cron):
@@ -215,9 +250,12 @@ class Scheduler:
                     async with anyio.create_task_group() as fires:
                         await self._drive_times(entry, fires)
                 entry.next_run = None
+            ended = True
+            self._forget(entry)
         finally:
             if self.entries.get(entry.uuid) is entry:
                 del self.entries[entry.uuid]
+            if ended and not entry.scope.cancel_called:
                 logger.info(
                     "schedule %s (%s) finished after %d runs",
                     entry.uuid,
@@ -228,7 +266,8 @@ class Scheduler:
     async def _drive_recurring(self, entry: ScheduleEntry, trigger: Interval | Cron) -> None:
         """One run at a time (a run never overlaps the next); fires missed while a run was
         going, or while the node could not run, are skipped and counted."""
-        previous: float | None = None
+        previous = entry.last_fire  # None, unless resumed from the journal
+        resumed = previous is not None
         ended = 0.0  # when the previous run ended
         while True:
             now = self.clock.wall()
@@ -245,20 +284,28 @@ class Scheduler:
                 missed = trigger.skipped(previous, fire)
                 if missed:
                     due = trigger.next_fire(previous, previous)
-                    self._note_skip(entry, missed, overran=due is not None and ended >= due)
+                    why = (
+                        "down"
+                        if resumed
+                        else "overran"
+                        if due is not None and ended >= due
+                        else "late"
+                    )
+                    self._note_skip(entry, missed, why)
+            resumed = False
             await self._wait_for(entry, fire)
             previous = fire
             await self._run_once(entry)
             ended = self.clock.wall()
 
     async def _drive_times(self, entry: ScheduleEntry, fires: anyio.abc.TaskGroup) -> None:
-        previous: float | None = None
+        previous = entry.last_fire  # None, unless resumed from the journal
         grace = entry.bounds.misfire_grace
         while not entry.over(fire := entry.trigger.next_fire(self.clock.wall(), previous)):
             assert fire is not None
             previous = fire
             if grace is not None and self.clock.wall() - fire > grace:
-                self._note_skip(entry, 1, overran=False)  # missed by more than the grace
+                self._note_skip(entry, 1, "late")  # missed by more than the grace
                 continue
             await self._wait_for(entry, fire)
             fires.start_soon(self._run_once, entry)
@@ -268,12 +315,31 @@ class Scheduler:
         entry.next_run = fire
         jitter = entry.bounds.jitter
         await self.clock.sleep_until(fire + random.uniform(0, jitter) if jitter else fire)
+        if entry.durable and self.journal is not None:
+            await self._claim(entry, fire)
         # A cancel that lands in the same loop turn as the timer must still win:
         # cancel() returning True promises that no run starts.
         await anyio.lowlevel.checkpoint_if_cancelled()
         entry.runs += 1
+        entry.last_fire = fire
 
-    def _note_skip(self, entry: ScheduleEntry, missed: int, *, overran: bool) -> None:
+    async def _claim(self, entry: ScheduleEntry, fire: float) -> None:
+        """Commit the fire at ``fire`` to the journal before its run starts: a node killed
+        after this does not run it again when it resumes. A journal that cannot be written
+        (logged there) does not stop the run."""
+        from daffi.scheduling._store import Progress, StoreError
+
+        assert self.journal is not None
+        progress = Progress(
+            entry.uuid, entry.runs + 1, entry.skipped, fire, entry.last_error, entry.error_info
+        )
+        # A failed write is logged by the journal; the schedule runs on from memory.
+        with contextlib.suppress(StoreError):
+            await self.journal.write(progress)
+
+    def _note_skip(self, entry: ScheduleEntry, missed: int, why: str) -> None:
+        """Count ``missed`` skipped times of ``entry`` and log it (at most every 10 s): the
+        previous run ``"overran"``, the node woke up ``"late"``, or it was ``"down"``."""
         entry.skipped += missed
         self._skipped_unlogged += missed
         # At most one line every 10 s for the whole scheduler: a saturated node would
@@ -282,18 +348,18 @@ class Scheduler:
         if now - self._last_skip_log < 10:
             return
         self._last_skip_log = now
-        why = (
-            "the previous run was still going"
-            if overran
-            else "the node woke up late (its event loop was busy)"
-        )
+        reason = {
+            "overran": "the previous run was still going",
+            "late": "the node woke up late (its event loop was busy)",
+            "down": "the node was not running (resumed from its schedule store)",
+        }[why]
         logger.warning(
             "schedule %s (%s) skipped %d run(s) because %s; %d run(s) skipped by all "
             "schedules since the last such line",
             entry.uuid,
             entry.func_name,
             missed,
-            why,
+            reason,
             self._skipped_unlogged,
         )
         self._skipped_unlogged = 0
@@ -315,3 +381,5 @@ class Scheduler:
                     await self.on_error(entry, exc)
                 except Exception:
                     logger.debug("could not report a schedule error", exc_info=True)
+            if entry.durable and self.journal is not None:
+                self.journal.write_nowait(entry.progress())

@@ -590,6 +590,7 @@ async def test_describe_lists_each_schedule(env: Env) -> None:
                 "skipped": 0,
                 "requester": "req",
                 "last_error": "ValueError: run 2 failed",
+                "durable": False,
                 "interval": 10.0,
             },
             "at": {
@@ -601,6 +602,7 @@ async def test_describe_lists_each_schedule(env: Env) -> None:
                 "skipped": 0,
                 "requester": "",
                 "last_error": None,
+                "durable": False,
                 "at_time": [start + 100.0, start + 200.0],
             },
         }

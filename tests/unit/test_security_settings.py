@@ -92,6 +92,7 @@ def check(**overrides: Any) -> Settings:
         ssl_bind_names=False,
         allow_transfer=False,
         allow_pickle=False,
+        state_dir=None,
         on_init=None,
         on_node_connect=None,
         on_node_disconnect=None,
