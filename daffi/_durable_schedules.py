@@ -69,6 +69,11 @@ class DurableSchedules:
         if self._resumed is not None:
             await self._resumed.wait()
 
+    async def sync(self) -> None:
+        """Wait until what the schedules wrote so far (a removal) is committed."""
+        if self._journal is not None:
+            await self._journal.sync()
+
     async def store(
         self, entry: ScheduleEntry, spec: ScheduleSpec, arguments: bytes, origin: float | None
     ) -> None:

@@ -408,7 +408,10 @@ class ScheduleHost:
             await self.durable.ready()  # the resumed schedules are there
         scheduler = self._scheduler
         if name == SYSTEM_CANCEL_SCHEDULE:
-            return self.cancel(str(args[0]), src)
+            cancelled_at = self.cancel(str(args[0]), src)
+            if cancelled_at is not None:
+                await self.durable.sync()  # a durable schedule has left the store
+            return cancelled_at
         if name == SYSTEM_LIST_SCHEDULES:
             return [] if scheduler is None else [_listed(e) for e in scheduler.entries.values()]
         if name == SYSTEM_SCHEDULE_ERROR:

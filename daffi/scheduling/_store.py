@@ -328,6 +328,13 @@ class Journal:
         if batch.error is not None:
             raise batch.error
 
+    async def sync(self) -> None:
+        """Wait until the writes made so far are committed (or failed: logged)."""
+        batch = self._batch
+        if batch.writes and not self._closed:
+            self._wake.set()
+            await batch.done.wait()
+
     def write_nowait(self, write: Write) -> None:
         """Make ``write`` in the next transaction, without waiting (a failure is logged;
         after the journal stopped, nothing is written)."""
