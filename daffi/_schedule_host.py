@@ -176,6 +176,9 @@ class ScheduleHost:
         """
         from daffi.scheduling import ScheduleEntry
 
+        # An interval's grid starts when the request arrived, not after the scheduler (and
+        # its code) started for a node's first schedule.
+        received = time.time()
         scheduler = await self.running_scheduler()
         await self.durable.ready()
 
@@ -194,7 +197,7 @@ class ScheduleHost:
         origin = None
         if spec.kind == "interval" and spec.interval is not None and spec.interval > 0:
             # With a start, the grid starts there (its first run is at start).
-            origin = scheduler.clock.wall() if spec.start is None else spec.start - spec.interval
+            origin = received if spec.start is None else spec.start - spec.interval
         trigger = self.trigger(spec, entry.name, msg.src, origin)
         bounds = self.bounds(spec, msg.src)
 

@@ -37,7 +37,11 @@ logger = logging.getLogger("daffi.scheduling")
 
 
 class Clock(Protocol):
-    """Wall-clock time as UTC epoch seconds, and a way to sleep until a wall time."""
+    """Wall-clock time as UTC epoch seconds, and a way to sleep until a wall time.
+
+    A clock that needs a task of its own has an ``async def run(*, task_status)`` method: the
+    scheduler starts it in its task group (:class:`~daffi.scheduling._precise.PreciseClock`).
+    """
 
     def wall(self) -> float: ...
 
@@ -45,7 +49,8 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real wall clock (``time.time``)."""
+    """The real wall clock (``time.time``), with the event loop's timer (which wakes up to a
+    millisecond late: the scheduler's default is the precise one, ``PreciseClock``)."""
 
     def wall(self) -> float:
         return time.time()
@@ -170,7 +175,8 @@ class Scheduler:
     """Runs schedules until they end, are cancelled, or the scheduler stops.
 
     Args:
-        clock: where wall time comes from (default :class:`SystemClock`).
+        clock: where wall time comes from (default: the real clock with precise wake-ups,
+            :class:`~daffi.scheduling._precise.PreciseClock`).
         on_error: awaited with ``(entry, exc)`` when a run raises; the schedule continues.
 
     Attributes:
@@ -182,7 +188,11 @@ class Scheduler:
     def __init__(
         self, *, clock: Clock | None = None, on_error: ErrorReporter | None = None
     ) -> None:
-        self.clock: Clock = clock or SystemClock()
+        if clock is None:
+            from daffi.scheduling._precise import PreciseClock
+
+            clock = PreciseClock()
+        self.clock: Clock = clock
         self.on_error = on_error
         self.entries: dict[str, ScheduleEntry] = {}
         self._last_skip_log = float("-inf")
@@ -196,6 +206,9 @@ class Scheduler:
         """Host the schedules until cancelled (which cancels every schedule)."""
         try:
             async with anyio.create_task_group() as tg:
+                run_clock = getattr(self.clock, "run", None)
+                if run_clock is not None:
+                    await tg.start(run_clock)
                 self._task_group = tg
                 task_status.started()
                 await anyio.sleep_forever()
