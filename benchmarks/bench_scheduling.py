@@ -14,8 +14,12 @@ nothing else meanwhile. One after another:
   async run goes, the floor (``sched_probe.py floor``, no daffi, same backend) sleeps to the
   same kind of grid as daffi's scheduler and records the time on its loop and after a hop to
   a worker thread: what the event loop and the thread hop alone cost.
+  Then the same with a durable schedule (``durable=True``: each fire is committed to the
+  executor's SQLite store before its run), async callback.
 * S2: one ``PERIOD(at_time=[...])`` with 100 timestamps 50 ms apart (5 s), async callback,
   then sync callback; lateness = fire time - its timestamp.
+* S4: ``PERIOD(cron="* * * * * *")`` (every second) for 200 fires (200 s; 20 with
+  ``--quick``), async callback; lateness of a fire = its time - its whole second.
 
 Then, on a fresh executor per backend:
 
@@ -23,7 +27,9 @@ Then, on a fresh executor per backend:
   exist, a 10 s window: fires/s (ideal 10,000) and the executor's CPU time (user + system,
   ``getrusage`` in the executor) as % of one core. Floor (``sched_probe.py floor-many``, no
   daffi, run alone afterwards): 10,000 tasks on one loop of the same backend, each sleeping
-  to its own 1 s grid: what the event loop alone spends on that many timers.
+  to its own 1 s grid: what the event loop alone spends on that many timers. Then 10,000
+  ``PERIOD(cron="* * * * * *")`` (all due at the same instant, every second), and 10,000
+  durable ``PERIOD(interval=1)``, each on a fresh executor.
 
 One run each (no rounds: a run is already hundreds of samples). The note says how much CPU
 other processes (not this benchmark's) used during the measurement, and the 1-minute load
@@ -61,6 +67,7 @@ AT_SPREAD = 5.0
 MANY = 10_000
 MANY_INTERVAL = 1.0
 MANY_WINDOW = 10.0
+CRON = "* * * * * *"
 EXECUTOR = "sched-executor"
 _START_TIMEOUT = 30.0
 _CALLBACKS = (("async", "async cb"), ("sync", "sync cb (worker thread)"))
@@ -73,17 +80,25 @@ def run(settings: Settings) -> list[Measurement]:
     others still run.
     """
     fires = 100 if is_quick(settings) else 200
+    cron_fires = 20 if is_quick(settings) else 200
     s1 = f"S1 PERIOD(interval={INTERVAL}), {fires} fires"
     s2 = f"S2 PERIOD(at_time=[{AT_TIMES} stamps over {AT_SPREAD:g} s])"
     s3 = f"S3 {MANY:,} x PERIOD(interval={MANY_INTERVAL:g}), {MANY_WINDOW:g} s window"
+    s4 = f"S4 PERIOD(cron={CRON!r}), {cron_fires} fires"
     measurements: list[Measurement] = []
     for backend in BACKENDS:
         with _executor(backend) as path:
             measurements += _guard(s1, backend, _interval, path, backend, fires)
             measurements += _guard(s2, backend, _at_time, path, backend)
+            measurements += _guard(s4, backend, _cron, path, backend, cron_fires)
     for backend in BACKENDS:
-        with _executor(backend) as path:
-            measurements += _guard(s3, backend, _many, path, backend)
+        for trigger, label in (
+            ("interval", "async cb"),
+            ("cron", f"async cb, cron {CRON!r}"),
+            ("durable", "async cb, durable"),
+        ):
+            with _executor(backend) as path:
+                measurements += _guard(s3, backend, _many, path, backend, trigger, label)
         measurements += _guard(s3, backend, _many_floor, backend)
     return measurements
 
@@ -113,14 +128,24 @@ def _guard(
 
 @contextlib.contextmanager
 def _executor(backend: str) -> Iterator[str]:
-    """A controller and an idle executor node on ``backend``; yields the socket directory."""
+    """A controller and an idle executor node on ``backend`` (its state directory, for
+    durable schedules, is in the temp dir too); yields the socket directory."""
     with (
         tempfile.TemporaryDirectory(prefix="daffi-bench-") as tmp,
         child_process(python_module("daffi_workers", "controller", "--path", tmp)) as controller,
     ):
         read_ready_line(controller, _START_TIMEOUT)
         cmd = python_module(
-            "sched_probe", "executor", "--path", tmp, "--name", EXECUTOR, "--backend", backend
+            "sched_probe",
+            "executor",
+            "--path",
+            tmp,
+            "--name",
+            EXECUTOR,
+            "--backend",
+            backend,
+            "--state-dir",
+            f"{tmp}/state",
         )
         with child_process(cmd) as executor:
             read_ready_line(executor, _START_TIMEOUT)
@@ -148,8 +173,13 @@ def _interval(path: str, backend: str, fires: int) -> list[Measurement]:
     workload = f"S1 PERIOD(interval={INTERVAL}), {fires} fires"
     timeout = fires * INTERVAL + 60
     measurements = []
-    for callback, label in _CALLBACKS:
-        args = ("--callback", callback, "--interval", str(INTERVAL), "--fires", str(fires))
+    for callback, label in (*_CALLBACKS, ("durable", "async cb, durable")):
+        args: tuple[str, ...] = ("--interval", str(INTERVAL), "--fires", str(fires))
+        args += (
+            ("--callback", "async", "--durable")
+            if callback == "durable"
+            else ("--callback", callback)
+        )
         watch = CpuWatch()
         if callback != "async":
             result = _drive(path, "interval", timeout, *args)
@@ -190,6 +220,26 @@ def _interval(path: str, backend: str, fires: int) -> list[Measurement]:
     return measurements
 
 
+def _cron(path: str, backend: str, fires: int) -> list[Measurement]:
+    workload = f"S4 PERIOD(cron={CRON!r}), {fires} fires"
+    watch = CpuWatch()
+    args = ("--callback", "async", "--trigger", "cron", "--fires", str(fires))
+    result = _drive(path, "interval", fires + 60, *args)
+    note = f"skipped {result['skipped']}" if result["skipped"] else ""
+    return [
+        _accuracy(
+            workload,
+            "unix",
+            "daffi",
+            f"{backend}, async cb",
+            result["lateness"],
+            result["drift"],
+            note,
+            watch,
+        )
+    ]
+
+
 def _at_time(path: str, backend: str) -> list[Measurement]:
     workload = f"S2 PERIOD(at_time=[{AT_TIMES} stamps over {AT_SPREAD:g} s])"
     measurements = []
@@ -222,8 +272,11 @@ def _at_time(path: str, backend: str) -> list[Measurement]:
     return measurements
 
 
-def _many(path: str, backend: str) -> list[Measurement]:
+def _many(path: str, backend: str, trigger: str, label: str) -> list[Measurement]:
     watch = CpuWatch()
+    kind = (
+        ("--trigger", "interval", "--durable") if trigger == "durable" else ("--trigger", trigger)
+    )
     result = _drive(
         path,
         "many",
@@ -234,12 +287,13 @@ def _many(path: str, backend: str) -> list[Measurement]:
         str(MANY_INTERVAL),
         "--duration",
         str(MANY_WINDOW),
+        *kind,
     )
     note = (
         f"{result['skipped']:,} skipped in window ({result['skip_warnings']:,.0f} skip "
         f"warnings); {result['listed']:,} listed; made in {result['setup_s']:.1f} s"
     )
-    return [_load_measurement("unix", "daffi", f"{backend}, async cb", result, note, watch)]
+    return [_load_measurement("unix", "daffi", f"{backend}, {label}", result, note, watch)]
 
 
 def _many_floor(backend: str) -> list[Measurement]:

@@ -1,6 +1,6 @@
 """Run every benchmark module (``benchmarks/bench_*.py``) and print one combined table.
 
-    python benchmarks/run.py [--quick] [--json out.jsonl]
+    python benchmarks/run.py [--quick] [--json out.jsonl] [--only scheduling ...]
 
 Progress goes to stderr, the table to stdout. Each module exposes ``run(settings)``
 returning :class:`~benchmarks._common.Measurement` objects; ``--json`` writes one JSON line
@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and calls (~30 s)")
     parser.add_argument("--json", metavar="PATH", help="write one JSON line per measurement")
+    parser.add_argument(
+        "--only", metavar="NAME", action="append", help="run only bench_NAME (repeatable)"
+    )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else DEFAULT
 
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     measurements: list[Measurement] = []
     for name in bench_modules():
+        if args.only and name.removeprefix("benchmarks.bench_") not in args.only:
+            continue
         print(f"{name} ...", file=sys.stderr, flush=True)
         module = importlib.import_module(name)
         measurements.extend(module.run(settings))

@@ -1,9 +1,10 @@
 """The programs of the scheduling benchmark: an executor node, a driver, and the floor.
 
     python -m benchmarks.sched_probe executor --path DIR --name NAME --backend asyncio|trio
+        [--state-dir DIR]
     python -m benchmarks.sched_probe drive --path DIR --executor NAME --case interval|at_time|many
-        [--callback async|sync] [--interval S] [--fires N] [--times N] [--spread S]
-        [--count N] [--duration S] [--deadline S]
+        [--callback async|sync] [--trigger interval|cron] [--durable] [--interval S]
+        [--fires N] [--times N] [--spread S] [--count N] [--duration S] [--deadline S]
     python -m benchmarks.sched_probe floor --backend asyncio|trio --interval S --fires N
     python -m benchmarks.sched_probe floor-many --backend asyncio|trio --count N --interval S
         --duration S
@@ -26,12 +27,15 @@
     ``next_run = start + interval``. After ``N`` fires (plus half an interval) the schedule is
     cancelled. Fire ``k`` (1-based) is late by ``t_k - (start + k * interval)``; when the
     executor skipped grid points, ``k`` is the nearest grid point instead. ``drift`` is the
-    lateness of the last fire.
+    lateness of the last fire. ``--trigger cron`` makes it ``PERIOD(cron="* * * * * *")``
+    (every second: its grid is the whole seconds), ``--durable`` a durable schedule (the
+    executor needs ``--state-dir``).
   - ``at_time``: one ``PERIOD(at_time=[...])`` with ``N`` timestamps ``S / N`` apart, the first
     one second ahead. The i-th fire (in time order) is late by ``t_i - at_time_i``.
   - ``many``: ``N`` schedules ``PERIOD(interval=S)`` of ``count_fire`` (made by 64 tasks at
-    once); once all exist and one interval has passed, ``usage()`` before and after a window
-    of ``--duration`` seconds gives fires/s and the executor's CPU use.
+    once; ``--trigger`` and ``--durable`` as for ``interval``); once all exist and one
+    interval has passed, ``usage()`` before and after a window of ``--duration`` seconds gives
+    fires/s and the executor's CPU use.
 * ``floor``: no daffi: an anyio loop on the same backend that sleeps until ``start + k *
   interval`` exactly as daffi's scheduler does (``anyio.sleep(target - time.time())``) and
   records ``time.time()`` on the loop, then again from a worker thread
@@ -138,6 +142,7 @@ def run_executor(args: argparse.Namespace) -> None:
         unix_sock_path=args.path,
         backend=args.backend,
         connect_timeout=_CONNECT_TIMEOUT,
+        state_dir=args.state_dir,
     ) as g:
         _executor_global.append(g)
         announce_ready(path=args.path, pid=os.getpid())
@@ -184,11 +189,21 @@ async def _listing(g: Global, executor: str, task: ScheduledTask) -> dict[str, A
     raise RuntimeError(f"schedule {task.uuid} is not listed on {executor!r}")
 
 
+def _recurring(args: argparse.Namespace) -> tuple[PERIOD, float]:
+    """The schedule ``--trigger`` asks for (``--durable`` or not), and its period: an
+    interval of ``--interval`` seconds, or the cron expression that fires every second."""
+    if args.trigger == "cron":
+        modifier = PERIOD(cron="* * * * * *", receiver=args.executor, durable=args.durable)
+        return modifier, 1.0
+    modifier = PERIOD(interval=args.interval, receiver=args.executor, durable=args.durable)
+    return modifier, args.interval
+
+
 async def drive_interval(g: Global, args: argparse.Namespace) -> dict[str, Any]:
     tick = tick_async if args.callback == "async" else tick_sync
     tag = uuid.uuid4().hex
-    interval = args.interval
-    task = await tick.call(tag, exec_modifier=PERIOD(interval=interval, receiver=args.executor))
+    modifier, interval = _recurring(args)
+    task = await tick.call(tag, exec_modifier=modifier)
     first = await _listing(g, args.executor, task)
     if first["runs"] == 0 and first["next_run"] is not None:
         start, start_from = first["next_run"] - interval, "listing next_run"
@@ -234,7 +249,7 @@ async def drive_at_time(g: Global, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def drive_many(g: Global, args: argparse.Namespace) -> dict[str, Any]:
-    modifier = PERIOD(interval=args.interval, receiver=args.executor)
+    modifier, interval = _recurring(args)
     made = [0]
 
     async def maker(first: int) -> None:
@@ -248,7 +263,7 @@ async def drive_many(g: Global, args: argparse.Namespace) -> dict[str, Any]:
         for first in range(min(_MAKERS, args.count)):
             tg.start_soon(maker, first)
     setup = time.monotonic() - started
-    await anyio.sleep(args.interval * 1.5)  # every schedule has fired at least once
+    await anyio.sleep(interval * 1.5)  # every schedule has fired at least once
     _, skipped_before = await schedule_stats()
     before = await usage()
     await anyio.sleep(args.duration)
@@ -335,6 +350,9 @@ def main() -> None:
     parser.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio")
     parser.add_argument("--case", choices=("interval", "at_time", "many"), default="interval")
     parser.add_argument("--callback", choices=("async", "sync"), default="async")
+    parser.add_argument("--trigger", choices=("interval", "cron"), default="interval")
+    parser.add_argument("--durable", action="store_true")
+    parser.add_argument("--state-dir", help="the executor's state directory (durable)")
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--fires", type=int, default=200)
     parser.add_argument("--times", type=int, default=100)
