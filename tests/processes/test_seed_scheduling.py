@@ -318,3 +318,51 @@ def test_the_documented_snippet_fires_on_time_in_every_zone(
     assert client.popen.returncode == 0, client.output()
     assert near(ran - scheduled, 2, 0.75), ran - scheduled
     assert "utcnow" not in client.output()
+
+
+# ------------------------------------------------------------------ cancel return values
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["sync", "asyncio", "trio"])
+def test_cancel_returns_whether_it_cancelled_in_every_case(
+    procs: list[Proc], sock_dir: str, mode: str
+) -> None:
+    """An active schedule: True, and no run after it; cancelled already, an ``at_time``
+    schedule that has finished, or an executor that was killed: False, never an exception
+    (the last one with a log line). From a plain script, and from asyncio and trio apps, where
+    ``cancel()`` on daffi's loop thread answers from the handle."""
+    controller = start(procs, str(PROGRAMS / "controller.py"), sock_dir)
+    controller.wait_for(r"READY", timeout=15)
+    executor = start(procs, str(PROGRAMS / "executor.py"), sock_dir)
+    executor.wait_for(r"node 'executor' connected", timeout=15)
+    canceller = start(procs, str(PROGRAMS / "cancel_cases.py"), sock_dir, mode)
+
+    def case(name: str) -> str:
+        return canceller.wait_for(rf"CASE {name} (\S+)", timeout=15)[1].group(1)
+
+    assert case("active") == "True"
+    assert case("again") == "False"
+    cancelled_at = time.monotonic()
+    if mode != "sync":
+        assert case("again_on_loop_thread") == "False"
+        assert case("active_on_loop_thread") == "True"
+    assert case("finished_at_time") == "False"
+    if mode != "sync":
+        assert case("finished_at_time_on_loop_thread") == "False"
+    canceller.wait_for(r"KILL_EXECUTOR", timeout=15)
+    # No run of the cancelled schedules after their cancel (c1: cancel_async/cancel; c4: the
+    # loop thread's cancel reached the executor too).
+    assert all(at <= cancelled_at for at in executor.times_of(r"tick c1"))
+    executor.popen.kill()  # SIGKILL, by PID
+    executor.wait_exit(timeout=10)
+    controller.wait_for(r"node 'executor' (left|disconnected)", timeout=10)
+    late_c4 = [at for at in executor.times_of(r"tick c4") if at > cancelled_at + 1.0]
+    assert late_c4 == []
+    assert canceller.popen.stdin is not None
+    canceller.popen.stdin.write("\n")
+    canceller.popen.stdin.flush()
+    assert case("executor_gone") == "False"
+    canceller.wait_for(r"was not cancelled: the executor is gone", timeout=5)
+    canceller.wait_for(r"^DONE", timeout=10)
+    canceller.wait_exit(timeout=10)
