@@ -141,6 +141,9 @@ class ScheduleEntry:
 
 ErrorReporter = Callable[[ScheduleEntry, BaseException], Awaitable[None]]
 
+#: how long before its time a durable schedule's fire is committed to its journal (seconds)
+CLAIM_AHEAD = 0.01
+
 #: how many missed times :func:`_late_fire` looks through at most
 _MISSED_LIMIT = 10_000
 
@@ -327,9 +330,13 @@ class Scheduler:
         """Sleep until ``fire`` and count the run (raises if the schedule is cancelled)."""
         entry.next_run = fire
         jitter = entry.bounds.jitter
-        await self.clock.sleep_until(fire + random.uniform(0, jitter) if jitter else fire)
+        start = fire + random.uniform(0, jitter) if jitter else fire
         if entry.durable and self.journal is not None:
+            # Committed a little ahead, so the write (a worker thread's) does not make the
+            # run late; a kill in between loses this time's run, never runs it twice.
+            await self.clock.sleep_until(start - CLAIM_AHEAD)
             await self._claim(entry, fire)
+        await self.clock.sleep_until(start)
         # A cancel that lands in the same loop turn as the timer must still win:
         # cancel() returning True promises that no run starts.
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -337,9 +344,9 @@ class Scheduler:
         entry.last_fire = fire
 
     async def _claim(self, entry: ScheduleEntry, fire: float) -> None:
-        """Commit the fire at ``fire`` to the journal before its run starts: a node killed
-        after this does not run it again when it resumes. A journal that cannot be written
-        (logged there) does not stop the run."""
+        """Commit the fire at ``fire`` to the journal before its run starts (just before its
+        time): a node killed after this does not run it again when it resumes. A journal that
+        cannot be written (logged there) does not stop the run."""
         from daffi.scheduling._store import Progress, StoreError
 
         assert self.journal is not None
