@@ -61,14 +61,14 @@ def describe_offset(offset: float) -> str:
 def utcnow_idiom_hint(stamp: float, now: float, offset: float) -> str:
     """Why ``stamp`` looks like the idiom, and what to write instead."""
     meant = stamp + offset
-    delay = max(meant - now, 0.0)
+    delay = f"{round(max(meant - now, 0.0), 1):g}"
     return (
         f"{_utc(stamp)} is {timedelta(seconds=round(abs(stamp - now)))} "
         f"{'after' if stamp > now else 'before'} now, which is this host's UTC offset "
         f"({describe_offset(offset)}, {_zone(now)}): it looks computed with "
         "datetime.utcnow().timestamp() (the daffi 2 idiom), which is off by the offset on a "
-        f"host not on UTC. If you meant {delay:.0f} s from now, write time.time() + "
-        f"{delay:.0f} or datetime.now(timezone.utc) + timedelta(seconds={delay:.0f})"
+        f"host not on UTC. If you meant {delay} s from now, write time.time() + "
+        f"{delay} or datetime.now(timezone.utc) + timedelta(seconds={delay})"
     )
 
 

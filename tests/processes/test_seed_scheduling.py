@@ -366,3 +366,49 @@ def test_cancel_returns_whether_it_cancelled_in_every_case(
     canceller.wait_for(r"was not cancelled: the executor is gone", timeout=5)
     canceller.wait_for(r"^DONE", timeout=10)
     canceller.wait_exit(timeout=10)
+
+
+# ------------------------------------------------------------------ each form in each zone
+
+#: the requester's zone -> the executor's (another one: only the requester's zone matters)
+_EXECUTOR_ZONE = {
+    "UTC": "Asia/Kolkata",
+    "America/New_York": "UTC",
+    "Asia/Kolkata": "America/New_York",
+}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("tz", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_each_form_of_time_in_each_zone(procs: list[Proc], sock_dir: str, tz: str) -> None:
+    """A number (``time.time() + 1.5``), an aware datetime (UTC or another zone) and a naive
+    one (local time) fire 1.5 s later on every host; daffi 2's ``utcnow().timestamp()`` idiom
+    fires on time on a UTC host, is scheduled with a warning saying what to write in New York
+    (hours late, so it does not fire here), and is refused in Kolkata (in the past)."""
+    controller = start(procs, str(PROGRAMS / "controller.py"), sock_dir)
+    controller.wait_for(r"READY", timeout=15)
+    executor = start(procs, str(PROGRAMS / "executor.py"), sock_dir, tz=_EXECUTOR_ZONE[tz])
+    executor.wait_for(r"node 'executor' connected", timeout=15)
+    requester = start(procs, str(PROGRAMS / "tz_forms.py"), sock_dir, tz=tz)
+    requester.wait_for(r"^DONE", timeout=30)
+    requester.wait_exit(timeout=10)
+    assert requester.popen.returncode == 0, requester.output()
+    on_time = ["number", "aware_utc", "aware_tokyo", "naive_local"]
+    if tz == "UTC":
+        on_time.append("utcnow_idiom")
+    for form in on_time:
+        scheduled, _ = requester.wait_for(rf"^SCHEDULED {form}$", timeout=1)
+        ran, _ = executor.wait_for(rf"^tick {form}$", timeout=5)
+        assert near(ran - scheduled, 1.5, 0.6), (form, ran - scheduled)
+    idiom = requester.output()
+    if tz == "America/New_York":
+        requester.wait_for(r"^SCHEDULED utcnow_idiom$", timeout=1)
+        assert "looks computed with datetime.utcnow().timestamp()" in idiom
+        assert "write time.time() + 1.5" in idiom
+        assert not executor.times_of(r"^tick utcnow_idiom$")
+    elif tz == "Asia/Kolkata":
+        _, refused = requester.wait_for(r"^REFUSED utcnow_idiom (.*)", timeout=1)
+        assert "is in the past" in refused.group(1)
+        assert "datetime.utcnow().timestamp()" in refused.group(1)
+    else:
+        assert "utcnow" not in idiom.replace("utcnow_idiom", "")
