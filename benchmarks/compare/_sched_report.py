@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.compare._sched_proto import FLOOR_KIND
-from benchmarks.compare.run import _markdown
+from benchmarks.compare.run import Library, _markdown
 
 #: the issue's targets
 TARGET_AT_P99_MS = 1.0
@@ -19,21 +19,6 @@ TARGET_FIRST_P99_MS = 3.0
 TARGET_DRIFT_MS = 1.0
 #: the drift row always shows this run (the issue's "after 49 runs")
 DRIFT_MARK = 49
-
-
-@dataclasses.dataclass(frozen=True)
-class Library:
-    key: str
-    label: str
-    env: str
-    module: str
-    extra: tuple[str, ...] = ()
-    #: expected ``daffi.__version__`` (None: not checked)
-    version: str | None = None
-
-    @property
-    def is_floor(self) -> bool:
-        return self.module == "sched_lib_floor"
 
 
 def percentile(ordered: Sequence[float], pct: float) -> float | None:

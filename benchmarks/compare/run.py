@@ -65,7 +65,7 @@ class Library:
 
     @property
     def is_floor(self) -> bool:
-        return self.module == "lib_floor"
+        return self.module.endswith("lib_floor")  # lib_floor, sched_lib_floor
 
 
 OURS_ASYNCIO = Library(

@@ -51,7 +51,6 @@ from benchmarks.compare._sched_report import (
     TARGET_AT_P99_MS,
     TARGET_DRIFT_MS,
     TARGET_FIRST_P99_MS,
-    Library,
     Row,
     collect,
     details_table,
@@ -59,7 +58,7 @@ from benchmarks.compare._sched_report import (
     percentile,
     summary_table,
 )
-from benchmarks.compare.run import Child, ChildError, _machine, stop_all
+from benchmarks.compare.run import Child, ChildError, Library, _machine, stop_all
 
 DEFAULT_LOGS = envs.ROOT / "benchmarks" / "results"
 READY_TIMEOUT = 60.0
