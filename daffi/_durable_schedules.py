@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.abc
@@ -28,14 +29,41 @@ from daffi._protocol import ScheduleSpec
 from daffi.exceptions import DaffiError, GlobalContextError, UnableToFindCandidate
 
 if TYPE_CHECKING:
-    from daffi._schedule_host import ScheduleHost
-    from daffi.registry._store import CallbackEntry
-    from daffi.scheduling import ScheduleEntry
+    from daffi._codec import PayloadCodec
+    from daffi.registry._store import CallbackEntry, CallbackRegistry
+    from daffi.scheduling import ScheduleEntry, Scheduler, Trigger
+    from daffi.scheduling._bounds import Bounds
     from daffi.scheduling._store import Journal, StoredSchedule
 
 __all__ = ["DurableSchedules"]
 
 logger = logging.getLogger("daffi.node")
+
+
+class _Host(Protocol):
+    """What the durable schedules use of their node's schedules
+    (:class:`daffi._schedule_host.ScheduleHost`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def registry(self) -> CallbackRegistry: ...
+
+    @property
+    def codec(self) -> PayloadCodec: ...
+
+    @property
+    def task_group(self) -> anyio.abc.TaskGroup | None: ...
+
+    async def running_scheduler(self) -> Scheduler: ...
+
+    #: runs a callback on this node (the dispatcher's)
+    run_entry: Callable[[CallbackEntry, Any, dict[str, Any]], Awaitable[Any]]
+
+    def trigger(self, spec: ScheduleSpec, name: str, src: str, origin: float | None) -> Trigger: ...
+
+    def bounds(self, spec: ScheduleSpec, src: str) -> Bounds: ...
 
 
 class DurableSchedules:
@@ -46,7 +74,7 @@ class DurableSchedules:
         error: why this node cannot keep durable schedules (None: it can, as far as known).
     """
 
-    def __init__(self, host: ScheduleHost, state_dir: str | None) -> None:
+    def __init__(self, host: _Host, state_dir: str | None) -> None:
         self.host = host
         self.state_dir = state_dir
         self.error: str | None = None
