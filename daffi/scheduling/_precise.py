@@ -13,9 +13,11 @@ whoever's time has come. Only the last few milliseconds of a wait go through it,
 few waiters and a cancelled wait leaves nothing behind for long.
 
 Where there is no timerfd (not Linux), the loop's timer does all of it (macOS's ``kqueue``
-takes timeouts in nanoseconds already). The timerfd is made with :func:`os.timerfd_create`
-(Python 3.13+) or, before, through ``ctypes`` from the C library: that is this module's only
-platform-specific code.
+takes timeouts in nanoseconds already). So it does for a scheduler that started more than
+:data:`PRECISE_RATE` waits in the last second: there, the few wake-ups a precise wait adds
+would cost more CPU than the millisecond is worth. The timerfd is made with
+:func:`os.timerfd_create` (Python 3.13+) or, before, through ``ctypes`` from the C library:
+that is this module's only platform-specific code.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ logger = logging.getLogger("daffi.scheduling")
 #: how long before its time a wait moves from the loop's timer to the timerfd (seconds): more
 #: than the loop's own lateness (up to a millisecond and a bit), so the handover is on time
 FINE = 0.003
+
+#: beyond this many waits a second, waits use the loop's timer alone: a precise wait costs a
+#: few more wake-ups and system calls, which matter more than a millisecond to a node running
+#: thousands of schedules a second (and whose loop is late by more than that anyway)
+PRECISE_RATE = 500
 
 
 class Timerfd:
@@ -126,6 +133,10 @@ class PreciseClock:
         self._waits: list[tuple[float, int, anyio.Event]] = []
         self._order = itertools.count()
         self._set_for: float | None = None  # the wall time the timer is set for
+        # waits started in the current one-second window, and whether the last window had
+        # more than PRECISE_RATE (then the loop's timer alone serves)
+        self._window = (0.0, 0)
+        self._busy = False
 
     def wall(self) -> float:
         return time.time()
@@ -154,6 +165,9 @@ class PreciseClock:
             timer.close()
 
     async def sleep_until(self, wall: float) -> None:
+        if self._timer is None or self._count_wait():
+            await anyio.sleep(max(wall - time.time(), 0.0))
+            return
         await anyio.sleep(max(wall - FINE - time.time(), 0.0))
         if self._timer is None:
             await anyio.sleep(max(wall - time.time(), 0.0))
@@ -169,6 +183,17 @@ class PreciseClock:
         await event.wait()
         if wall > time.time():  # woken by run() ending: the loop's timer finishes the wait
             await anyio.sleep(wall - time.time())
+
+    def _count_wait(self) -> bool:
+        """Count a wait; whether the waits are too many for precise ones."""
+        started, count = self._window
+        now = time.monotonic()
+        if now - started >= 1.0:
+            self._busy = count > PRECISE_RATE
+            self._window = (now, 1)
+        else:
+            self._window = (started, count + 1)
+        return self._busy
 
     def _wake_due(self) -> None:
         waits = self._waits
