@@ -22,6 +22,7 @@ year on a fake clock.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -70,6 +71,23 @@ def check_cron(expression: str, timezone: str) -> tuple[str, str]:
     return expression, name
 
 
+@functools.lru_cache(maxsize=4096)
+def _after(expression: str, timezone: str, moment: float) -> float | None:
+    """The first time ``expression`` gives in ``timezone`` strictly after ``moment``.
+
+    Cached: schedules with the same expression fire together and ask the same question (10,000
+    of ``* * * * * *`` compute one next time a second, not 10,000).
+    """
+    from cronsim import CronSim
+
+    try:
+        return next(
+            CronSim(expression, datetime.fromtimestamp(moment, _zone(timezone)))
+        ).timestamp()
+    except StopIteration:
+        return None
+
+
 @dataclass(frozen=True)
 class Cron:
     """Fire at the times a cron ``expression`` gives in time zone ``timezone``."""
@@ -84,14 +102,7 @@ class Cron:
 
     def after(self, moment: float) -> float | None:
         """The first fire strictly after POSIX time ``moment`` (None: none within 50 years)."""
-        from cronsim import CronSim
-
-        try:
-            return next(
-                CronSim(self.expression, datetime.fromtimestamp(moment, self._tz))
-            ).timestamp()
-        except StopIteration:
-            return None
+        return _after(self.expression, self.timezone, moment)
 
     def next_fire(self, now: float, previous: float | None) -> float | None:
         """The next fire after ``previous``; fires missed meanwhile (the node was busy or
@@ -103,6 +114,9 @@ class Cron:
 
     def skipped(self, previous: float, fire: float) -> int:
         """How many fires lie strictly between ``previous`` and ``fire``."""
+        following = self.after(previous)
+        if following is None or following >= fire:
+            return 0  # (each run, but after a miss)
         from cronsim import CronSim
 
         count = 0
