@@ -1,21 +1,23 @@
-"""Waking up at a wall-clock time with the kernel's precision instead of the event loop's.
+"""Waking up schedules at their wall-clock times: one alarm task per scheduler, precise to
+tens of microseconds.
 
-asyncio and trio both wait for I/O and timers with ``epoll``, whose timeout is in whole
-milliseconds (rounded up), so a task sleeping until ``t`` wakes up to 1 ms after it: on this
-project's test machine, 1.4 ms at the 99th percentile. A Linux ``timerfd`` set to go off at
-``t`` becomes readable then (give or take the kernel's 50 µs timer slack), and ``epoll``
-returns as soon as a descriptor is readable.
+Two costs of sleeping each schedule with the event loop's own timer (``anyio.sleep``):
 
-:class:`PreciseClock` sleeps with the loop's own timer until :data:`FINE` seconds before the
-time, then waits on one timerfd shared by every schedule of the scheduler: it is set to the
-earliest time being waited for, and one task (:meth:`PreciseClock.run`) reads it and wakes
-whoever's time has come. Only the last few milliseconds of a wait go through it, so it holds
-few waiters and a cancelled wait leaves nothing behind for long.
+* **Precision.** asyncio and trio both wait with ``epoll``, whose timeout is in whole
+  milliseconds (rounded up), so a task sleeping until ``t`` wakes up to 1 ms after it: on this
+  project's test machine, 1.4 ms at the 99th percentile. A Linux ``timerfd`` set to go off at
+  ``t`` becomes readable then (give or take the kernel's 50 µs timer slack), and ``epoll``
+  returns as soon as a descriptor is readable.
+* **Many at once.** On trio a sleep ends by cancelling its own timeout, which costs an
+  exception; 10,000 cron schedules due at the same second spent most of a core on that.
 
-Where there is no timerfd (not Linux), the loop's timer does all of it (macOS's ``kqueue``
-takes timeouts in nanoseconds already). So it does for a scheduler that started more than
-:data:`PRECISE_RATE` waits in the last second: there, the few wake-ups a precise wait adds
-would cost more CPU than the millisecond is worth. The timerfd is made with
+So :class:`PreciseClock` keeps every wait of its scheduler in one heap, and one task
+(:meth:`PreciseClock.run`) sleeps until the earliest, on a timerfd, then sets the event of
+every wait that is due: a wait is an :class:`anyio.Event`, and a second with 10,000 due
+schedules is one wake-up of that task. A cancelled wait is dropped from the heap lazily.
+
+Where there is no timerfd (not Linux), the alarm task sleeps with the loop's timer (macOS's
+``kqueue`` takes timeouts in nanoseconds already). The timerfd is made with
 :func:`os.timerfd_create` (Python 3.13+) or, before, through ``ctypes`` from the C library:
 that is this module's only platform-specific code.
 """
@@ -26,6 +28,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import math
 import os
 import sys
 import time
@@ -35,18 +38,9 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-__all__ = ["FINE", "PreciseClock", "Timerfd", "open_timerfd"]
+__all__ = ["PreciseClock", "Timerfd", "open_timerfd"]
 
 logger = logging.getLogger("daffi.scheduling")
-
-#: how long before its time a wait moves from the loop's timer to the timerfd (seconds): more
-#: than the loop's own lateness (up to a millisecond and a bit), so the handover is on time
-FINE = 0.003
-
-#: beyond this many waits a second, waits use the loop's timer alone: a precise wait costs a
-#: few more wake-ups and system calls, which matter more than a millisecond to a node running
-#: thousands of schedules a second (and whose loop is late by more than that anyway)
-PRECISE_RATE = 500
 
 
 class Timerfd:
@@ -119,24 +113,44 @@ def _ctypes_timerfd() -> Timerfd:
     return Timerfd(fd, set_after)
 
 
-class PreciseClock:
-    """The real wall clock (``time.time``), with waits that end within a few tens of
-    microseconds of their time where the system has a timerfd (see the module's docstring).
+#: the alarm task wakes up at most once per this many seconds: waits due closer together
+#: than that (thousands of schedules a second) share a wake-up, up to this much late, instead
+#: of costing one each
+MIN_GAP = 0.0005
 
-    :meth:`run` must be running (in the scheduler's task group) for the precise part; until
-    it is, and without a timerfd, waits use the loop's timer only.
+
+class _Alarm:
+    """One wait: its wall time, its place among waits of the same time, its event."""
+
+    __slots__ = ("event", "live", "order", "wall")
+
+    def __init__(self, wall: float, order: int) -> None:
+        self.wall = wall
+        self.order = order
+        self.event = anyio.Event()
+        self.live = True  # False: the wait was cancelled (dropped from the heap lazily)
+
+    def __lt__(self, other: _Alarm) -> bool:
+        return (self.wall, self.order) < (other.wall, other.order)
+
+
+class PreciseClock:
+    """The real wall clock (``time.time``), whose waits end within tens of microseconds of
+    their time where the system has a timerfd (see the module's docstring).
+
+    :meth:`run` must be running (the scheduler starts it in its task group); a wait made
+    while it is not uses the loop's timer.
     """
 
     def __init__(self) -> None:
-        self._timer: Timerfd | None = None
-        # (wall time, tie-breaker, event): the waits in their last FINE seconds
-        self._waits: list[tuple[float, int, anyio.Event]] = []
+        self._alarms: list[_Alarm] = []  # a heap
         self._order = itertools.count()
-        self._set_for: float | None = None  # the wall time the timer is set for
-        # waits started in the current one-second window, and whether the last window had
-        # more than PRECISE_RATE (then the loop's timer alone serves)
-        self._window = (0.0, 0)
-        self._busy = False
+        self._running = False
+        self._timer: Timerfd | None = None
+        self._set_for: float | None = None  # the wall time the alarm task sleeps until
+        self._earlier = anyio.Event()  # (without a timerfd) an earlier wait was added
+        self._dropped = 0  # cancelled waits still in the heap
+        self._woke = -math.inf  # when the alarm task last woke up (wall time)
 
     def wall(self) -> float:
         return time.time()
@@ -144,62 +158,80 @@ class PreciseClock:
     async def run(
         self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Wake the waits whose time has come, each time the timer goes off."""
-        timer = open_timerfd()
-        if timer is None:
-            task_status.started()
-            return
-        self._timer = timer
+        """Wake each wait at its time, until cancelled (then the waits left finish on the
+        loop's timer)."""
+        timer = self._timer = open_timerfd()
+        self._running = True
         try:
             task_status.started()
             while True:
-                await anyio.wait_readable(timer.fd)
-                timer.clear()
+                if timer is not None:
+                    await anyio.wait_readable(timer.fd)
+                    timer.clear()
+                else:
+                    self._earlier = anyio.Event()
+                    delay = math.inf if self._set_for is None else self._set_for - time.time()
+                    with anyio.move_on_after(max(delay, 0.0)):
+                        await self._earlier.wait()
                 self._set_for = None
+                self._woke = time.time()
                 self._wake_due()
         finally:
+            self._running = False
             self._timer = None
-            for _, _, event in self._waits:
-                event.set()  # they finish on the loop's timer (see sleep_until)
-            self._waits.clear()
-            timer.close()
+            for alarm in self._alarms:
+                alarm.event.set()
+            self._alarms.clear()
+            if timer is not None:
+                timer.close()
 
     async def sleep_until(self, wall: float) -> None:
-        if self._timer is None or self._count_wait():
-            await anyio.sleep(max(wall - time.time(), 0.0))
-            return
-        await anyio.sleep(max(wall - FINE - time.time(), 0.0))
-        if self._timer is None:
+        if not self._running:
             await anyio.sleep(max(wall - time.time(), 0.0))
             return
         if wall <= time.time():
             await anyio.lowlevel.checkpoint()
             return
-        event = anyio.Event()
-        heapq.heappush(self._waits, (wall, next(self._order), event))
-        if self._set_for is None or wall < self._set_for:
-            self._set_for = wall
-            self._timer.set(wall - time.time())
-        await event.wait()
-        if wall > time.time():  # woken by run() ending: the loop's timer finishes the wait
+        alarm = _Alarm(wall, next(self._order))
+        heapq.heappush(self._alarms, alarm)
+        self._set(wall)
+        try:
+            await alarm.event.wait()
+        finally:
+            if not alarm.event.is_set():
+                self._drop(alarm)
+        if not self._running and wall > time.time():  # the alarm task ended
             await anyio.sleep(wall - time.time())
 
-    def _count_wait(self) -> bool:
-        """Count a wait; whether the waits are too many for precise ones."""
-        started, count = self._window
-        now = time.monotonic()
-        if now - started >= 1.0:
-            self._busy = count > PRECISE_RATE
-            self._window = (now, 1)
+    def _set(self, wall: float) -> None:
+        """Make the alarm task wake up at ``wall`` (or :data:`MIN_GAP` after it last did),
+        unless it wakes up earlier already."""
+        wall = max(wall, self._woke + MIN_GAP)
+        if self._set_for is not None and self._set_for <= wall:
+            return
+        self._set_for = wall
+        if self._timer is not None:
+            self._timer.set(wall - time.time())
         else:
-            self._window = (started, count + 1)
-        return self._busy
+            self._earlier.set()
+
+    def _drop(self, alarm: _Alarm) -> None:
+        alarm.live = False
+        self._dropped += 1
+        alarms = self._alarms
+        if self._dropped > 1024 and self._dropped * 2 > len(alarms):
+            alarms[:] = [a for a in alarms if a.live]
+            heapq.heapify(alarms)
+            self._dropped = 0
 
     def _wake_due(self) -> None:
-        waits = self._waits
+        alarms = self._alarms
         now = time.time()
-        while waits and waits[0][0] <= now:
-            heapq.heappop(waits)[2].set()
-        if waits and self._timer is not None:
-            self._set_for = waits[0][0]
-            self._timer.set(self._set_for - now)
+        while alarms and (alarms[0].wall <= now or not alarms[0].live):
+            alarm = heapq.heappop(alarms)
+            if alarm.live:
+                alarm.event.set()
+            else:
+                self._dropped -= 1
+        if alarms:
+            self._set(alarms[0].wall)
