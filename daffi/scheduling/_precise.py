@@ -120,18 +120,17 @@ MIN_GAP = 0.0005
 
 
 class _Alarm:
-    """One wait: its wall time, its place among waits of the same time, its event."""
+    """One wait: its event, and whether it is still waited for."""
 
-    __slots__ = ("event", "live", "order", "wall")
+    __slots__ = ("event", "live")
 
-    def __init__(self, wall: float, order: int) -> None:
-        self.wall = wall
-        self.order = order
+    def __init__(self) -> None:
         self.event = anyio.Event()
         self.live = True  # False: the wait was cancelled (dropped from the heap lazily)
 
-    def __lt__(self, other: _Alarm) -> bool:
-        return (self.wall, self.order) < (other.wall, other.order)
+
+#: (wall time, order among waits of the same time, the wait): tuples compare in C
+_Entry = tuple[float, int, _Alarm]
 
 
 class PreciseClock:
@@ -143,7 +142,7 @@ class PreciseClock:
     """
 
     def __init__(self) -> None:
-        self._alarms: list[_Alarm] = []  # a heap
+        self._alarms: list[_Entry] = []  # a heap
         self._order = itertools.count()
         self._running = False
         self._timer: Timerfd | None = None
@@ -179,7 +178,7 @@ class PreciseClock:
         finally:
             self._running = False
             self._timer = None
-            for alarm in self._alarms:
+            for _, _, alarm in self._alarms:
                 alarm.event.set()
             self._alarms.clear()
             if timer is not None:
@@ -192,8 +191,8 @@ class PreciseClock:
         if wall <= time.time():
             await anyio.lowlevel.checkpoint()
             return
-        alarm = _Alarm(wall, next(self._order))
-        heapq.heappush(self._alarms, alarm)
+        alarm = _Alarm()
+        heapq.heappush(self._alarms, (wall, next(self._order), alarm))
         self._set(wall)
         try:
             await alarm.event.wait()
@@ -220,18 +219,18 @@ class PreciseClock:
         self._dropped += 1
         alarms = self._alarms
         if self._dropped > 1024 and self._dropped * 2 > len(alarms):
-            alarms[:] = [a for a in alarms if a.live]
+            alarms[:] = [entry for entry in alarms if entry[2].live]
             heapq.heapify(alarms)
             self._dropped = 0
 
     def _wake_due(self) -> None:
         alarms = self._alarms
         now = time.time()
-        while alarms and (alarms[0].wall <= now or not alarms[0].live):
-            alarm = heapq.heappop(alarms)
+        while alarms and (alarms[0][0] <= now or not alarms[0][2].live):
+            alarm = heapq.heappop(alarms)[2]
             if alarm.live:
                 alarm.event.set()
             else:
                 self._dropped -= 1
         if alarms:
-            self._set(alarms[0].wall)
+            self._set(alarms[0][0])
