@@ -118,6 +118,11 @@ def _ctypes_timerfd() -> Timerfd:
 #: of costing one each
 MIN_GAP = 0.0005
 
+#: for a wait further off than twice this, the alarm task first wakes up this long before it,
+#: then sets the timer again for the exact time: a processor woken from a long idle (a deep
+#: sleep state) takes a few hundred microseconds more to run the loop
+WARM_UP = 0.001
+
 
 class _Alarm:
     """One wait: its event, and whether it is still waited for."""
@@ -206,11 +211,15 @@ class PreciseClock:
         """Make the alarm task wake up at ``wall`` (or :data:`MIN_GAP` after it last did),
         unless it wakes up earlier already."""
         wall = max(wall, self._woke + MIN_GAP)
+        after = wall - time.time()
+        if after > 2 * WARM_UP:
+            wall -= WARM_UP
+            after -= WARM_UP
         if self._set_for is not None and self._set_for <= wall:
             return
         self._set_for = wall
         if self._timer is not None:
-            self._timer.set(wall - time.time())
+            self._timer.set(after)
         else:
             self._earlier.set()
 
