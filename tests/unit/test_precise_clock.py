@@ -6,6 +6,7 @@ alarm task is gone. Only order and "not early" are asserted: how late is a bench
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import anyio
@@ -43,8 +44,11 @@ async def test_waits_end_at_their_time_in_order(clock: PreciseClock) -> None:
                 for wall in walls:
                     waits.start_soon(wait, wall)
             tg.cancel_scope.cancel()
-    assert sorted(w for w, _ in ended) == [w for w, _ in ended]
     assert all(at >= wall for wall, at in ended)
+    # In the order of their times, but for waits released by the same wake-up (0.5 ms
+    # apart or less), which the loop may run in any order (trio shuffles them on purpose).
+    for (wall, _), (later, _) in itertools.pairwise(ended):
+        assert later > wall - 0.001
     assert len(ended) == len(walls)
 
 
