@@ -29,6 +29,7 @@ private attributes (``daffi._crossloop`` holds the loop-to-loop hand-offs: publi
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
 import socket
@@ -38,6 +39,8 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 import anyio
 import anyio.abc
 import sniffio
+
+from daffi.exceptions import InitializationError
 
 if TYPE_CHECKING:
     from daffi._backends._asyncio_reader import AsyncioReader
@@ -49,6 +52,7 @@ __all__ = [
     "SocketAccess",
     "anyio_internals_known",
     "loop_primitives",
+    "require_backend",
     "socket_access",
     "unix_stream_for_loop",
 ]
@@ -56,6 +60,9 @@ __all__ = [
 #: The anyio versions (from, below) whose private attributes the asyncio fast path reads;
 #: pyproject.toml pins anyio to the same range. Outside it, the public stream path is used.
 TESTED_ANYIO = ((4, 11), (5, 0))
+
+#: trio is an extra (asyncio users do not install it); what to say when it is missing.
+TRIO_MISSING = "backend='trio' needs trio: pip install 'daffi[trio]'"
 
 
 @functools.cache
@@ -111,10 +118,22 @@ def loop_primitives() -> LoopPrimitives:
     these are used directly (same meaning, about 5 % of a call's cost). Elsewhere anyio's.
     """
     if sniffio.current_async_library() == "trio":
-        import trio
+        import trio  # installed: a trio loop is running (require_backend checks beforehand)
 
         return LoopPrimitives(trio.current_effective_deadline, trio.Event)
     return LoopPrimitives(anyio.current_effective_deadline, anyio.Event)
+
+
+def require_backend(backend: str) -> None:
+    """Check, without importing it, that the event loop library *backend* names is installed.
+
+    asyncio always is; trio is the extra ``daffi[trio]``.
+
+    Raises:
+        InitializationError: it is not installed (the message says how to install it).
+    """
+    if backend == "trio" and importlib.util.find_spec("trio") is None:
+        raise InitializationError(TRIO_MISSING)
 
 
 class SocketAccess:

@@ -1,12 +1,14 @@
 """The documentation's links and example paths point at things that exist.
 
-Checked in README.md and docs/*.md:
+Checked in README.md, CHANGELOG.md and docs/*.md:
 
 - every relative Markdown link (``[text](path)``, ``[text](path#anchor)``, ``![alt](path)``,
   ``[ref]: path``) points to an existing file or directory, and an ``#anchor`` into a
   Markdown file names one of its headings;
 - every ``docs/examples/...`` path mentioned anywhere (prose, code, snippet includes) exists;
-- every page in mkdocs.yml's ``nav`` exists.
+- every page in mkdocs.yml's ``nav`` exists, and every page is in the nav;
+- no page cites what users do not have: the project's internal notes (``shared/...``) or
+  its issue numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-PAGES = sorted([ROOT / "README.md", *DOCS.glob("*.md")])
+PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS.glob("*.md")])
 
 FENCE = re.compile(r"^(`{3,}|~{3,}).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
@@ -29,6 +31,7 @@ EXAMPLE_PATH = re.compile(r"docs/examples/[\w./-]*[\w/]")
 HEADING = re.compile(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
 EXTERNAL = re.compile(r"^(?:[a-z][a-z0-9+.-]*:|//)", re.IGNORECASE)
 NAV_PAGE = re.compile(r"^\s*-\s*(?:[^:\n]+:\s*)?([\w./-]+\.md)\s*$", re.MULTILINE)
+INTERNAL_REFERENCE = re.compile(r"\bshared/|\bissues? #?\d+|\bthis issue\b", re.IGNORECASE)
 
 
 def prose(text: str) -> str:
@@ -82,13 +85,34 @@ def test_mentioned_example_paths_exist(page: Path) -> None:
     assert not missing, f"{page.relative_to(ROOT)} mentions missing paths: {missing}"
 
 
-def test_mkdocs_nav_pages_exist() -> None:
+def nav_pages() -> list[str]:
     config = (ROOT / "mkdocs.yml").read_text()
     nav = config.split("\nnav:", 1)[1].split("\n\n", 1)[0]
-    pages = NAV_PAGE.findall(nav)
+    return NAV_PAGE.findall(nav)
+
+
+def test_mkdocs_nav_pages_exist() -> None:
+    pages = nav_pages()
     assert "index.md" in pages
     missing = [page for page in pages if not (DOCS / page).exists()]
     assert not missing, f"mkdocs.yml nav lists missing pages: {missing}"
+
+
+def test_every_docs_page_is_in_the_nav() -> None:
+    outside = sorted({page.name for page in DOCS.glob("*.md")} - set(nav_pages()))
+    assert not outside, f"pages missing from mkdocs.yml's nav (unreachable on the site): {outside}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: str(page.relative_to(ROOT)))
+def test_no_internal_references(page: Path) -> None:
+    found = [
+        f"line {number}: {line.strip()}"
+        for number, line in enumerate(page.read_text().splitlines(), start=1)
+        if INTERNAL_REFERENCE.search(line)
+    ]
+    assert not found, f"{page.relative_to(ROOT)} cites internal notes or issues:\n" + "\n".join(
+        found
+    )
 
 
 @pytest.mark.parametrize(
@@ -97,9 +121,10 @@ def test_mkdocs_nav_pages_exist() -> None:
         ("FG: wait for the result", "fg-wait-for-the-result"),
         ("`interval`: run at a fixed rate", "interval-run-at-a-fixed-rate"),
         (
-            "Where we differ from shared/DESIGN.md and daffi 2",
-            "where-we-differ-from-shareddesignmd-and-daffi-2",
+            "Where we differ from the original design and daffi 2",
+            "where-we-differ-from-the-original-design-and-daffi-2",
         ),
+        ("Install: `pip install '.[trio]'`", "install-pip-install-trio"),
         ("Starting daffi: `Global`", "starting-daffi-global"),
     ],
 )
