@@ -2,11 +2,18 @@
 
 A process registers callbacks, another declares fetchers of the same name and calls them as
 if they were local; one process runs the controller that routes everything.
+
+Logging: records go to ``logging.getLogger("daffi...")`` and propagate; the ``daffi`` logger
+has a ``NullHandler``, so a program that configured no logging prints nothing of daffi's
+(``DAFFI_LOG_LEVEL`` or ``logging.basicConfig()`` shows them). See docs/configuration.md.
 """
+
+import logging as _logging
 
 from daffi.__about__ import __version__
 from daffi._global import Global
 from daffi._results import AsyncResult, ScheduledTask, SchedulerTask
+from daffi._settings import apply_environment_log_level as _apply_environment_log_level
 from daffi.exceptions import (
     AuthenticationError,
     DaffiError,
@@ -20,6 +27,12 @@ from daffi.exceptions import (
 )
 from daffi.execution_modifiers import BG, BROADCAST, FG, PERIOD
 from daffi.registry import Args, Callback, Fetcher, callback, fetcher
+
+# A library's logger: without this, a warning in a program that configured no logging would
+# print through logging.lastResort. DAFFI_LOG_LEVEL applies now (a bad value is reported by
+# the first Global, with InitializationError), so that records logged before it show too.
+_logging.getLogger("daffi").addHandler(_logging.NullHandler())
+_apply_environment_log_level()
 
 __all__ = [
     "BG",

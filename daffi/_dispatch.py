@@ -413,7 +413,7 @@ class Dispatcher:
                 self._running.pop(key, None)
                 self.streams.forget(key)
         if scope.cancelled_caught:
-            logger.info("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
+            logger.debug("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
             return  # the caller is gone or timed out; nobody reads a reply
         if msg.want_result and reply is not None:
             await self.node.send(reply)

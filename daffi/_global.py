@@ -37,7 +37,7 @@ from daffi._results import ScheduledTasks
 from daffi._router import DEFAULT_MAX_CALLS_IN_FLIGHT
 from daffi._runtime import Runtime
 from daffi._schedule_host import SYSTEM_LIST_SCHEDULES
-from daffi._settings import Hook, Settings
+from daffi._settings import Hook, Settings, apply_log_level
 from daffi._transfer import Transfer
 from daffi.exceptions import TimeoutError
 from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
@@ -51,14 +51,23 @@ logger = logging.getLogger("daffi.global")
 class Global:
     """The daffi runtime of this process: a controller, a node, or both.
 
+    Where no ``address``, ``host``, ``port`` or ``unix_sock_path`` is given, the
+    ``DAFFI_ADDRESS`` environment variable is the address; ``DAFFI_AUTH_TOKEN`` is the
+    ``auth_token`` when none is given; ``DAFFI_LOG_LEVEL`` sets the level of the ``daffi``
+    logger. Arguments always win over the environment (see docs/configuration.md).
+
     Args:
-        process_name: this process's unique name (default: a random short hex string).
+        process_name: this process's unique name (default: generated from the script, the
+            host, the process id and 4 random hex digits, e.g. ``worker-web1-12345-3fa2``;
+            new for every Global).
         init_controller: run the controller in this process.
         init_node: run a node (offer callbacks, call fetchers) in this process.
         host: TCP host to listen on (controller) or connect to (node).
         port: TCP port; a controller without one picks a free port (see :attr:`port`).
         unix_sock_path: directory of the Unix socket (default: a private per-user directory
-            under the temp dir); used when no ``host`` is given.
+            under the temp dir); used when no ``host`` is given. Without ``host``, ``port``,
+            ``unix_sock_path`` and ``address``, the ``DAFFI_ADDRESS`` environment variable
+            (same form as ``address``) is used if it is set, else this default socket.
         ssl_certificate: TLS certificate file (PEM). On a controller, with ``ssl_key``, it
             serves TLS; on a node, it is the client certificate for mutual TLS. Half
             configured TLS raises ``InitializationError``, never runs in plaintext.
@@ -70,7 +79,8 @@ class Global:
             included (sync or async).
         address: ``"scheme://..."`` for any registered transport, instead of host/port/unix;
             ``"tls://host:port"`` is TCP with TLS, the controller's certificate checked
-            against ``ssl_ca`` or the system's CA store.
+            against ``ssl_ca`` or the system's CA store. Default: the ``DAFFI_ADDRESS``
+            environment variable when no host/port/unix_sock_path is given either.
         ssl_ca: CA certificates (a PEM file or a directory). On a node, TLS is used and the
             controller's certificate must be signed by them (and name its host); on a
             controller, nodes must present a client certificate they signed (mutual TLS).
@@ -117,6 +127,11 @@ class Global:
             made (private to the user) with the first durable schedule. A node whose
             ``process_name`` is generated has none unless given one, and refuses durable
             schedules. A node started again with the same state directory resumes them.
+
+    Raises:
+        InitializationError: an argument (or a combination) cannot work, or an environment
+            variable it reads (``DAFFI_ADDRESS``, ``DAFFI_LOG_LEVEL``) has a value that
+            cannot; the message names the argument or the variable.
     """
 
     def __init__(
@@ -187,6 +202,7 @@ class Global:
             max_registration_size=max_registration_size,
             max_calls_in_flight=max_calls_in_flight,
         )
+        apply_log_level(settings.log_level)
         self.process_name = settings.process_name
         self.init_controller = settings.init_controller
         self.init_node = settings.init_node
@@ -377,7 +393,15 @@ class Global:
             What ``func`` returned.
 
         Raises:
-            The same as :meth:`transfer_and_call`.
+            UnableToFindCandidate: ``remote_process`` is not connected.
+            GlobalContextError: ``remote_process`` does not run transferred functions (it was
+                created without ``allow_transfer=True``), or cloudpickle is not installed.
+            ArgumentsError: ``func`` is not callable, is a generator function, or does not
+                take these arguments.
+            PayloadEncodeError: ``func`` or its arguments do not pickle, or its result cannot
+                be sent back.
+            RemoteCallError: ``func`` raised (also an instance of a built-in exception's type,
+                as for callbacks).
         """
         transfer = Transfer.pack(func, args, kwargs)
         return await self._runtime.run_on_loop(transfer.send, self._runtime, remote_process)
@@ -414,21 +438,21 @@ class Global:
 
     async def _wait_process(self, process_name: str, timeout: float | None) -> None:
         node = self._runtime.require_node()
-        logger.info("Waiting node: %r", process_name)
+        logger.debug("Waiting node: %r", process_name)
 
         def present() -> bool:
             return process_name in node.peers or (process_name == node.name and node.is_connected)
 
         await _wait(node, present, timeout, f"process {process_name!r} to connect")
-        logger.info("Node found: %r", process_name)
+        logger.debug("Node found: %r", process_name)
 
     async def _wait_function(self, func_name: str, timeout: float | None) -> None:
         node = self._runtime.require_node()
-        logger.info("Waiting remote callback: %r", func_name)
+        logger.debug("Waiting remote callback: %r", func_name)
         await _wait(
             node, lambda: node.offers(func_name), timeout, f"a process offering {func_name!r}"
         )
-        logger.info("Function found: %r", func_name)
+        logger.debug("Function found: %r", func_name)
 
     # ------------------------------------------------------------------ introspection
 

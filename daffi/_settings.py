@@ -3,12 +3,21 @@
 :meth:`Settings.check` raises ``InitializationError`` for arguments that cannot work, in the
 order the constructor has always checked them; :class:`Configured` is the view of a Global's
 settings that the runtime reads (and, once the controller listens, updates: the address).
+
+A Global is also given the environment: ``DAFFI_ADDRESS`` and ``DAFFI_AUTH_TOKEN`` stand in
+for arguments it was not given (an argument always wins), and ``DAFFI_LOG_LEVEL`` sets the
+level of the ``daffi`` logger (:func:`apply_log_level`). See docs/configuration.md.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+import secrets
+import socket
 import sys
+import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,18 +29,29 @@ from daffi.registry._store import CallbackRegistry, default_registry
 from daffi.transports import Address
 
 __all__ = [
+    "ADDRESS_VARIABLE",
     "AUTH_TOKEN_VARIABLE",
+    "LOG_LEVEL_VARIABLE",
     "Configured",
     "Hook",
     "Settings",
+    "StderrFallbackHandler",
+    "apply_environment_log_level",
+    "apply_log_level",
     "auth_secret",
+    "default_process_name",
     "default_state_dir",
+    "log_level_from_environment",
     "resolve_address",
     "validate_port",
 ]
 
 #: the environment variable a Global reads its ``auth_token`` from when it is not given
 AUTH_TOKEN_VARIABLE = "DAFFI_AUTH_TOKEN"
+#: the environment variable a Global reads its ``address`` from when given no address at all
+ADDRESS_VARIABLE = "DAFFI_ADDRESS"
+#: the environment variable that sets the level of the ``daffi`` logger
+LOG_LEVEL_VARIABLE = "DAFFI_LOG_LEVEL"
 
 Hook = Callable[..., Any]
 
@@ -107,6 +127,8 @@ class Settings:
     allow_pickle: bool
     #: where the node keeps its state (durable schedules); None: nowhere (a generated name)
     state_dir: str | None
+    #: the level ``DAFFI_LOG_LEVEL`` asks for (None: unset); applied by :func:`apply_log_level`
+    log_level: int | None = None
 
     @classmethod
     def check(
@@ -156,27 +178,34 @@ class Settings:
             )
         generated = process_name is None
         if process_name is None:
-            process_name = hex(int.from_bytes(os.urandom(4), "big"))
+            process_name = default_process_name()
         name = str(process_name)
         if not name:
             raise InitializationError("process_name must not be empty")
         node_state_dir = _state_dir(state_dir, name, generated=generated)
-        tls_address = address is not None and address.lower().startswith(TLS_SCHEME + "://")
-        if tls_address:
-            assert address is not None
-            address = "tcp" + address[len(TLS_SCHEME) :]
-        resolved = resolve_address(
-            address, host, port, unix_sock_path, init_controller=bool(init_controller)
-        )
-        tls = tls_config(
-            certificate=ssl_certificate,
-            key=ssl_key,
-            ca=ssl_ca,
-            tls_address=tls_address,
-            scheme=resolved.scheme,
-            controller=bool(init_controller),
-            node=bool(init_node),
-        )
+        from_environment = None
+        if address is None and host is None and port is None and unix_sock_path is None:
+            from_environment = os.environ.get(ADDRESS_VARIABLE, "").strip() or None
+            address = from_environment
+        try:
+            resolved, tls = _address_and_tls(
+                address,
+                host,
+                port,
+                unix_sock_path,
+                ssl_certificate=ssl_certificate,
+                ssl_key=ssl_key,
+                ssl_ca=ssl_ca,
+                controller=bool(init_controller),
+                node=bool(init_node),
+            )
+        except InitializationError as exc:
+            if from_environment is None:
+                raise
+            raise InitializationError(
+                f"the environment variable {ADDRESS_VARIABLE}={from_environment!r} cannot be "
+                f"used: {exc}"
+            ) from None
         if ssl_bind_names and (tls is None or not tls.mutual):
             raise InitializationError(
                 "ssl_bind_names binds node names to client certificates: it needs a "
@@ -185,6 +214,9 @@ class Settings:
         secret = auth_secret(auth_token)
         if backend not in ("asyncio", "trio"):
             raise InitializationError(f"backend must be 'asyncio' or 'trio', not {backend!r}")
+        from daffi._backends import require_backend  # checks, does not import trio
+
+        require_backend(backend)  # InitializationError: pip install 'daffi[trio]'
         if workers < 1:
             raise InitializationError(f"workers must be at least 1, not {workers!r}")
         if not (isinstance(max_connections, int) and max_connections >= 1):
@@ -218,6 +250,7 @@ class Settings:
             from daffi._pickling import require_cloudpickle  # checks, does not import it
 
             require_cloudpickle()  # InitializationError: pip install 'daffi[pickle]'
+        log_level = log_level_from_environment()
         return cls(
             process_name=name,
             init_controller=bool(init_controller),
@@ -245,7 +278,87 @@ class Settings:
             allow_transfer=bool(allow_transfer),
             allow_pickle=bool(allow_pickle),
             state_dir=node_state_dir,
+            log_level=log_level,
         )
+
+
+def _address_and_tls(
+    address: str | None,
+    host: str | None,
+    port: int | str | None,
+    unix_sock_path: str | os.PathLike[str] | None,
+    *,
+    ssl_certificate: str | os.PathLike[str] | None,
+    ssl_key: str | os.PathLike[str] | None,
+    ssl_ca: str | os.PathLike[str] | None,
+    controller: bool,
+    node: bool,
+) -> tuple[Address, TlsConfig | None]:
+    """The address (``tls://`` read as TCP with TLS) and the TLS this Global speaks."""
+    tls_address = address is not None and address.lower().startswith(TLS_SCHEME + "://")
+    if tls_address:
+        assert address is not None
+        address = "tcp" + address[len(TLS_SCHEME) :]
+    resolved = resolve_address(address, host, port, unix_sock_path, init_controller=controller)
+    tls = tls_config(
+        certificate=ssl_certificate,
+        key=ssl_key,
+        ca=ssl_ca,
+        tls_address=tls_address,
+        scheme=resolved.scheme,
+        controller=controller,
+        node=node,
+    )
+    return resolved, tls
+
+
+#: the names :func:`default_process_name` gave in this process (never twice)
+_generated_names: set[str] = set()
+_generated_lock = threading.Lock()
+_UNSAFE = re.compile(r"[^A-Za-z0-9_]+")
+
+
+def default_process_name() -> str:
+    """A readable name for a Global given none: ``<program>-<host>-<pid>-<4 hex digits>``,
+    e.g. ``worker-web1-12345-3fa2``.
+
+    ``<program>`` is the script's stem (``python`` for ``-c`` and the interactive prompt; the
+    package for ``python -m package``), ``<host>`` the host name's first label; both keep
+    only letters, digits and ``_`` (other runs become ``-``). The random part, new for every
+    Global and never repeated in a process, keeps the name apart from that of an earlier run
+    with the same process id (a restarted container's program is pid 1 again), whose name
+    the controller may still hold. A generated name keeps no state (see :func:`_state_dir`).
+    """
+    prefix = f"{_program_name()}-{_host_name()}-{os.getpid()}"
+    with _generated_lock:
+        while True:
+            name = f"{prefix}-{secrets.token_hex(2)}"
+            if name not in _generated_names:
+                _generated_names.add(name)
+                return name
+
+
+def _safe(text: str, limit: int = 32) -> str:
+    return _UNSAFE.sub("-", text).strip("-")[:limit].strip("-")
+
+
+def _program_name() -> str:
+    argv = getattr(sys, "argv", None) or [""]
+    script = str(argv[0])
+    if script in ("", "-", "-c", "-m"):
+        return "python"
+    stem, parent = os.path.splitext(os.path.basename(script))[0], os.path.dirname(script)
+    if stem == "__main__":  # python -m package: name the package
+        stem = os.path.basename(parent)
+    return _safe(stem) or "python"
+
+
+def _host_name() -> str:
+    try:
+        host = socket.gethostname()
+    except OSError:
+        host = ""
+    return _safe(host.split(".")[0]) or "localhost"
 
 
 def _state_dir(
@@ -365,3 +478,93 @@ def validate_port(port: int | str | None, *, init_controller: bool) -> int:
     if not 0 <= value <= 65535 or (value == 0 and not init_controller):
         raise InitializationError(f"port {port!r} is out of range (1..65535)")
     return value
+
+
+def log_level_from_environment() -> int | None:
+    """The level ``DAFFI_LOG_LEVEL`` names: a level name (``debug``, ``INFO``, ``warning``...;
+    any case) or a number; None when it is unset or empty.
+
+    Raises:
+        InitializationError: the variable names no logging level.
+    """
+    text = os.environ.get(LOG_LEVEL_VARIABLE, "").strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return int(text)
+    level = logging.getLevelName(text.upper())
+    if isinstance(level, int):
+        return level
+    raise InitializationError(
+        f"{LOG_LEVEL_VARIABLE} must name a logging level (DEBUG, INFO, WARNING, ERROR, "
+        f"CRITICAL) or be a number, not {text!r}"
+    )
+
+
+_log_level_lock = threading.Lock()
+#: the level :func:`apply_log_level` gave the ``daffi`` logger (None: it gave none)
+_applied_level: int | None = None
+
+
+def apply_log_level(level: int | None) -> None:
+    """Make daffi's records of ``level`` and above visible (``DAFFI_LOG_LEVEL``).
+
+    The ``daffi`` logger gets ``level`` unless the application gave it a level of its own
+    (that one wins). Its records still propagate to the application's handlers; a stderr
+    handler is added that writes a record only when no other handler would get it (the
+    application configured no logging, even later than this call). ``None`` does nothing.
+    """
+    global _applied_level
+    if level is None:
+        return
+    daffi_logger = logging.getLogger("daffi")
+    with _log_level_lock:
+        if daffi_logger.level in (logging.NOTSET, _applied_level):
+            daffi_logger.setLevel(level)
+            _applied_level = level
+        if not any(isinstance(h, StderrFallbackHandler) for h in daffi_logger.handlers):
+            daffi_logger.addHandler(StderrFallbackHandler())
+
+
+class StderrFallbackHandler(logging.Handler):
+    """Writes a record to ``sys.stderr`` when no other handler gets it: for
+    ``DAFFI_LOG_LEVEL`` in a program that configured no logging. Once the application adds
+    a handler (to the root logger or a ``daffi`` one), its handlers alone show daffi's
+    records, so nothing is written twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._others_get(record):
+            return
+        stream = sys.stderr  # read now, like logging.lastResort: it may have been replaced
+        if stream is None:
+            return
+        try:
+            stream.write(self.format(record) + "\n")
+            stream.flush()
+        except Exception:
+            self.handleError(record)
+
+    def _others_get(self, record: logging.LogRecord) -> bool:
+        current: logging.Logger | None = logging.getLogger(record.name)
+        while current is not None:
+            for handler in current.handlers:
+                if not isinstance(handler, logging.NullHandler | StderrFallbackHandler):
+                    return True
+            if not current.propagate:
+                return False
+            current = current.parent
+        return False
+
+
+def apply_environment_log_level() -> None:
+    """:func:`apply_log_level` of ``DAFFI_LOG_LEVEL`` when daffi is imported; a bad value is
+    left for the first ``Global`` to report (an import does not fail)."""
+    try:
+        level = log_level_from_environment()
+    except InitializationError:
+        return
+    apply_log_level(level)

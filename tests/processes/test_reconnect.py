@@ -15,8 +15,9 @@ STOPPED = r"^ERROR GlobalContextError"
 
 
 def start_node_then_controller(launch: Launcher, endpoint: Endpoint) -> tuple[Program, Program]:
-    node = launch("looping_node.py", *endpoint.argv)
-    # The node is up and retrying (its warning goes to stderr through logging's last resort).
+    node = launch("looping_node.py", *endpoint.argv, env={"DAFFI_LOG_LEVEL": "WARNING"})
+    # The node is up and retrying (its warning goes to stderr through DAFFI_LOG_LEVEL: the
+    # program configures no logging).
     node.wait_for_stderr("not reachable", timeout=15)
     controller = launch("server.py", *endpoint.argv, "server", name="server-1")
     controller.wait_for_line(r"^READY", timeout=15)
