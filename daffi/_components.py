@@ -120,6 +120,7 @@ class Components:
                 self.registration,
                 NodeCredentials(secret=settings.auth_secret),
                 closed=self._closed_error(),
+                connect_timeout=settings.connect_timeout,
             ),
             opt_ins=OptIns(settings.allow_pickle, settings.allow_transfer),
             state_dir=settings.state_dir,

@@ -2,13 +2,16 @@
 
 In order: the Global made current in this context (``async with Global(...)`` does that for
 its body, ``with g.as_current():`` does it explicitly), else the most recently started Global
-of the process that is still running.
+of the process that is still running. With none running, a fetcher's call raises: the error
+of the last Global that stopped (it names it, and the crash that stopped it, if one did), or
+one that says to create a Global.
 """
 
 from __future__ import annotations
 
 import contextvars
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
@@ -69,6 +72,10 @@ current_var: contextvars.ContextVar[Target | None] = contextvars.ContextVar(
 )
 _running: list[Target] = []
 _lock = threading.Lock()
+#: the error calls made after the last running Global stopped raise (its runtime's
+#: ``stopped_error``, held weakly: it must not keep a stopped Global alive), and that
+#: Global's name for when it is gone
+_last_stopped: tuple[weakref.WeakMethod[Callable[[], Exception]], str] | None = None
 
 
 def remember(g: Target) -> None:
@@ -79,10 +86,21 @@ def remember(g: Target) -> None:
         _running.append(g)
 
 
-def forget(g: Target) -> None:
+def forget(g: Target, name: str = "", stopped_error: Callable[[], Exception] | None = None) -> None:
+    """Note ``g`` as no longer running.
+
+    Args:
+        g: the Global.
+        name: its ``process_name``.
+        stopped_error: builds the error its calls raise now that it stopped (a bound
+            method); if ``g`` was running, fetchers called while no Global runs raise it.
+    """
+    global _last_stopped
     with _lock:
         if g in _running:
             _running.remove(g)
+            if stopped_error is not None:
+                _last_stopped = (weakref.WeakMethod(stopped_error), name)
 
 
 def current_global_or_none() -> Target | None:
@@ -97,12 +115,22 @@ def current_global() -> Target:
     """The Global to call through.
 
     Raises:
-        GlobalContextError: no Global is running in this process.
+        GlobalContextError: no Global is running in this process: the last one stopped
+            (the error names it), or none has started.
     """
     g = current_global_or_none()
-    if g is None:
+    if g is not None:
+        return g
+    last = _last_stopped
+    if last is None:
         raise GlobalContextError(
-            "Global is not initialized: create daffi.Global(...) (or enter "
-            "`async with Global(...)`) before calling fetchers"
+            "no daffi Global is running in this process: create daffi.Global(...) (or "
+            "enter `async with Global(...)`) before calling fetchers"
         )
-    return g
+    stopped_error = last[0]()
+    if stopped_error is not None:
+        raise stopped_error()
+    raise GlobalContextError(
+        f"Global {last[1]!r} was stopped, and no other Global runs in this process: create "
+        "a new daffi.Global(...) (or enter `async with Global(...)`) to call fetchers again"
+    )

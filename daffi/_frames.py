@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "FrameReader",
     "FrameTooLarge",
+    "MalformedFrame",
     "decode_frame",
     "encode_frame",
     "first_frame",
@@ -37,11 +38,24 @@ _READ_SIZE = 64 * 1024
 _READ_SIZE_LARGE = 4 * 1024 * 1024
 
 
-class FrameTooLarge(ProtocolError):
+#: how many of the bytes that are no valid frame a :class:`MalformedFrame` keeps
+_HEAD = 64
+
+
+class MalformedFrame(ProtocolError):
+    """Bytes that are no valid frame; ``head`` holds the first of them (at most 64 bytes,
+    from the frame's length prefix on), which may tell what the peer speaks instead."""
+
+    def __init__(self, message: str, head: bytes | bytearray | memoryview) -> None:
+        super().__init__(message)
+        self.head = bytes(head[:_HEAD])
+
+
+class FrameTooLarge(MalformedFrame):
     """A frame announced more bytes than its receiver takes (``size``: how many)."""
 
-    def __init__(self, message: str, size: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, size: int, head: bytes | bytearray = b"") -> None:
+        super().__init__(message, head)
         self.size = size
 
 
@@ -56,8 +70,8 @@ def first_frame(buf: bytearray, max_frame_size: int, peer: str) -> tuple[Message
     Returns None while the frame is incomplete.
 
     Raises:
-        ProtocolError: the frame announces more than ``max_frame_size`` bytes, or does not
-            decode.
+        MalformedFrame: the frame announces more than ``max_frame_size`` bytes
+            (:class:`FrameTooLarge`), or does not decode.
     """
     if len(buf) < _HEADER:
         return None
@@ -67,6 +81,7 @@ def first_frame(buf: bytearray, max_frame_size: int, peer: str) -> tuple[Message
             f"{peer} sent a frame of {size} bytes, over the limit of {max_frame_size} bytes "
             "(max_frame_size); closing the connection",
             size,
+            buf,
         )
     end = _HEADER + size
     if len(buf) < end:
@@ -85,20 +100,21 @@ def decode_frame(frame: bytes | bytearray, peer: str) -> Message:
     """The message in ``frame``.
 
     Raises:
-        ProtocolError: it does not decode, whatever the reason (malformed msgpack, an
+        MalformedFrame: it does not decode, whatever the reason (malformed msgpack, an
             unknown message, too deep a nesting, no memory for what it announces); the
             caller closes that peer's connection and nothing else.
     """
     try:
         return _decoder.decode(memoryview(frame)[_HEADER:])
     except msgspec.DecodeError as exc:
-        raise ProtocolError(f"{peer} sent an undecodable frame: {exc}") from exc
+        raise MalformedFrame(f"{peer} sent an undecodable frame: {exc}", frame) from exc
     except RecursionError:
-        raise ProtocolError(
-            f"{peer} sent a frame nested deeper than daffi decodes (about {NESTING_LIMIT} levels)"
+        raise MalformedFrame(
+            f"{peer} sent a frame nested deeper than daffi decodes (about {NESTING_LIMIT} levels)",
+            frame,
         ) from None
     except Exception as exc:  # MemoryError, ValueError, ...: still only this peer's fault
-        raise ProtocolError(f"{peer} sent a frame that does not decode: {exc!r}") from exc
+        raise MalformedFrame(f"{peer} sent a frame that does not decode: {exc!r}", frame) from exc
 
 
 #: frames larger than this are read straight into a buffer of their own (see FrameReader)

@@ -6,6 +6,9 @@ callbacks it offers) and gets a ``Welcome`` (the directory, and the token of its
 channels) or a ``Reject`` saying why not; a controller that authenticates asks for a
 ``Proof`` first (a ``Challenge``: see :mod:`daffi._auth`); later changes of what it offers go in a
 ``Register``, checked the same way before they are sent.
+
+A server that answers with something other than daffi's frames (an HTTP server's error page,
+a TLS alert) is refused as soon as its first bytes arrive, with what it said.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import anyio
 
 from daffi._auth import NONCE_SIZE, NodeCredentials, new_nonce, proof, session_key, valid
 from daffi._cipher import TlsAlert
-from daffi._frames import encode_frame
+from daffi._frames import MalformedFrame, encode_frame
 from daffi._link import Link
 from daffi._protocol import (
     PROTOCOL_VERSION,
@@ -94,6 +97,9 @@ class Introduction:
         timeout: seconds the controller has to answer each step of the handshake.
         closed: what a controller closing the link before it answers most likely means
             (None: it requires TLS, or is no daffi controller).
+        connect_timeout: the Global's ``connect_timeout``: how long it waits for its first
+            handshake (None: for ever); the warning about a first connection that fails
+            says so.
     """
 
     name: str
@@ -101,22 +107,28 @@ class Introduction:
     credentials: NodeCredentials = field(default_factory=NodeCredentials)
     timeout: float = 10.0
     closed: DaffiError | None = None
+    connect_timeout: float | None = None
 
     def offer(self, callbacks: tuple[CallbackInfo, ...]) -> tuple[bytearray, str | None]:
         """The ``Register`` frame offering ``callbacks`` after a change, and why this node's
         own limits keep it from sending it (None: they do not)."""
         return registration(self.name, callbacks, self.limits, first=False)
 
-    async def shake_hands(self, conn: Link, callbacks: tuple[CallbackInfo, ...]) -> Welcome:
+    async def shake_hands(
+        self, conn: Link, callbacks: tuple[CallbackInfo, ...], where: str = "its address"
+    ) -> Welcome:
         """Introduce this node on ``conn``, offering ``callbacks``; the controller's welcome.
+
+        ``where`` names the controller's address in errors.
 
         With a secret, the node proves it knows it and requires the controller to prove it
         too; with a previous session's key, it proves it is that session (see
         :mod:`daffi._auth`). A link in the controller's process needs neither.
 
         Raises:
-            Rejected: the controller refused it, its own limits did, or the controller
-                failed to authenticate itself.
+            Rejected: the controller refused it, its own limits did, the controller failed
+                to authenticate itself, or the server at ``where`` answered with bytes that
+                are plainly not daffi's protocol (an ``InitializationError`` quoting them).
             ProtocolError: the controller did not answer within ``timeout`` seconds, or not
                 with a ``Welcome``, ``Challenge`` or ``Reject``.
         """
@@ -129,7 +141,7 @@ class Introduction:
         if why is not None:
             raise Rejected(InitializationError(why))
         await conn.send_frame(hello)
-        answer = await _answer(conn, self.timeout, self.closed)
+        answer = await _answer(conn, self.timeout, self.closed, where)
         challenge = answer if isinstance(answer, Challenge) else None
         if challenge is not None:
             if conn.in_process or len(challenge.nonce) != NONCE_SIZE:
@@ -144,7 +156,7 @@ class Introduction:
                     else None,
                 )
             )
-            answer = await _answer(conn, self.timeout, self.closed)
+            answer = await _answer(conn, self.timeout, self.closed, where)
         if isinstance(answer, Reject):
             raise Rejected(exception_from_error_info(daffi_error_info(answer.kind, answer.reason)))
         if not isinstance(answer, Welcome):
@@ -168,12 +180,17 @@ class Introduction:
         return answer
 
 
-async def _answer(conn: Link, timeout: float, closed: DaffiError | None) -> Message:
+async def _answer(conn: Link, timeout: float, closed: DaffiError | None, where: str) -> Message:
     try:
         with anyio.fail_after(timeout):
             answer, _ = await conn.receive()
     except builtins.TimeoutError as exc:
         raise ProtocolError("the controller did not answer the handshake") from exc
+    except MalformedFrame as exc:
+        foreign = _not_daffi(exc.head, where)
+        if foreign is None:
+            raise  # (its first bytes may be a frame of another daffi version)
+        raise Rejected(foreign) from None
     except TlsAlert as exc:
         # The controller refused this node's certificate (or its lack of one).
         raise Rejected(closed if closed is not None else AuthenticationError(str(exc))) from None
@@ -188,6 +205,35 @@ async def _answer(conn: Link, timeout: float, closed: DaffiError | None) -> Mess
             )
         ) from None
     return answer
+
+
+#: the first byte of every frame's envelope: a msgpack array (every message is one)
+_ENVELOPE_MARKERS = frozenset({*range(0x90, 0xA0), 0xDC, 0xDD})
+#: the first byte of a TLS record (change_cipher_spec, alert, handshake, application data),
+#: followed by the major version, 3
+_TLS_RECORD_TYPES = frozenset({0x14, 0x15, 0x16, 0x17})
+
+
+def _not_daffi(head: bytes, where: str) -> InitializationError | None:
+    """The error for a server whose answer begins with ``head``, bytes that are no valid
+    frame, when they are plainly not daffi's protocol; None when they may be a frame."""
+    if len(head) >= 2 and head[0] in _TLS_RECORD_TYPES and head[1] == 3:
+        return InitializationError(
+            f"the server at {where} answered with a TLS record, not the daffi protocol in "
+            "plaintext: if it is a daffi controller, it requires TLS (give this node "
+            "ssl_ca=... or a tls:// address)"
+        )
+    line = head.split(b"\n", 1)[0].rstrip(b"\r")
+    if line and all(0x20 <= byte < 0x7F or byte == 0x09 for byte in line):
+        said = repr(line.decode("ascii"))  # e.g. an HTTP server's status line
+    elif len(head) > 4 and head[4] not in _ENVELOPE_MARKERS:
+        said = f"the bytes {head[:16].hex(' ')}"
+    else:
+        return None
+    return InitializationError(
+        f"the server at {where} answered with {said}, not the daffi protocol: is this a "
+        "daffi controller?"
+    )
 
 
 def _untrusted_controller() -> AuthenticationError:

@@ -141,7 +141,7 @@ class Runtime(LoopBridge):
         finally:
             self.stopped = True
             self.stop_event.set()  # wakes join_async() on this loop, whatever ended the core
-            forget(owner)
+            forget(owner, owner.process_name, self.stopped_error)
             if self._unsubscribe is not None:
                 self._unsubscribe()
             self.task_group = None
@@ -164,7 +164,9 @@ class Runtime(LoopBridge):
         crash = self.crash
         if crash is None:
             return GlobalContextError(
-                "Global can no longer accept remote calls because it was stopped"
+                f"Global {self.owner.process_name!r} can no longer make or accept remote calls "
+                "because it was stopped; create a new daffi.Global(...) (or enter "
+                "`async with Global(...)`) to call fetchers again"
             )
         error = GlobalContextError(
             f"Global {self.owner.process_name!r} stopped because of an error: {crash!r}"
@@ -239,7 +241,7 @@ class Runtime(LoopBridge):
                     else:
                         failure.append(error)  # raised by the constructor
                 finally:
-                    forget(self.owner)
+                    forget(self.owner, self.owner.process_name, self.stopped_error)
                     self.stopped = True
                     self.done.set()
                     ready.set()

@@ -180,13 +180,17 @@ class Session:
                 continue
             except OSError as exc:
                 failures += 1
-                log = logger.warning if failures == 1 else logger.debug
-                log(
-                    "node %r: controller at %s is not reachable (%s); retrying with backoff",
-                    self.name,
-                    self.controller_label,
-                    exc,
-                )
+                if failures > 1:
+                    logger.debug("node %r: still not reachable: %s", self.name, exc)
+                elif self._connected_once:
+                    logger.warning(
+                        "node %r: controller at %s is not reachable (%s); retrying with backoff",
+                        self.name,
+                        self.controller_label,
+                        exc,
+                    )
+                else:
+                    self._warn_unreachable(exc)
                 await anyio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.max_backoff)
                 continue
@@ -201,7 +205,9 @@ class Session:
             except Rejected as exc:
                 if self._refused(exc):
                     return
-                logger.error("node %r: controller refused the reconnection: %s", self.name, exc)
+                logger.error(
+                    "node %r: could not reconnect to %s: %s", self.name, self.controller_label, exc
+                )
             except ProtocolError as exc:
                 logger.error("node %r: protocol error on the controller link: %s", self.name, exc)
             except anyio.EndOfStream:
@@ -209,6 +215,28 @@ class Session:
             if self._stopping:
                 return  # it said goodbye: the controller closed the link; no reconnecting
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _warn_unreachable(self, exc: OSError) -> None:
+        """Say at once that the first connection failed, and for how long the node tries:
+        whoever waits for it (the Global's constructor) learns nothing before then."""
+        timeout = self.introduction.connect_timeout
+        if timeout is None:
+            patience = "until it is up (connect_timeout=None: no limit)"
+        else:
+            patience = (
+                f"for up to {timeout:g} s (connect_timeout), then gives up with "
+                "InitializationError; Global(connect_timeout=...) changes how long"
+            )
+        nothing = isinstance(exc, ConnectionRefusedError | FileNotFoundError)
+        logger.warning(
+            "node %r: controller at %s is not reachable (%s)%s; is it running? This node "
+            "keeps trying %s",
+            self.name,
+            self.controller_label,
+            exc,
+            ": nothing listens there" if nothing else "",
+            patience,
+        )
 
     def _refused(self, rejected: Rejected) -> bool:
         """Whether ``rejected`` ends the node: it came before its first connection (whoever
@@ -290,7 +318,7 @@ class Session:
     async def _session(self, conn: Link) -> None:
         try:
             offered = self.registry.infos()
-            first = await self.introduction.shake_hands(conn, offered)
+            first = await self.introduction.shake_hands(conn, offered, self.controller_label)
             self.directory.replace({k: {i.name: i for i in v} for k, v in first.directory.items()})
             if first.channel_token and self._open_channel is not None:
                 from daffi._channel import ChannelPool  # not for a node beside its controller
