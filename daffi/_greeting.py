@@ -14,6 +14,7 @@ a TLS alert) is refused as soon as its first bytes arrive, with what it said.
 from __future__ import annotations
 
 import builtins
+import logging
 from dataclasses import dataclass, field
 
 import anyio
@@ -44,7 +45,9 @@ from daffi.exceptions import (
     exception_from_error_info,
 )
 
-__all__ = ["Introduction", "Rejected", "registration"]
+__all__ = ["Introduction", "Rejected", "registration", "warn_unreachable"]
+
+logger = logging.getLogger("daffi.node")
 
 
 class Rejected(Exception):
@@ -241,4 +244,46 @@ def _untrusted_controller() -> AuthenticationError:
         "this process refused the controller: it does not check auth tokens, and this "
         "process has one (auth_token or DAFFI_AUTH_TOKEN), so the controller cannot prove "
         "it is the one meant; give the controller the same auth_token"
+    )
+
+
+def warn_unreachable(
+    name: str,
+    where: str,
+    exc: OSError,
+    failures: int,
+    connected_once: bool,
+    connect_timeout: float | None,
+) -> None:
+    """Log that node ``name`` could not reach its controller at ``where`` (``failures`` times
+    in a row). The first failure before any connection is a WARNING at once that says for how
+    long the node tries: whoever waits for it (the Global's constructor) learns nothing before
+    then. A first failure after a lost connection is a WARNING; the next ones are DEBUG."""
+    if failures > 1:
+        logger.debug("node %r: still not reachable: %s", name, exc)
+        return
+    if connected_once:
+        logger.warning(
+            "node %r: controller at %s is not reachable (%s); retrying with backoff",
+            name,
+            where,
+            exc,
+        )
+        return
+    if connect_timeout is None:
+        patience = "until it is up (connect_timeout=None: no limit)"
+    else:
+        patience = (
+            f"for up to {connect_timeout:g} s (connect_timeout), then gives up with "
+            "InitializationError; Global(connect_timeout=...) changes how long"
+        )
+    nothing = isinstance(exc, ConnectionRefusedError | FileNotFoundError)
+    logger.warning(
+        "node %r: controller at %s is not reachable (%s)%s; is it running? This node "
+        "keeps trying %s",
+        name,
+        where,
+        exc,
+        ": nothing listens there" if nothing else "",
+        patience,
     )

@@ -34,7 +34,7 @@ import anyio
 import anyio.abc
 
 from daffi._calls import CallTable
-from daffi._greeting import Introduction, Rejected
+from daffi._greeting import Introduction, Rejected, warn_unreachable
 from daffi._link import Link, cancelled_from_outside, say_last
 from daffi._mirror import DirectoryMirror
 from daffi._protocol import (
@@ -180,17 +180,14 @@ class Session:
                 continue
             except OSError as exc:
                 failures += 1
-                if failures > 1:
-                    logger.debug("node %r: still not reachable: %s", self.name, exc)
-                elif self._connected_once:
-                    logger.warning(
-                        "node %r: controller at %s is not reachable (%s); retrying with backoff",
-                        self.name,
-                        self.controller_label,
-                        exc,
-                    )
-                else:
-                    self._warn_unreachable(exc)
+                warn_unreachable(
+                    self.name,
+                    self.controller_label,
+                    exc,
+                    failures,
+                    self._connected_once,
+                    self.introduction.connect_timeout,
+                )
                 await anyio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.max_backoff)
                 continue
@@ -215,28 +212,6 @@ class Session:
             if self._stopping:
                 return  # it said goodbye: the controller closed the link; no reconnecting
             await anyio.sleep(delay * random.uniform(0.5, 1.0))
-
-    def _warn_unreachable(self, exc: OSError) -> None:
-        """Say at once that the first connection failed, and for how long the node tries:
-        whoever waits for it (the Global's constructor) learns nothing before then."""
-        timeout = self.introduction.connect_timeout
-        if timeout is None:
-            patience = "until it is up (connect_timeout=None: no limit)"
-        else:
-            patience = (
-                f"for up to {timeout:g} s (connect_timeout), then gives up with "
-                "InitializationError; Global(connect_timeout=...) changes how long"
-            )
-        nothing = isinstance(exc, ConnectionRefusedError | FileNotFoundError)
-        logger.warning(
-            "node %r: controller at %s is not reachable (%s)%s; is it running? This node "
-            "keeps trying %s",
-            self.name,
-            self.controller_label,
-            exc,
-            ": nothing listens there" if nothing else "",
-            patience,
-        )
 
     def _refused(self, rejected: Rejected) -> bool:
         """Whether ``rejected`` ends the node: it came before its first connection (whoever
