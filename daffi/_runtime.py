@@ -400,16 +400,22 @@ class Runtime(LoopBridge):
         if self.stop_event is not None:
             self.stop_event.set()
         # The body's exception is not fed to daffi's task groups: they would wrap it in
-        # exception groups; it propagates unchanged once daffi has stopped.
+        # exception groups; it propagates unchanged once daffi has stopped. But a body
+        # cancelled by daffi's own task group (its core crashed: the group cancels the task
+        # that entered it) must not leak that cancellation: it gets the crash instead.
+        cancelled = anyio.get_cancelled_exc_class()
+        in_loop = self._in_loop
+        ours = in_loop is not None and in_loop[1].cancel_scope.cancel_called
+        body_error = None if ours and isinstance(exc, cancelled) else exc
         try:
             await self._leave_loop()
         except BaseException as error:
-            if self.crash is None or isinstance(error, anyio.get_cancelled_exc_class()):
+            if self.crash is None or (isinstance(error, cancelled) and not ours):
                 raise
-            if exc is None:
+            if body_error is None:
                 raise self.stopped_error() from self.crash
             # The body's own exception propagates; the crash was logged.
-        if exc is None and self.crash is not None:
+        if body_error is None and self.crash is not None:
             raise self.stopped_error() from self.crash
 
     # ------------------------------------------------------------------ stopping

@@ -357,3 +357,29 @@ async def test_a_controller_leaving_says_bye_to_its_nodes(
         assert await settled(lambda: daffi_threads() <= threads_before), [
             t.name for t in daffi_threads() - threads_before
         ]
+
+
+async def test_a_crash_of_the_core_reaches_the_block_as_the_error_not_a_cancellation() -> None:
+    """When daffi's core fails inside ``async with``, its task group cancels the block; what
+    leaves the block is ``GlobalContextError`` caused by the failure, never a bare
+    cancellation that would leak past the caller's own cancel scopes."""
+    from daffi.exceptions import GlobalContextError
+
+    address = f"memory://structured-exit-{uuid.uuid4().hex}"
+    failure = RuntimeError("internal failure")
+
+    async def crash() -> None:
+        raise failure
+
+    async def crashing_node() -> None:
+        async with Global("w", address=address, registry=CallbackRegistry()) as g:
+            tg = g._runtime.task_group
+            assert tg is not None
+            tg.start_soon(crash)
+            await anyio.sleep(5)  # cancelled by the crash
+
+    with anyio.fail_after(10):
+        async with Global("ctrl", init_controller=True, init_node=False, address=address):
+            with pytest.raises(GlobalContextError, match="stopped because of an error") as caught:
+                await crashing_node()
+            assert caught.value.__cause__ is failure
