@@ -9,9 +9,9 @@ Encoding accepts everything msgspec encodes natively (``None``, ``bool``, ``int`
 ``frozenset``, ``dict``, dataclasses, attrs classes, ``msgspec.Struct``, enums, ``datetime``/
 ``date``/``time``/``timedelta``, ``UUID``, ``Decimal``, named tuples, typed dicts) and, for any
 other type, whatever the codec's cattrs converter can unstructure (e.g. ``pathlib.Path``, or any
-type you register an unstructure hook for on :attr:`PayloadCodec.converter`). Anything else raises
-:class:`PayloadEncodeError` (a ``TypeError``) before a byte is sent, unless both ends of a call
-allow pickle (see :mod:`daffi._pickling`).
+type you register an unstructure hook for with :func:`daffi.codec.register_unstructure_hook`).
+Anything else raises :class:`PayloadEncodeError` (a ``TypeError``) before a byte is sent,
+unless both ends of a call allow pickle (see :mod:`daffi._pickling`).
 
 Without annotations the receiver gets the plain msgspec decoding of what was sent:
 
@@ -65,9 +65,10 @@ __all__ = [
 ]
 
 _ENCODE_FIX = (
-    "make it a dataclass, attrs class or msgspec.Struct, register unstructure/structure hooks "
-    "for them on daffi._codec.default_codec.converter, or let calls and results (not streams) "
-    "carry it pickled with Global(allow_pickle=True) on both ends"
+    "make it a dataclass, attrs class or msgspec.Struct, register hooks for it with "
+    "daffi.codec.register_unstructure_hook and daffi.codec.register_structure_hook, or let "
+    "calls and results (not streams) carry it pickled with Global(allow_pickle=True) on both "
+    "ends"
 )
 
 

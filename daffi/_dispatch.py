@@ -286,8 +286,15 @@ class Dispatcher:
 
     def encode(self, value: Any, msg: Call, what: str = "the result of") -> msgspec.Raw:
         """``value`` encoded with msgpack for the caller of ``msg`` (a stream's item: streams
-        are msgpack only), refused if too large for a frame."""
-        payload = self.codec.encode_value(value)
+        are msgpack only), refused if too large for a frame.
+
+        Raises:
+            TypeError: ``value`` cannot be encoded (see :func:`_unsendable_result`).
+        """
+        try:
+            payload = self.codec.encode_value(value)
+        except PayloadEncodeError as exc:
+            raise _unsendable_result(f"{what} {msg.name!r}", exc) from exc
         self.node.check_size(payload, f"{what} {msg.name!r}")
         return msgspec.Raw(payload)
 
@@ -297,12 +304,16 @@ class Dispatcher:
         :meth:`Pickling.dumps_result`); refused if too large for a frame.
 
         Raises:
-            PayloadEncodeError: ``value`` cannot be sent.
+            TypeError: ``value`` cannot be encoded (see :func:`_unsendable_result`).
+            PayloadEncodeError: ``value`` is too large for a frame.
         """
         try:
             payload = self.codec.encode_value(value)
         except PayloadEncodeError as exc:
-            payload = self.pickling.dumps_result(value, msg, exc)
+            try:
+                payload = self.pickling.dumps_result(value, msg, exc)
+            except PayloadEncodeError as final:
+                raise _unsendable_result(f"the result of {msg.name!r}", final) from final
             self.node.check_size(payload, f"the result of {msg.name!r}")
             return Result(msg.id, msg.src, msgspec.Raw(payload), pickled=True)
         self.node.check_size(payload, f"the result of {msg.name!r}")
@@ -486,3 +497,13 @@ class Dispatcher:
         # A sync callback cannot be interrupted: on cancel its thread finishes on its own and
         # the result is dropped.
         return await self.executor.run_async(Job(None, entry.name), func, *call_args)
+
+
+def _unsendable_result(what: str, exc: PayloadEncodeError) -> TypeError:
+    """The error a callee reports when a value it would send back cannot be encoded.
+
+    A built-in ``TypeError``, so that the caller gets a `RemoteCallError` that is also a
+    ``TypeError`` (a remote exception keeps its built-in base class; `PayloadEncodeError`,
+    defined in daffi, would arrive as a plain `RemoteCallError`).
+    """
+    return TypeError(f"{what} cannot be sent back to the caller: {exc}")

@@ -8,7 +8,7 @@ import contextlib
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import anyio
 import msgspec
@@ -33,6 +33,13 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+if TYPE_CHECKING:
+    # A bare `AsyncResult` (as daffi's own code writes it) is `AsyncResult[Any]`.
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    R = _TypeVarWithDefault("R", default=Any)
+else:
+    R = TypeVar("R")
 
 
 class Blocking(Protocol):
@@ -75,8 +82,8 @@ class Schedules(Protocol):
         ...
 
 
-class AsyncResult:
-    """The future result of a ``BG`` call.
+class AsyncResult(Generic[R]):
+    """The future result of a ``BG`` call (``AsyncResult[T]``: the call returns a ``T``).
 
     Read it with :meth:`get` (blocking, any thread) or ``await`` :meth:`get_async` (any
     asyncio or trio loop), as often as you like: every read returns the same value or raises
@@ -84,7 +91,7 @@ class AsyncResult:
     """
 
     def __init__(self, future: concurrent.futures.Future[Any], owner: Blocking, func_name: str):
-        self._future = future
+        self._future: concurrent.futures.Future[R] = future
         self._owner = owner
         self.func_name = func_name
 
@@ -100,7 +107,7 @@ class AsyncResult:
             return None
         return self._future.exception()
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: float | None = None) -> R:
         """Block until the result is there and return it (or raise the call's error).
 
         Raises:
@@ -119,7 +126,7 @@ class AsyncResult:
                 f"the result of {self.func_name!r} was not ready after {timeout} s"
             ) from None
 
-    async def get_async(self, timeout: float | None = None) -> Any:
+    async def get_async(self, timeout: float | None = None) -> R:
         """Wait for the result without blocking the loop (asyncio or trio).
 
         Cancelling the wait does not cancel the call.
@@ -139,7 +146,7 @@ class AsyncResult:
         """Cancel the call if it is still running (the remote execution is cancelled too)."""
         return self._future.cancel()
 
-    def __await__(self) -> Generator[Any, None, Any]:
+    def __await__(self) -> Generator[Any, None, R]:
         return self.get_async().__await__()
 
     def __repr__(self) -> str:

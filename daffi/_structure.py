@@ -2,12 +2,14 @@
 
 A payload decodes to plain values (see :mod:`daffi._codec`). When a callback's parameters,
 or a fetcher's return, are annotated, those values are structured into the annotated types
-by a cattrs converter (:func:`make_converter`, built on first use: plain values never need
-cattrs): :func:`make_arg_structurer` and :func:`make_return_structurer` build, once per
-callable, the function that does it for each call. Values that already have the annotated
-type are passed through unchanged. Structuring is strict about scalars: a str is never turned
-into an int or a bool (msgspec already decodes scalars to their own types, so a mismatch
-means the sender sent something else).
+by a cattrs converter (:func:`make_converter`, built on first use: unannotated callables
+never need cattrs): :func:`make_arg_structurer` and :func:`make_return_structurer` build, once
+per callable, the function that does it for each call. Values that already have the annotated
+type are passed through unchanged; only ``Any``, ``object`` and unannotated parameters are not
+checked. Structuring is strict: a str is never turned into an int or a bool, and a container
+annotation takes only a container of that shape (``list[str]`` refuses ``"ab"``; msgspec
+already decodes scalars, arrays and maps to their own types, so a mismatch means the sender
+sent something else).
 """
 
 from __future__ import annotations
@@ -28,11 +30,14 @@ from typing import Any, NoReturn, Protocol, Union
 
 import msgspec
 
+from daffi.exceptions import ArgumentsError
+
 if typing.TYPE_CHECKING:
     import cattrs
 
 __all__ = [
     "ArgStructurer",
+    "ArgumentTypeError",
     "ConverterOwner",
     "PayloadStructureError",
     "make_arg_structurer",
@@ -46,10 +51,8 @@ logger = logging.getLogger("daffi.codec")
 ArgStructurer = Callable[[list[Any], dict[str, Any]], tuple[list[Any], dict[str, Any]]]
 _Convert = Callable[[Any], Any]
 
-# Annotations whose values msgspec already decodes to the right type: no structuring needed.
-_PLAIN_TYPES: frozenset[Any] = frozenset(
-    {Any, object, str, int, float, bool, bytes, None, type(None), list, dict}
-)
+# Annotations every value fits: nothing to check.
+_UNCHECKED: frozenset[Any] = frozenset({Any, object})
 _UNION_ORIGINS = (Union, types.UnionType)
 # Return annotations whose values arrive one item at a time (a stream).
 _STREAM_ORIGINS = (
@@ -68,6 +71,15 @@ class PayloadStructureError(TypeError):
     """A decoded value cannot be structured into the annotated type of its parameter."""
 
 
+class ArgumentTypeError(PayloadStructureError, ArgumentsError):
+    """An argument does not fit the annotated type of its parameter.
+
+    Raised by the caller before anything is sent (the fetcher is annotated) or by the callee
+    before the callback runs; a caller gets the callee's as `ArgumentsError`, also a
+    ``TypeError``. The message names the parameter, the expected and the given type.
+    """
+
+
 class ConverterOwner(Protocol):
     """What holds the converter that structures values (a payload codec)."""
 
@@ -84,8 +96,10 @@ class _Mismatch(Exception):
         self.value = value
         self.cause = cause
 
-    def to_error(self, label: str) -> PayloadStructureError:
-        return PayloadStructureError(mismatch_message(label, self.tp, self.value, self.cause))
+    def to_error(
+        self, label: str, cls: type[PayloadStructureError] = PayloadStructureError
+    ) -> PayloadStructureError:
+        return cls(mismatch_message(label, self.tp, self.value, self.cause))
 
 
 def make_arg_structurer(func: Callable[..., Any], codec: ConverterOwner) -> ArgStructurer | None:
@@ -102,12 +116,11 @@ def make_arg_structurer(func: Callable[..., Any], codec: ConverterOwner) -> ArgS
         codec: The codec whose converter does the structuring.
 
     Returns:
-        ``None`` when no parameter needs structuring (no annotations, or only annotations like
-        ``int``, ``str``, ``Any``, ``list``, ``dict[str, float]`` that decode correctly as they
-        are), so the hot path can skip the step. Otherwise a function
+        ``None`` when no parameter needs checking (no annotations, or only ``Any`` and
+        ``object``), so the hot path can skip the step. Otherwise a function
         ``(args, kwargs) -> (args, kwargs)`` that replaces the values in place and returns the
-        same list and dict; it raises :class:`PayloadStructureError` naming the parameter and
-        expected type when a value does not fit.
+        same list and dict; it raises :class:`ArgumentTypeError` (a ``TypeError``) naming the
+        parameter, the expected and the given type when a value does not fit.
     """
     try:
         signature = inspect.signature(func)
@@ -229,7 +242,8 @@ def _build_arg_structurer(
                             where = key
                             kwargs[key] = convert(kwargs[key])
         except _Mismatch as exc:
-            raise exc.to_error(f"{_arg_label(where)} of {fname}()") from exc.cause
+            label = f"{_arg_label(where)} of {fname}()"
+            raise exc.to_error(label, ArgumentTypeError) from exc.cause
         return args, kwargs
 
     def _arg_label(where: str | int) -> str:
@@ -272,14 +286,9 @@ def _value_converter(codec: ConverterOwner, tp: Any, what: str, fname: str) -> _
 
 def _needs_structuring(tp: Any) -> bool:
     try:
-        if tp in _PLAIN_TYPES:
-            return False
+        return tp not in _UNCHECKED
     except TypeError:  # an unhashable annotation: let cattrs decide what it means
         return True
-    origin = typing.get_origin(tp)
-    if origin is list or origin is dict or origin in _UNION_ORIGINS:
-        return any(_needs_structuring(arg) for arg in typing.get_args(tp))
-    return True
 
 
 def _exact_types(tp: Any) -> frozenset[type]:
@@ -339,7 +348,10 @@ def _func_name(func: Callable[..., Any]) -> str:
 
 
 def mismatch_message(label: str, tp: Any, value: Any, exc: Exception) -> str:
-    message = f"{label} expects {_type_name(tp)}, got {_repr.repr(value)}"
+    given = type(value).__qualname__
+    message = f"{label} expects {_type_name(tp)}, got {_repr.repr(value)} of type {given}"
+    if isinstance(exc, _WrongShape):  # its text would only repeat the message
+        return message
     cattrs_module = sys.modules.get("cattrs")  # only cattrs itself raises its errors
     if cattrs_module is not None and isinstance(exc, cattrs_module.BaseValidationError):
         details = cattrs_module.transform_error(exc)
@@ -390,7 +402,72 @@ def make_converter() -> cattrs.Converter:
         _is_record, functools.partial(_record_hook, converter)
     )
     configure_union_passthrough(str | bytes | int | float | bool | None, converter)
+    _guard_containers(converter)
     return converter
+
+
+# What a container annotation accepts: what msgspec decodes an array or a map to, and what a
+# caller may pass for it (a tuple for a list: both travel as an array).
+_ARRAY = (list, tuple)
+_SET = (list, tuple, set, frozenset)
+_CONTAINER_SHAPES: dict[Any, tuple[type, ...]] = {
+    list: _ARRAY,
+    tuple: _ARRAY,
+    collections.abc.Sequence: _ARRAY,
+    collections.abc.MutableSequence: _ARRAY,
+    collections.deque: _ARRAY,
+    set: _SET,
+    frozenset: _SET,
+    collections.abc.Set: _SET,
+    collections.abc.MutableSet: _SET,
+    dict: (dict,),
+    collections.abc.Mapping: (dict,),
+    collections.abc.MutableMapping: (dict,),
+    collections.OrderedDict: (dict,),
+    collections.defaultdict: (dict,),
+}
+
+
+def _guard_containers(converter: cattrs.Converter) -> None:
+    """Make container hooks refuse values of another shape.
+
+    cattrs builds a list from any iterable (``list[str]`` given ``"ab"`` gives ``["a", "b"]``)
+    and a dict from any mapping-like value; this wraps the hook cattrs picks for a container
+    type with a check of the value's kind, so the items are still structured by cattrs.
+    """
+    import threading
+
+    building = threading.local()  # the types whose own hook is being looked up, per thread
+
+    def shape_of(tp: Any) -> tuple[type, ...] | None:
+        if typing.get_origin(tp) is None and not isinstance(tp, type):
+            return None
+        try:
+            return _CONTAINER_SHAPES.get(typing.get_origin(tp) or tp)
+        except TypeError:  # unhashable
+            return None
+
+    def is_guarded(tp: Any) -> bool:
+        return shape_of(tp) is not None and tp not in getattr(building, "types", ())
+
+    def guarded_hook(tp: Any) -> Callable[[Any, Any], Any]:
+        shape = shape_of(tp)
+        assert shape is not None
+        inside: set[Any] = building.__dict__.setdefault("types", set())
+        inside.add(tp)
+        try:
+            base = converter.get_structure_hook(tp, cache_result=False)
+        finally:
+            inside.discard(tp)
+
+        def structure_container(value: Any, cl: Any) -> Any:
+            if not isinstance(value, shape):
+                raise _WrongShape(f"expected {_type_name(tp)}, got {type(value).__qualname__}")
+            return base(value, cl)
+
+        return structure_container
+
+    converter.register_structure_hook_factory(is_guarded, guarded_hook)
 
 
 def _is_struct(tp: Any) -> bool:
@@ -425,8 +502,10 @@ def _structure_int(value: Any, tp: Any) -> Any:
 
 
 def _structure_float(value: Any, tp: Any) -> Any:
+    # An int is a valid float (PEP 484's numeric tower): it arrives as sent, as it did in
+    # daffi 2, so `add(2, 3)` of `add(a: float, b: float)` still returns 5, not 5.0.
     if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)):
-        return value if type(value) is tp else tp(value)
+        return value if type(value) is tp or (tp is float and type(value) is int) else tp(value)
     _wrong_scalar(value, tp)
 
 
@@ -448,5 +527,9 @@ def _structure_bytes(value: Any, tp: Any) -> Any:
     _wrong_scalar(value, tp)
 
 
+class _WrongShape(TypeError):
+    """A value of another kind than the annotation (a str for an int, a dict for a list)."""
+
+
 def _wrong_scalar(value: Any, tp: Any) -> NoReturn:
-    raise TypeError(f"expected {_type_name(tp)}, got {type(value).__qualname__}")
+    raise _WrongShape(f"expected {_type_name(tp)}, got {type(value).__qualname__}")

@@ -42,7 +42,7 @@ __all__ = [
     "normalize_modifier",
 ]
 
-logger = logging.getLogger("daffi")
+logger: logging.Logger = logging.getLogger("daffi")
 
 #: The shortest ``PERIOD`` interval a requester may ask for, and every node's default minimum
 #: (``Global(min_period_interval=...)``), in seconds.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
 
 from daffi.exceptions import InitializationError
 from daffi.registry._markers import alias_of, is_local, refused
@@ -14,7 +14,8 @@ from daffi.registry._store import CallbackRegistry, default_registry
 
 __all__ = ["Callback", "callback", "public_members"]
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def public_members(cls: type, stop: type) -> Iterator[tuple[str, Any]]:
@@ -98,24 +99,28 @@ class Callback:
         self._daffi_registered = True
 
 
-class callback(Generic[F]):
+class callback(Generic[P, T]):
     """Register a function (sync, async, generator or async generator) as a callback.
 
-    The decorated object still calls the function locally. ``.wrapped`` is the function,
-    ``.alias`` the remote name (settable: re-registers under the new name).
+    The decorated object still calls the function locally, with the function's signature
+    (``callback[P, T]`` for type checkers). ``.wrapped`` is the function, ``.alias`` the remote
+    name (settable: re-registers under the new name).
     """
 
-    def __new__(cls, fn: F, *, registry: CallbackRegistry | None = None) -> Any:
+    def __new__(
+        cls, fn: Callable[P, T], *, registry: CallbackRegistry | None = None
+    ) -> callback[P, T]:
         if is_instance(fn, Role.FETCHER):
             # @callback over @fetcher: register the function, keep the fetcher as the object
+            # (it calls like the callback would: type checkers may see it as one)
             fetcher_obj: Any = fn
             target = registry if registry is not None else default_registry
             target.add(fetcher_obj.wrapped, fetcher_obj.alias)
             fetcher_obj.proxy = True
-            return fetcher_obj
+            return fetcher_obj  # type: ignore[no-any-return]
         return super().__new__(cls)
 
-    def __init__(self, fn: F, *, registry: CallbackRegistry | None = None) -> None:
+    def __init__(self, fn: Callable[P, T], *, registry: CallbackRegistry | None = None) -> None:
         if inspect.isclass(fn):
             raise InitializationError(
                 f"Classes are not supported by @callback ({fn.__name__}). Use the Callback "
@@ -127,7 +132,7 @@ class callback(Generic[F]):
             raise InitializationError(f"@callback needs a function, got {fn!r}")
         if is_local(fn):
             raise refused(fn)
-        self.wrapped = fn
+        self.wrapped: Callable[P, T] = fn
         self._registry = registry if registry is not None else default_registry
         self._alias = alias_of(fn) or fn.__name__
         self._registry.add(fn, self._alias)
@@ -149,11 +154,12 @@ class callback(Generic[F]):
         """Stop offering this callback (its registry forgets it)."""
         self._registry.remove(self._alias)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> T:
         return self.wrapped(*args, **kwargs)
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
-        return self if instance is None else functools.partial(self.__call__, instance)
+        method: Callable[..., Any] = self.wrapped
+        return self if instance is None else functools.partial(method, instance)
 
     def __repr__(self) -> str:
         return f"<callback {self._alias!r} of {self.wrapped!r}>"

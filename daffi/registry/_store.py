@@ -132,4 +132,4 @@ def _where(fn: Callable[..., Any]) -> str:
     return f"{module}.{qualname}"
 
 
-default_registry = CallbackRegistry()
+default_registry: CallbackRegistry = CallbackRegistry()

@@ -63,6 +63,13 @@ def test_transfer_runs_on_a_server_that_allows_it(launch: Launcher, tmp_path: Pa
     assert results["unwrap"].startswith("PayloadEncodeError: cannot send argument 0 of type Box")
 
 
+#: what the caller of ``wrap`` gets when the server cannot send its result back
+WRAP_REFUSED = (
+    "RemoteTypeError: TypeError: the result of 'wrap' cannot be sent back to the caller: "
+    "cannot send value of type Box"
+)
+
+
 @pytest.mark.parametrize(
     ("server_switches", "client_switches", "wrap", "unwrap"),
     [
@@ -71,21 +78,21 @@ def test_transfer_runs_on_a_server_that_allows_it(launch: Launcher, tmp_path: Pa
             "pickle",
             "none",
             # the server may pickle its result, but the client did not say it accepts it
-            "RemoteCallError: PayloadEncodeError: cannot send value of type Box",
+            WRAP_REFUSED,
             # the client may not pickle: nothing is sent
             "PayloadEncodeError: cannot send argument 0 of type Box",
         ),
         (
             "none",
             "pickle",
-            "RemoteCallError: PayloadEncodeError: cannot send value of type Box",
+            WRAP_REFUSED,
             # the client pickled it; the server refused it unread
             "GlobalContextError: process 'server' refused the pickled arguments of 'unwrap'",
         ),
         (
             "none",
             "none",
-            "RemoteCallError: PayloadEncodeError: cannot send value of type Box",
+            WRAP_REFUSED,
             "PayloadEncodeError: cannot send argument 0 of type Box",
         ),
     ],

@@ -131,6 +131,16 @@ PUBLIC = {
         "fetcher",
     },
     "daffi.decorators": {"__body_unknown__", "alias", "callback", "fetcher", "local"},
+    "daffi.codec": {
+        "ArgumentTypeError",
+        "PayloadCodec",
+        "PayloadDecodeError",
+        "PayloadEncodeError",
+        "PayloadStructureError",
+        "get_converter",
+        "register_structure_hook",
+        "register_unstructure_hook",
+    },
     "daffi.registry": {
         "Args",
         "Callback",
