@@ -584,7 +584,7 @@ def test_an_int_for_a_float_parameter_arrives_as_sent(codec: PayloadCodec) -> No
 
     structure = make_arg_structurer(add, codec)
     assert structure is not None
-    args, kwargs = structure(*send(codec, 2, 3.5))
+    args, _ = structure(*send(codec, 2, 3.5))
     assert args == [2, 3.5]
     assert type(args[0]) is int
     with pytest.raises(PayloadStructureError):
