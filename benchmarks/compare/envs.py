@@ -38,7 +38,8 @@ class EnvSpec:
 
     name: str
     requirements: tuple[str, ...]
-    #: ``pip install -e <repo>`` (our daffi, with the dependencies from pyproject.toml)
+    #: ``pip install -e '<repo>[trio]'`` (our daffi, with the dependencies from pyproject.toml
+    #: and the trio extra)
     editable: bool = False
 
 
@@ -191,7 +192,7 @@ def ensure(spec: EnvSpec, cache: Path = CACHE, *, rebuild: bool = False) -> Env:
     _run_logged([sys.executable, "-m", "venv", str(path)], log, f"creating venv {spec.name}")
     install = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
     if spec.editable:
-        install += ["-e", str(ROOT)]
+        install += ["-e", f"{ROOT}[trio]"]  # ours runs on trio too: trio is an extra
     install += list(spec.requirements)
     _run_logged(install, log, f"pip install in venv {spec.name}")
     if not _imports_daffi(python):
