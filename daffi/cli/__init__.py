@@ -1,1 +1,3 @@
-"""Command-line programs: ``python -m daffi demo`` and ``python -m daffi controller``."""
+"""The ``daffi`` command line: ``daffi.cli.main`` (the command and its exit codes),
+``connection`` (how commands reach a running system), ``system`` (nodes, callbacks,
+schedules), ``calling`` (``daffi call``), ``output`` (tables and JSON), ``demo``."""

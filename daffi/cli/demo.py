@@ -1,14 +1,14 @@
-"""The scheduling demo: the seed document's example end to end, on a shortened timeline.
+"""The scheduling demo: the example of docs/scheduling.md end to end, on a shortened timeline.
 
 ``python -m daffi demo`` starts three processes that talk over a Unix socket in a private
 temporary directory:
 
 * **controller**: ``Global(init_controller=True, init_node=False)``;
-* **scheduler**: offers ``long_running_task1`` and ``long_running_task2`` (the seed's
+* **scheduler**: offers ``long_running_task1`` and ``long_running_task2`` (the example's
   ``Scheduler`` callback class);
 * **client**: schedules ``long_running_task1`` every ``interval`` seconds, sleeps, cancels it,
   then schedules ``long_running_task2`` at two times in the future and stops at once, as the
-  seed's ``scheduler_client.py`` does; the schedule outlives the client.
+  example's ``class_based_scheduler_client.py`` does; the schedule outlives the client.
 
 Every line is printed with the seconds since the demo started, so the timeline is visible.
 """
@@ -24,10 +24,10 @@ from typing import Any
 
 __all__ = ["main", "run_role"]
 
-INTERVAL = 2.0  # the seed uses 5 s
-CLIENT_SLEEP = 7.0  # the seed sleeps 30 s: task 1 runs at +2, +4, +6, then is cancelled
-AT_TIME_OFFSETS = (3.0, 6.0)  # the seed uses +10 s and +30 s
-ITEM_SECONDS = 0.3  # the seed's tasks sleep 1 s per item
+INTERVAL = 2.0  # the example uses 5 s
+CLIENT_SLEEP = 7.0  # the example sleeps 30 s: task 1 runs at +2, +4, +6, then is cancelled
+AT_TIME_OFFSETS = (3.0, 6.0)  # the example uses +10 s and +30 s
+ITEM_SECONDS = 0.3  # the example's tasks sleep 1 s per item
 
 
 def _say(t0: float, role: str, text: str) -> None:
@@ -111,7 +111,7 @@ def run_role(role: str, sock_dir: str, t0: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the demo: three processes, a shortened version of the seed's timeline."""
+    """Run the demo: three processes, the example's timeline, shortened."""
     t0 = time.time()
     sock_dir = tempfile.mkdtemp(prefix="daffi-demo-", dir="/tmp" if os.name != "nt" else None)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -125,9 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         return proc
 
     print(
-        "daffi scheduling demo: the seed's example with a shorter timeline "
-        f"(interval {INTERVAL:g} s, client sleeps {CLIENT_SLEEP:g} s, "
-        f"at_time +{AT_TIME_OFFSETS[0]:g} s / +{AT_TIME_OFFSETS[1]:g} s)",
+        "daffi scheduling demo: three processes, a controller, a scheduler that runs two "
+        "tasks, and a client that asks for them.\n"
+        f"The client has task 1 run every {INTERVAL:g} s and cancels it after "
+        f"{CLIENT_SLEEP:g} s, then has task 2 run {AT_TIME_OFFSETS[0]:g} s and "
+        f"{AT_TIME_OFFSETS[1]:g} s later, and stops at once.",
         flush=True,
     )
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -21,6 +22,10 @@ def test_the_scheduling_demo_runs_end_to_end() -> None:
     )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
+    # the banner says what runs in plain words (no "seed", "at_time", "interval")
+    banner = out[: out.index("[")]
+    assert banner.startswith("daffi scheduling demo: three processes, a controller"), out
+    assert not re.search(r"seed|at_time|interval|_", banner), banner
     # task 1 every 2 s while the client sleeps 7 s, then cancelled
     assert out.count("Start long running task 1") == 3, out
     assert "cancel long_running_task1 -> True" in out
