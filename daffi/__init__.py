@@ -11,9 +11,9 @@ has a ``NullHandler``, so a program that configured no logging prints nothing of
 import logging as _logging
 
 from daffi.__about__ import __version__
+from daffi._environment import apply_environment_log_level as _apply_environment_log_level
 from daffi._global import Global
 from daffi._results import AsyncResult, ScheduledTask, SchedulerTask
-from daffi._settings import apply_environment_log_level as _apply_environment_log_level
 from daffi.exceptions import (
     AuthenticationError,
     DaffiError,

@@ -30,6 +30,7 @@ import sniffio
 from daffi._accepting import DEFAULT_FRAME_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._context import current_var
+from daffi._environment import apply_log_level
 from daffi._execution import Execution
 from daffi._node import Node
 from daffi._protocol import DEFAULT_MAX_CALLBACKS, DEFAULT_MAX_REGISTRATION_SIZE, CallbackInfo
@@ -37,7 +38,7 @@ from daffi._results import ScheduledTasks
 from daffi._router import DEFAULT_MAX_CALLS_IN_FLIGHT
 from daffi._runtime import Runtime
 from daffi._schedule_host import SYSTEM_LIST_SCHEDULES
-from daffi._settings import Hook, Settings, apply_log_level
+from daffi._settings import Hook, Settings
 from daffi._transfer import Transfer
 from daffi.exceptions import TimeoutError
 from daffi.execution_modifiers import MIN_PERIOD_INTERVAL

@@ -21,15 +21,9 @@ import anyio
 import pytest
 
 from daffi import Global, InitializationError, fetcher
-from daffi import _settings as settings_module
-from daffi._settings import (
-    ADDRESS_VARIABLE,
-    AUTH_TOKEN_VARIABLE,
-    LOG_LEVEL_VARIABLE,
-    StderrFallbackHandler,
-    auth_secret,
-    default_process_name,
-)
+from daffi import _environment as environment_module
+from daffi._environment import LOG_LEVEL_VARIABLE, StderrFallbackHandler, default_process_name
+from daffi._settings import ADDRESS_VARIABLE, AUTH_TOKEN_VARIABLE, auth_secret
 from daffi.registry import CallbackRegistry
 from daffi.transports import Address
 
@@ -57,7 +51,7 @@ def daffi_logger(monkeypatch: pytest.MonkeyPatch) -> Iterator[logging.Logger]:
     """The ``daffi`` logger, its level and handlers put back as they were after the test."""
     logger = logging.getLogger("daffi")
     level, handlers = logger.level, list(logger.handlers)
-    monkeypatch.setattr(settings_module, "_applied_level", None)
+    monkeypatch.setattr(environment_module, "_applied_level", None)
     logger.setLevel(logging.NOTSET)
     try:
         yield logger
