@@ -42,10 +42,10 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from daffi._converter import make_converter
 from daffi._structure import (
     PayloadStructureError,
     make_arg_structurer,
-    make_converter,
     make_return_structurer,
     mismatch_message,
 )
