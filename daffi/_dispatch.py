@@ -53,6 +53,7 @@ from daffi.exceptions import (
     UnableToFindCandidate,
     daffi_error_info,
     error_info_from_exception,
+    unsendable_result,
 )
 from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
 from daffi.registry._store import CallbackEntry, CallbackRegistry
@@ -294,7 +295,7 @@ class Dispatcher:
         try:
             payload = self.codec.encode_value(value)
         except PayloadEncodeError as exc:
-            raise _unsendable_result(f"{what} {msg.name!r}", exc) from exc
+            raise unsendable_result(f"{what} {msg.name!r}", exc) from exc
         self.node.check_size(payload, f"{what} {msg.name!r}")
         return msgspec.Raw(payload)
 
@@ -313,7 +314,7 @@ class Dispatcher:
             try:
                 payload = self.pickling.dumps_result(value, msg, exc)
             except PayloadEncodeError as final:
-                raise _unsendable_result(f"the result of {msg.name!r}", final) from final
+                raise unsendable_result(f"the result of {msg.name!r}", final) from final
             self.node.check_size(payload, f"the result of {msg.name!r}")
             return Result(msg.id, msg.src, msgspec.Raw(payload), pickled=True)
         self.node.check_size(payload, f"the result of {msg.name!r}")
@@ -497,13 +498,3 @@ class Dispatcher:
         # A sync callback cannot be interrupted: on cancel its thread finishes on its own and
         # the result is dropped.
         return await self.executor.run_async(Job(None, entry.name), func, *call_args)
-
-
-def _unsendable_result(what: str, exc: PayloadEncodeError) -> TypeError:
-    """The error a callee reports when a value it would send back cannot be encoded.
-
-    A built-in ``TypeError``, so that the caller gets a `RemoteCallError` that is also a
-    ``TypeError`` (a remote exception keeps its built-in base class; `PayloadEncodeError`,
-    defined in daffi, would arrive as a plain `RemoteCallError`).
-    """
-    return TypeError(f"{what} cannot be sent back to the caller: {exc}")

@@ -381,29 +381,9 @@ class Global:
     async def transfer_and_call_async(
         self, remote_process: str, func: Callable[..., Any], *args: Any, **kwargs: Any
     ) -> Any:
-        """Async twin of :meth:`transfer_and_call`; the remote run ends with the caller's
-        cancel scope (its deadline travels with the call).
-
-        Args:
-            remote_process: the process that runs ``func`` (this one included).
-            func: the function to run there.
-            *args: its positional arguments.
-            **kwargs: its keyword arguments.
-
-        Returns:
-            What ``func`` returned.
-
-        Raises:
-            UnableToFindCandidate: ``remote_process`` is not connected.
-            GlobalContextError: ``remote_process`` does not run transferred functions (it was
-                created without ``allow_transfer=True``), or cloudpickle is not installed.
-            ArgumentsError: ``func`` is not callable, is a generator function, or does not
-                take these arguments.
-            PayloadEncodeError: ``func`` or its arguments do not pickle, or its result cannot
-                be sent back.
-            RemoteCallError: ``func`` raised (also an instance of a built-in exception's type,
-                as for callbacks).
-        """
+        """Async twin of :meth:`transfer_and_call`, with the same arguments, result and
+        exceptions; the remote run ends with the caller's cancel scope (its deadline travels
+        with the call)."""
         transfer = Transfer.pack(func, args, kwargs)
         return await self._runtime.run_on_loop(transfer.send, self._runtime, remote_process)
 

@@ -444,3 +444,13 @@ def _combined_class(builtin: type[Exception]) -> type[RemoteCallError] | None:
     except Exception:
         return None
     return cls
+
+
+def unsendable_result(what: str, exc: Exception) -> TypeError:
+    """The error a callee reports when a value it would send back cannot be encoded.
+
+    A built-in ``TypeError``, so that the caller gets a `RemoteCallError` that is also a
+    ``TypeError`` (a remote exception keeps its built-in base class; `PayloadEncodeError`,
+    defined in daffi, would arrive as a plain `RemoteCallError`).
+    """
+    return TypeError(f"{what} cannot be sent back to the caller: {exc}")
