@@ -5,6 +5,7 @@ Run:    python stream_client.py [ADDRESS]     (the address stream_server.py list
 """
 
 import sys
+from collections.abc import Generator, Iterator
 
 from daffi import Args, Global
 from daffi.decorators import alias, fetcher
@@ -13,16 +14,16 @@ ADDRESS = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:8888"
 
 
 @fetcher
-def countdown(start: int) -> int: ...
+def countdown(start: int) -> Iterator[int]: ...
 
 
 @fetcher
-def ticker(interval: float) -> int: ...
+def ticker(interval: float) -> Generator[int, None, None]: ...
 
 
 @alias("record")
 @fetcher
-def send_readings(values: list[float]):
+def send_readings(values: list[float]) -> Iterator[Args]:
     # A generator fetcher: each item is one call of the remote `record`, in order.
     for value in values:
         yield Args(value, unit="C")

@@ -9,6 +9,8 @@ import sys
 
 import anyio
 
+from collections.abc import AsyncIterator, Iterator
+
 from daffi import Global
 from daffi.decorators import callback
 
@@ -16,13 +18,13 @@ ADDRESS = sys.argv[1] if len(sys.argv) > 1 else "tcp://127.0.0.1:8888"
 
 
 @callback
-def countdown(start: int):
+def countdown(start: int) -> Iterator[int]:
     """A generator callback: the caller iterates over its values as they come."""
     yield from range(start, 0, -1)
 
 
 @callback
-async def ticker(interval: float):
+async def ticker(interval: float) -> AsyncIterator[int]:
     """An endless async generator: it runs until the caller stops iterating."""
     n = 0
     try:

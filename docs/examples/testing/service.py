@@ -4,6 +4,8 @@ In production a process imports this module and runs a node that offers them, e.
 ``Global(process_name="service", address="tcp://127.0.0.1:8888").join()``.
 """
 
+from collections.abc import Iterator
+
 from daffi.decorators import callback
 
 
@@ -18,6 +20,6 @@ async def divide(a: float, b: float) -> float:
 
 
 @callback
-def countdown(start: int):
+def countdown(start: int) -> Iterator[int]:
     """A generator callback: the caller iterates over its values as they come."""
     yield from range(start, 0, -1)
