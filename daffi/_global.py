@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import sniffio
@@ -43,6 +43,10 @@ from daffi._transfer import Transfer
 from daffi.exceptions import TimeoutError
 from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
 from daffi.registry._store import CallbackRegistry
+
+if TYPE_CHECKING:
+    from daffi._tls import TlsConfig
+    from daffi.transports import Address
 
 __all__ = ["Global"]
 
@@ -204,34 +208,34 @@ class Global:
             max_calls_in_flight=max_calls_in_flight,
         )
         apply_log_level(settings.log_level)
-        self.process_name = settings.process_name
-        self.init_controller = settings.init_controller
-        self.init_node = settings.init_node
-        self.address = settings.address
-        self.host = self.address.host
+        self.process_name: str = settings.process_name
+        self.init_controller: bool = settings.init_controller
+        self.init_node: bool = settings.init_node
+        self.address: Address = settings.address
+        self.host: str | None = self.address.host
         self.port: int | None = self.address.port
-        self.on_init = settings.on_init
-        self.on_node_connect = settings.on_node_connect
-        self.on_node_disconnect = settings.on_node_disconnect
-        self.backend = settings.backend
-        self.connect_timeout = settings.connect_timeout
-        self.registry = settings.registry
-        self.workers = settings.workers
-        self.max_frame_size = settings.max_frame_size
-        self.heartbeat_interval = settings.heartbeat_interval
-        self.max_concurrent_calls = settings.max_concurrent_calls
-        self.min_period_interval = settings.min_period_interval
-        self.max_connections = settings.max_connections
-        self.frame_timeout = settings.frame_timeout
-        self.max_callbacks = settings.max_callbacks
-        self.max_registration_size = settings.max_registration_size
-        self.max_calls_in_flight = settings.max_calls_in_flight
-        self.tls = settings.tls
-        self.auth_secret = settings.auth_secret
-        self.ssl_bind_names = settings.ssl_bind_names
-        self.allow_transfer = settings.allow_transfer
-        self.allow_pickle = settings.allow_pickle
-        self.state_dir = settings.state_dir
+        self.on_init: Hook | None = settings.on_init
+        self.on_node_connect: Hook | None = settings.on_node_connect
+        self.on_node_disconnect: Hook | None = settings.on_node_disconnect
+        self.backend: str = settings.backend
+        self.connect_timeout: float | None = settings.connect_timeout
+        self.registry: CallbackRegistry = settings.registry
+        self.workers: int = settings.workers
+        self.max_frame_size: int = settings.max_frame_size
+        self.heartbeat_interval: float = settings.heartbeat_interval
+        self.max_concurrent_calls: int = settings.max_concurrent_calls
+        self.min_period_interval: float = settings.min_period_interval
+        self.max_connections: int = settings.max_connections
+        self.frame_timeout: float = settings.frame_timeout
+        self.max_callbacks: int = settings.max_callbacks
+        self.max_registration_size: int = settings.max_registration_size
+        self.max_calls_in_flight: int = settings.max_calls_in_flight
+        self.tls: TlsConfig | None = settings.tls
+        self.auth_secret: bytes | None = settings.auth_secret
+        self.ssl_bind_names: bool = settings.ssl_bind_names
+        self.allow_transfer: bool = settings.allow_transfer
+        self.allow_pickle: bool = settings.allow_pickle
+        self.state_dir: str | None = settings.state_dir
 
         scheduled = ScheduledTasks()
         self._runtime = Runtime(self, schedule_reports=scheduled)
