@@ -326,6 +326,29 @@ def rss_mib(pid: int, field: str = "VmRSS:") -> float | None:
 Start = Callable[..., Child]
 
 
+@contextlib.contextmanager
+def driver_dir(tag: str, logs: Path, prefix: str) -> Iterator[tuple[str, list[Child]]]:
+    """A private temp dir for one cell's driver processes, and the list they are started
+    into: all stopped (by PID) on the way out, the stderr logs of a failed cell kept in
+    ``logs`` (as ``<tag>-<log name>``). Drivers run with the temp dir as their working
+    directory, so ``python -m`` puts it, not the repository, first on ``sys.path``."""
+    started: list[Child] = []
+    parent = SHORT_TMP if os.path.isdir(SHORT_TMP) else None
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    failed = True
+    try:
+        yield tmp, started
+        failed = False
+    finally:
+        stop_all(started)
+        if failed:
+            logs.mkdir(parents=True, exist_ok=True)
+            for child in started:
+                with contextlib.suppress(OSError):
+                    shutil.copy(child.log_path, logs / f"{tag}-{child.log_path.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @dataclasses.dataclass
 class Runner:
     settings: Settings
@@ -346,39 +369,23 @@ class Runner:
 
     @contextlib.contextmanager
     def processes(self, tag: str) -> Iterator[tuple[str, Start, list[Child]]]:
-        """A private temp dir and a way to start drivers in it; all stopped on the way out.
+        """A private temp dir and a way to start drivers in it; all stopped on the way out
+        (see :func:`driver_dir`)."""
+        with driver_dir(tag, self.logs, "dc") as (tmp, started):
 
-        The working directory is the temp dir, so ``python -m`` puts it, not the repository,
-        first on ``sys.path``. The stderr logs of a failed cell are kept in ``self.logs``.
-        """
-        started: list[Child] = []
-        parent = SHORT_TMP if os.path.isdir(SHORT_TMP) else None
-        tmp = tempfile.mkdtemp(prefix="dc", dir=parent)
+            def start(lib: Library, role: str, *args: str) -> Child:
+                if role == "client":  # dumps its threads before the runner gives up on it
+                    deadline = max(5.0, self.settings.client_timeout - 5)
+                else:
+                    deadline = self.settings.client_timeout * 2 + 2 * READY_TIMEOUT
+                python = str(self.env_of[lib.env].python)
+                cmd = [python, "-m", f"benchmarks.compare.{lib.module}", role, *lib.extra, *args]
+                cmd += ["--deadline", f"{deadline:.0f}"]
+                log = Path(tmp) / f"{role}-{len(started)}.log"
+                started.append(Child(cmd, self.child_env(tmp), tmp, log))
+                return started[-1]
 
-        def start(lib: Library, role: str, *args: str) -> Child:
-            if role == "client":  # dumps its threads before the runner gives up on it
-                deadline = max(5.0, self.settings.client_timeout - 5)
-            else:
-                deadline = self.settings.client_timeout * 2 + 2 * READY_TIMEOUT
-            python = str(self.env_of[lib.env].python)
-            cmd = [python, "-m", f"benchmarks.compare.{lib.module}", role, *lib.extra, *args]
-            cmd += ["--deadline", f"{deadline:.0f}"]
-            log = Path(tmp) / f"{role}-{len(started)}.log"
-            started.append(Child(cmd, self.child_env(tmp), tmp, log))
-            return started[-1]
-
-        failed = True
-        try:
             yield tmp, start, started
-            failed = False
-        finally:
-            stop_all(started)
-            if failed:
-                self.logs.mkdir(parents=True, exist_ok=True)
-                for child in started:
-                    with contextlib.suppress(OSError):
-                        shutil.copy(child.log_path, self.logs / f"{tag}-{child.log_path.name}")
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def check_import(self, lib: Library, info: dict[str, Any]) -> None:
         """The driver imported the daffi it should: its venv's, or the repository's for ours."""

@@ -36,9 +36,7 @@ import dataclasses
 import datetime
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -58,7 +56,7 @@ from benchmarks.compare._sched_report import (
     percentile,
     summary_table,
 )
-from benchmarks.compare.run import Child, ChildError, Library, _machine, stop_all
+from benchmarks.compare.run import Child, ChildError, Library, _machine, driver_dir
 
 DEFAULT_LOGS = envs.ROOT / "benchmarks" / "results"
 READY_TIMEOUT = 60.0
@@ -137,35 +135,20 @@ class Runner:
 
     @contextlib.contextmanager
     def processes(self, tag: str, timeout: float) -> Iterator[tuple[str, Callable[..., Child]]]:
-        """A private temp dir and a way to start drivers in it; all stopped (by PID) after.
+        """A private temp dir and a way to start drivers in it; all stopped (by PID) after
+        (see :func:`benchmarks.compare.run.driver_dir`)."""
+        with driver_dir(tag, self.logs, "ds") as (tmp, started):
 
-        The stderr logs of a failed cell are kept in ``self.logs``.
-        """
-        started: list[Child] = []
-        parent = SHORT_TMP if os.path.isdir(SHORT_TMP) else None
-        tmp = tempfile.mkdtemp(prefix="ds", dir=parent)
+            def start(lib: Library, role: str, *args: str) -> Child:
+                deadline = timeout - 5 if role == "requester" else timeout + 2 * READY_TIMEOUT
+                python = str(self.env_of[lib.env].python)
+                cmd = [python, "-m", f"benchmarks.compare.{lib.module}", role, *lib.extra]
+                cmd += ["--dir", tmp, *args, "--deadline", f"{deadline:.0f}"]
+                log = Path(tmp) / f"{role}-{len(started)}.log"
+                started.append(Child(cmd, _child_env(self.pythonpath, tmp), tmp, log))
+                return started[-1]
 
-        def start(lib: Library, role: str, *args: str) -> Child:
-            deadline = timeout - 5 if role == "requester" else timeout + 2 * READY_TIMEOUT
-            python = str(self.env_of[lib.env].python)
-            cmd = [python, "-m", f"benchmarks.compare.{lib.module}", role, *lib.extra]
-            cmd += ["--dir", tmp, *args, "--deadline", f"{deadline:.0f}"]
-            log = Path(tmp) / f"{role}-{len(started)}.log"
-            started.append(Child(cmd, _child_env(self.pythonpath, tmp), tmp, log))
-            return started[-1]
-
-        failed = True
-        try:
             yield tmp, start
-            failed = False
-        finally:
-            stop_all(started)
-            if failed:
-                self.logs.mkdir(parents=True, exist_ok=True)
-                for child in started:
-                    with contextlib.suppress(OSError):
-                        shutil.copy(child.log_path, self.logs / f"{tag}-{child.log_path.name}")
-            shutil.rmtree(tmp, ignore_errors=True)
 
     def check_import(self, lib: Library, info: dict[str, Any]) -> None:
         """The driver imported the daffi it should: its venv's, or the repository's for ours."""
