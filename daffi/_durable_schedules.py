@@ -26,7 +26,7 @@ import anyio.to_thread
 import msgspec
 
 from daffi._protocol import ScheduleSpec
-from daffi.exceptions import DaffiError, GlobalContextError, UnableToFindCandidate
+from daffi.exceptions import DaffiError, GlobalContextError
 
 if TYPE_CHECKING:
     from daffi._codec import PayloadCodec
@@ -58,8 +58,11 @@ class _Host(Protocol):
 
     async def running_scheduler(self) -> Scheduler: ...
 
-    #: runs a callback on this node (the dispatcher's)
-    run_entry: Callable[[CallbackEntry, Any, dict[str, Any]], Awaitable[Any]]
+    def runner(
+        self,
+        func_name: str,
+        arguments: Callable[[CallbackEntry], tuple[list[Any], dict[str, Any]]],
+    ) -> Callable[[], Awaitable[None]]: ...
 
     def trigger(self, spec: ScheduleSpec, name: str, src: str, origin: float | None) -> Trigger: ...
 
@@ -220,7 +223,7 @@ class DurableSchedules:
             row.uuid,
             row.func_name,
             trigger,
-            self._runner(row.func_name, row.arguments),
+            self.host.runner(row.func_name, self._decoder(row.arguments)),
             requester=row.requester,
             runs=row.runs,
             skipped=row.skipped,
@@ -231,25 +234,21 @@ class DurableSchedules:
             error_info=row.error_info,
         )
 
-    def _runner(self, func_name: str, arguments: bytes) -> Any:
-        """A run of ``func_name`` with the stored ``arguments``, decoded for the callback
-        registered at the time of the run (again if it was registered anew)."""
-        host = self.host
+    def _decoder(
+        self, arguments: bytes
+    ) -> Callable[[CallbackEntry], tuple[list[Any], dict[str, Any]]]:
+        """The stored ``arguments``, decoded for the callback registered at the time of a run
+        (once, and again if it was registered anew)."""
+        codec = self.host.codec
         # (the callback the arguments were decoded for, the arguments)
         decoded: list[tuple[CallbackEntry, list[Any], dict[str, Any]]] = []
 
-        async def run() -> None:
-            current = host.registry.get(func_name)
-            if current is None:
-                raise UnableToFindCandidate(
-                    f"callback {func_name!r} is not registered on {host.name!r}"
-                )
+        def decode(current: CallbackEntry) -> tuple[list[Any], dict[str, Any]]:
             if not decoded or decoded[0][0] is not current:
-                args, kwargs = host.codec.decode_args(msgspec.Raw(arguments))
+                args, kwargs = codec.decode_args(msgspec.Raw(arguments))
                 if current.structure_args is not None:
                     args, kwargs = current.structure_args(args, kwargs)
                 decoded[:] = [(current, args, kwargs)]
-            _, args, kwargs = decoded[0]
-            await host.run_entry(current, args, kwargs)
+            return decoded[0][1], decoded[0][2]
 
-        return run
+        return decode

@@ -65,6 +65,8 @@ SYSTEM_SCHEDULE_CANCELLED = SYSTEM_PREFIX + "schedule_cancelled"
 NOTICE_TIMEOUT = 5.0
 
 RunEntry = Callable[[CallbackEntry, Any, dict[str, Any]], Awaitable[Any]]
+#: the arguments of a scheduled run, for the callback registered at the time of the run
+Arguments = Callable[[CallbackEntry], tuple[list[Any], dict[str, Any]]]
 
 
 #: (uuid, executor, cancelled_by, cancelled_at) -> whether a handle took the report
@@ -201,17 +203,11 @@ class ScheduleHost:
         trigger = self.trigger(spec, entry.name, msg.src, origin)
         bounds = self.bounds(spec, msg.src)
 
-        async def run() -> None:
-            current = self.registry.get(entry.name)
-            if current is None:
-                raise UnableToFindCandidate(f"callback {entry.name!r} is no longer registered")
-            await self.run_entry(current, args, kwargs)
-
         scheduled = ScheduleEntry(
             spec.uuid,
             entry.name,
             trigger,
-            run,
+            self.runner(entry.name, lambda _: (args, kwargs)),
             requester=msg.src,
             bounds=bounds,
             durable=spec.durable,
@@ -239,6 +235,21 @@ class ScheduleHost:
             "func_name": entry.name,
             "durable": spec.durable,
         }
+
+    def runner(self, func_name: str, arguments: Arguments) -> Callable[[], Awaitable[None]]:
+        """A run of callback ``func_name``, as registered at the time of the run, with what
+        ``arguments`` gives for that registration."""
+
+        async def run() -> None:
+            current = self.registry.get(func_name)
+            if current is None:
+                raise UnableToFindCandidate(
+                    f"callback {func_name!r} is not registered on {self.name!r}"
+                )
+            args, kwargs = arguments(current)
+            await self.run_entry(current, args, kwargs)
+
+        return run
 
     def trigger(self, spec: ScheduleSpec, name: str, src: str, origin: float | None) -> Trigger:
         """The trigger ``spec`` asks for (an ``interval`` grid starting at ``origin``).

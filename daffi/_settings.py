@@ -30,6 +30,7 @@ __all__ = [
     "Configured",
     "Hook",
     "Settings",
+    "address_from_environment",
     "auth_secret",
     "default_state_dir",
     "resolve_address",
@@ -173,7 +174,7 @@ class Settings:
         node_state_dir = _state_dir(state_dir, name, generated=generated)
         from_environment = None
         if address is None and host is None and port is None and unix_sock_path is None:
-            from_environment = os.environ.get(ADDRESS_VARIABLE, "").strip() or None
+            from_environment = address_from_environment()
             address = from_environment
         try:
             resolved, tls = _address_and_tls(
@@ -336,6 +337,12 @@ def default_state_dir(process_name: str) -> str:
     if part.startswith("."):  # never ".", ".." or a hidden directory
         part = "%2E" + part[1:]
     return os.path.join(base, "daffi", part)
+
+
+def address_from_environment() -> str | None:
+    """The address ``DAFFI_ADDRESS`` gives (None: unset or blank), as a Global given no
+    address reads it."""
+    return os.environ.get(ADDRESS_VARIABLE, "").strip() or None
 
 
 def auth_secret(auth_token: str | bytes | None) -> bytes | None:

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from daffi._settings import ADDRESS_VARIABLE, address_from_environment
+
 if TYPE_CHECKING:
     from daffi import Global
 
@@ -38,8 +40,6 @@ EXIT_USAGE = 2
 #: no controller answered, or it refused this process (authentication, not a daffi controller)
 EXIT_UNREACHABLE = 3
 
-#: where the commands look for the controller when no option says
-ADDRESS_VARIABLE = "DAFFI_ADDRESS"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -126,7 +126,7 @@ def connection_options(func: Callable[..., Any]) -> Callable[..., Any]:
         setup_logging(log_level)
         check_endpoint(address, host, port, unix_sock_path)
         if address is None and host is None and unix_sock_path is None:
-            address = os.environ.get(ADDRESS_VARIABLE) or None
+            address = address_from_environment()
             if address is not None:
                 try:
                     check_endpoint(address, None, None, None)

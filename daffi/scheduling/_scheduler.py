@@ -13,6 +13,7 @@ interrupted (a sync run in a worker thread finishes on its own; its result is dr
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -256,7 +257,7 @@ class Scheduler:
         return [entry.describe() for entry in self.entries.values()]
 
     async def _drive(self, entry: ScheduleEntry) -> None:
-        ended = False  # it ran its course or was cancelled (not: the scheduler is stopping)
+        finished = False  # it ran its course (not: cancelled, or the scheduler is stopping)
         try:
             with entry.scope:
                 if isinstance(entry.trigger, Interval | Cron):
@@ -266,12 +267,13 @@ class Scheduler:
                     async with anyio.create_task_group() as fires:
                         await self._drive_times(entry, fires)
                 entry.next_run = None
-            ended = True
-            self._forget(entry)
+            finished = not entry.scope.cancel_called  # (a cancel has forgotten it already)
+            if finished:
+                self._forget(entry)
         finally:
             if self.entries.get(entry.uuid) is entry:
                 del self.entries[entry.uuid]
-            if ended and not entry.scope.cancel_called:
+            if finished:
                 logger.info(
                     "schedule %s (%s) finished after %d runs",
                     entry.uuid,
@@ -347,12 +349,10 @@ class Scheduler:
         """Commit the fire at ``fire`` to the journal before its run starts (just before its
         time): a node killed after this does not run it again when it resumes. A journal that
         cannot be written (logged there) does not stop the run."""
-        from daffi.scheduling._store import Progress, StoreError
+        from daffi.scheduling._store import StoreError
 
         assert self.journal is not None
-        progress = Progress(
-            entry.uuid, entry.runs + 1, entry.skipped, fire, entry.last_error, entry.error_info
-        )
+        progress = dataclasses.replace(entry.progress(), runs=entry.runs + 1, last_fire=fire)
         # A failed write is logged by the journal; the schedule runs on from memory.
         with contextlib.suppress(StoreError):
             await self.journal.write(progress)
