@@ -21,6 +21,7 @@ import anyio
 import msgspec
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from daffi._callee_payloads import Payloads
 from daffi._executor import Executor, Job
 from daffi._link import Link
 from daffi._protocol import STREAM_WINDOW, Call, Credit, Message, StreamEnd, StreamItem, YieldItem
@@ -57,11 +58,10 @@ class StreamHost(Protocol):
         """Send ``msg`` to the controller if connected."""
         ...
 
-    def decode_arguments(
-        self, entry: CallbackEntry, payload: msgspec.Raw
-    ) -> tuple[list[Any], dict[str, Any]]: ...
-
-    def encode(self, value: Any, msg: Call, what: str = "the result of") -> msgspec.Raw: ...
+    @property
+    def payloads(self) -> Payloads:
+        """Decodes the items' arguments and encodes the values yielded."""
+        ...
 
     async def run_entry(self, entry: CallbackEntry, args: Any, kwargs: dict[str, Any]) -> Any:
         """Run a callback once (async on the loop, ``def`` in the executor)."""
@@ -132,7 +132,7 @@ class CalleeStreams:
                             payloads.append(receive.receive_nowait())
                         except (anyio.WouldBlock, anyio.EndOfStream):
                             break
-                    calls = [host.decode_arguments(entry, payload) for payload in payloads]
+                    calls = [host.payloads.item_arguments(entry, payload) for payload in payloads]
                     if entry.runs_in_thread:
                         await host.executor.run_async(
                             Job(None, entry.name), _run_in_order, entry.fn, calls
@@ -159,7 +159,7 @@ class CalleeStreams:
             raise RemoteStoppedUnexpectedly("not connected to the controller")
 
         async def emit(value: Any) -> None:
-            payload = host.encode(value, msg, "a value yielded by")
+            payload = host.payloads.encode(value, msg, "a value yielded by")
             await gate.take()
             await conn.send(YieldItem(msg.id, msg.src, payload))
 

@@ -124,6 +124,7 @@ class Components:
             ),
             opt_ins=OptIns(settings.allow_pickle, settings.allow_transfer),
             state_dir=settings.state_dir,
+            metrics=settings.metrics,
         )
         self.node.dispatch.schedules.reports = self.schedule_reports
         await tg.start(self.node.run)

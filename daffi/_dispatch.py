@@ -10,10 +10,10 @@ find it). The schedules it runs for others are its :class:`~daffi._schedule_host
 
 Every path a call takes here (a worker thread, the work channel's thread, a served channel's
 thread, the in-process controller's hand-over, a task) decodes its arguments and encodes its
-result through the same two places, which apply the pickle rule of :mod:`daffi._pickling`:
-:meth:`Dispatcher.call_arguments` (inlined in ``_invoke``, the ``def`` path) and
-:meth:`Dispatcher.reply`. Functions sent with ``transfer_and_call`` arrive as a system call
-(see :mod:`daffi._transfer`).
+result through one :class:`~daffi._callee_payloads.Payloads` (its ``arguments`` is inlined in
+``_invoke``, the ``def`` path), and times its run for the metrics hook through one
+:class:`~daffi._metering.Meter`. Functions sent with ``transfer_and_call`` arrive as a system
+call (see :mod:`daffi._transfer`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import anyio
 import anyio.abc
 import msgspec
 
+from daffi._callee_payloads import Payloads
 from daffi._callee_streams import CalleeStreams
-from daffi._codec import PayloadEncodeError
 from daffi._executor import Executor, Job, Outcome
 from daffi._link import Link
+from daffi._metering import UNOBSERVED, Meter, Run
 from daffi._pickling import Pickling
 from daffi._protocol import (
     SYSTEM_PREFIX,
@@ -53,9 +54,9 @@ from daffi.exceptions import (
     UnableToFindCandidate,
     daffi_error_info,
     error_info_from_exception,
-    unsendable_result,
 )
 from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
+from daffi.metrics import MetricsHook
 from daffi.registry._store import CallbackEntry, CallbackRegistry
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ class Dispatcher:
         allow_transfer: the node runs functions other processes send it
             (``Global(allow_transfer=True)``).
         state_dir: where the node keeps its durable schedules (None: it keeps none).
+        metrics: the hook given a record of each run of a callback (None: none; see
+            :mod:`daffi.metrics`).
 
     Attributes:
         pickling: the node's side of the pickle rule (``allow_pickle``).
@@ -137,6 +140,7 @@ class Dispatcher:
         min_period_interval: float = MIN_PERIOD_INTERVAL,
         allow_transfer: bool = False,
         state_dir: str | None = None,
+        metrics: MetricsHook | None = None,
     ) -> None:
         self.node = node
         self.registry = node.registry
@@ -145,15 +149,21 @@ class Dispatcher:
         self.max_concurrent_calls = max_concurrent_calls
         #: how pickled arguments and results are treated (the node's, shared with its callers)
         self.pickling = node.pickling
+        #: decodes every call's arguments and encodes its results, on every path
+        self.payloads = Payloads(node.codec, node.pickling, node)
         #: run functions other processes send (transfer_and_call)
         self.allow_transfer = allow_transfer
         self._running: dict[tuple[str, int], anyio.CancelScope] = {}
         #: runs every ``def`` callback of this node, in at most ``workers`` slots
         self.executor = Executor(workers, name=node.name)
+        #: times each run of a callback for the metrics hook (every path finishes its runs)
+        self.meter = Meter(metrics, node.name)
         #: streams into callbacks, and generator callbacks
         self.streams = CalleeStreams(self)
         #: the schedules this node runs for others, and the system calls about them
-        self.schedules = ScheduleHost(node, self.run_entry, min_period_interval, state_dir)
+        self.schedules = ScheduleHost(
+            node, self.run_entry, min_period_interval, state_dir, meter=self.meter
+        )
 
     @property
     def name(self) -> str:
@@ -222,13 +232,14 @@ class Dispatcher:
         conn = self.node.conn
         if conn is None:
             return False
+        run = self.meter.start(msg.name, msg.src, "call")
         try:
             self.executor.submit(
                 self._job(msg),
                 self._invoke,
                 msg,
                 entry,
-                done=functools.partial(self._reply_from_thread, msg, conn),
+                done=functools.partial(self._reply_from_thread, msg, conn, run),
             )
         except RuntimeError:  # stopping: the task path answers with an error
             return False
@@ -285,41 +296,6 @@ class Dispatcher:
         )
         return Error(msg.id, msg.src, daffi_error_info("GlobalContextError", why, self.name))
 
-    def encode(self, value: Any, msg: Call, what: str = "the result of") -> msgspec.Raw:
-        """``value`` encoded with msgpack for the caller of ``msg`` (a stream's item: streams
-        are msgpack only), refused if too large for a frame.
-
-        Raises:
-            TypeError: ``value`` cannot be encoded (see :func:`_unsendable_result`).
-        """
-        try:
-            payload = self.codec.encode_value(value)
-        except PayloadEncodeError as exc:
-            raise unsendable_result(f"{what} {msg.name!r}", exc) from exc
-        self.node.check_size(payload, f"{what} {msg.name!r}")
-        return msgspec.Raw(payload)
-
-    def reply(self, value: Any, msg: Call) -> Result:
-        """The ``Result`` of ``msg``: ``value`` encoded with msgpack or, when msgpack cannot
-        carry it, pickled if both this node and the caller allow pickle (see
-        :meth:`Pickling.dumps_result`); refused if too large for a frame.
-
-        Raises:
-            TypeError: ``value`` cannot be encoded (see :func:`_unsendable_result`).
-            PayloadEncodeError: ``value`` is too large for a frame.
-        """
-        try:
-            payload = self.codec.encode_value(value)
-        except PayloadEncodeError as exc:
-            try:
-                payload = self.pickling.dumps_result(value, msg, exc)
-            except PayloadEncodeError as final:
-                raise unsendable_result(f"the result of {msg.name!r}", final) from final
-            self.node.check_size(payload, f"the result of {msg.name!r}")
-            return Result(msg.id, msg.src, msgspec.Raw(payload), pickled=True)
-        self.node.check_size(payload, f"the result of {msg.name!r}")
-        return Result(msg.id, msg.src, msgspec.Raw(payload))
-
     @staticmethod
     def _job(msg: Call) -> Job:
         """The executor's record of ``msg``, made when it arrives (its deadline counts from
@@ -343,7 +319,9 @@ class Dispatcher:
         why = self._why_refused(msg, entry)
         if why is not None:
             return self._refusal(msg, why)
+        run = self.meter.start(msg.name, msg.src, "call")
         outcome = self.executor.run_here(self._job(msg), self._invoke, msg, entry)
+        run.finish_outcome(outcome)
         reply: Result | Error = outcome.value if outcome.counts else self._not_run(msg, outcome)
         return reply
 
@@ -360,9 +338,11 @@ class Dispatcher:
         why = self._why_refused(msg, entry)
         if why is not None:
             return self._refusal(msg, why)
+        run = self.meter.start(msg.name, msg.src, "call")
         outcome = self.executor.run_here(self._job(msg), self._invoke, msg, entry, wait=False)
         if outcome.status == "busy":
-            return None
+            return None  # not run here: the path that runs it times it
+        run.finish_outcome(outcome)
         reply: Result | Error = outcome.value if outcome.counts else self._not_run(msg, outcome)
         return reply
 
@@ -388,14 +368,14 @@ class Dispatcher:
     def _invoke(self, msg: Call, entry: CallbackEntry) -> Result | Error:
         """Run ``entry`` for ``msg`` (in an executor slot): its reply, success or failure."""
         try:
-            if msg.pickled:  # as in call_arguments, inlined on this path
+            if msg.pickled:  # as in Payloads.arguments, inlined on this path
                 args, kwargs = self.pickling.loads_args(msg)
             else:
                 args, kwargs = self.codec.decode_args(msg.payload)
                 if entry.structure_args is not None:
                     args, kwargs = entry.structure_args(args, kwargs)
             value = entry.fn(*args, **kwargs)
-            return self.reply(value, msg)
+            return self.payloads.reply(value, msg)
         except BaseException as exc:
             # In a worker thread even SystemExit or KeyboardInterrupt raised by the callback
             # (signals only reach the main thread) is the call's failure: the caller gets it.
@@ -403,9 +383,10 @@ class Dispatcher:
                 logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
             return Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
 
-    def _reply_from_thread(self, msg: Call, conn: Link, outcome: Outcome) -> None:
+    def _reply_from_thread(self, msg: Call, conn: Link, run: Run, outcome: Outcome) -> None:
         """Send the reply of a ``def`` callback the executor ran for ``msg`` (in its thread);
         nothing if the run does not count (the executor logged why)."""
+        run.finish_outcome(outcome)
         if outcome.counts and msg.want_result:
             with contextlib.suppress(anyio.BrokenResourceError):
                 conn.send_threadsafe(outcome.value)
@@ -413,22 +394,40 @@ class Dispatcher:
     async def _run_call(self, msg: Call, scope: anyio.CancelScope) -> None:
         key = (msg.src, msg.id)
         reply: Result | Error | None = None
-        with scope:
-            try:
-                value = await self._execute(msg)
-                reply = self.reply(value, msg)
-            except Exception as exc:
-                if not isinstance(exc, DaffiError):
-                    logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
-                reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
-            finally:
-                self._running.pop(key, None)
-                self.streams.forget(key)
+        run = self._timed_run(msg)
+        try:
+            with scope:
+                try:
+                    value = await self._execute(msg)
+                    reply = self.payloads.reply(value, msg)
+                except Exception as exc:
+                    if not isinstance(exc, DaffiError):
+                        logger.debug("callback %r raised for %r", msg.name, msg.src, exc_info=True)
+                    reply = Error(msg.id, msg.src, error_info_from_exception(exc, self.name))
+                finally:
+                    self._running.pop(key, None)
+                    self.streams.forget(key)
+        finally:
+            if reply is not None:
+                run.finish_reply(reply)
+            else:
+                run.finish_cancelled()
         if scope.cancelled_caught:
             logger.debug("node %r: call %r from %r was cancelled", self.name, msg.name, msg.src)
             return  # the caller is gone or timed out; nobody reads a reply
         if msg.want_result and reply is not None:
             await self.node.send(reply)
+
+    def _timed_run(self, msg: Call) -> Run:
+        """The timed run of a call on the task path: a run of a callback (a plain call, or a
+        stream), not a system call or a schedule's request (each of its runs is timed)."""
+        if msg.schedule is not None or msg.name.startswith(SYSTEM_PREFIX):
+            return UNOBSERVED
+        entry = self.registry.get(msg.name)
+        if entry is None:
+            return UNOBSERVED
+        streams = msg.stream_in or entry.is_generator or entry.is_async_generator
+        return self.meter.start(msg.name, msg.src, "stream" if streams else "call")
 
     async def _execute(self, msg: Call) -> Any:
         if msg.name.startswith(SYSTEM_PREFIX):
@@ -441,47 +440,17 @@ class Dispatcher:
             )
         if msg.stream_in:
             return await self.streams.run_stream_in(msg, entry)
-        args, kwargs = self.call_arguments(msg, entry)
+        args, kwargs = self.payloads.arguments(msg, entry)
         if msg.schedule is not None:
             return await self.schedules.accept(msg, msg.schedule, entry, args, kwargs)
         if entry.is_generator or entry.is_async_generator:
             return await self.streams.run_generator(msg, entry, args, kwargs)
         return await self.run_entry(entry, args, kwargs)
 
-    def call_arguments(
-        self, msg: Call, entry: CallbackEntry | None
-    ) -> tuple[list[Any], dict[str, Any]]:
-        """The arguments ``msg`` carries, in ``entry``'s annotated types (if given).
-
-        Pickled arguments (``Call.pickled``) are unpickled only if this node allows pickle,
-        and are not structured: they are the objects the caller sent.
-
-        Raises:
-            GlobalContextError: they are pickled and this node does not allow pickle
-                (nothing was unpickled).
-            PayloadDecodeError: they do not decode.
-        """
-        if msg.pickled:
-            return self.pickling.loads_args(msg)
-        args, kwargs = self.codec.decode_args(msg.payload)
-        if entry is not None and entry.structure_args is not None:
-            args, kwargs = entry.structure_args(args, kwargs)
-        return args, kwargs
-
-    def decode_arguments(
-        self, entry: CallbackEntry, payload: msgspec.Raw
-    ) -> tuple[list[Any], dict[str, Any]]:
-        """The arguments of one item streamed into ``entry`` (msgpack only), in its
-        annotated types."""
-        args, kwargs = self.codec.decode_args(payload)
-        if entry.structure_args is not None:
-            args, kwargs = entry.structure_args(args, kwargs)
-        return args, kwargs
-
     async def _system_call(self, msg: Call) -> Any:
         if msg.name == SYSTEM_TRANSFER:
             return await run_transferred(self, msg)
-        args, _ = self.call_arguments(msg, None)
+        args, _ = self.payloads.arguments(msg, None)
         return await self.schedules.system_call(msg.name, args, src=msg.src)
 
     async def run_entry(self, entry: CallbackEntry, args: Any, kwargs: dict[str, Any]) -> Any:

@@ -61,6 +61,7 @@ class _Host(Protocol):
     def runner(
         self,
         func_name: str,
+        requester: str,
         arguments: Callable[[CallbackEntry], tuple[list[Any], dict[str, Any]]],
     ) -> Callable[[], Awaitable[None]]: ...
 
@@ -223,7 +224,7 @@ class DurableSchedules:
             row.uuid,
             row.func_name,
             trigger,
-            self.host.runner(row.func_name, self._decoder(row.arguments)),
+            self.host.runner(row.func_name, row.requester, self._decoder(row.arguments)),
             requester=row.requester,
             runs=row.runs,
             skipped=row.skipped,

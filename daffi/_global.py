@@ -42,6 +42,7 @@ from daffi._settings import Hook, Settings
 from daffi._transfer import Transfer
 from daffi.exceptions import TimeoutError
 from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
+from daffi.metrics import MetricsHook
 from daffi.registry._store import CallbackRegistry
 
 if TYPE_CHECKING:
@@ -132,6 +133,9 @@ class Global:
             made (private to the user) with the first durable schedule. A node whose
             ``process_name`` is generated has none unless given one, and refuses durable
             schedules. A node started again with the same state directory resumes them.
+        metrics: ``hook(record)`` for every run of one of this node's callbacks, with a
+            :class:`~daffi.metrics.CallRecord` (callback, caller, outcome, duration); e.g.
+            a :class:`~daffi.metrics.CallbackStats`. See :mod:`daffi.metrics`.
 
     Raises:
         InitializationError: an argument (or a combination) cannot work, or an environment
@@ -173,6 +177,7 @@ class Global:
         allow_transfer: bool = False,
         allow_pickle: bool = False,
         state_dir: str | os.PathLike[str] | None = None,
+        metrics: MetricsHook | None = None,
     ) -> None:
         settings = Settings.check(
             process_name=process_name,
@@ -206,6 +211,7 @@ class Global:
             max_callbacks=max_callbacks,
             max_registration_size=max_registration_size,
             max_calls_in_flight=max_calls_in_flight,
+            metrics=metrics,
         )
         apply_log_level(settings.log_level)
         self.process_name: str = settings.process_name
@@ -236,6 +242,7 @@ class Global:
         self.allow_transfer: bool = settings.allow_transfer
         self.allow_pickle: bool = settings.allow_pickle
         self.state_dir: str | None = settings.state_dir
+        self.metrics: MetricsHook | None = settings.metrics
 
         scheduled = ScheduledTasks()
         self._runtime = Runtime(self, schedule_reports=scheduled)

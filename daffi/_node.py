@@ -39,6 +39,7 @@ from daffi._session import Connector, NodeEventHook, Session
 from daffi._thread_calls import ThreadCaller
 from daffi.exceptions import DaffiError
 from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
+from daffi.metrics import MetricsHook
 from daffi.registry._store import CallbackRegistry
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class Node:
         introduction: Introduction | None = None,
         opt_ins: OptIns | None = None,
         state_dir: str | None = None,
+        metrics: MetricsHook | None = None,
     ) -> None:
         opt_ins = opt_ins if opt_ins is not None else OptIns()
         #: how this node treats pickled payloads (shared by its callers and its dispatcher)
@@ -106,6 +108,7 @@ class Node:
             min_period_interval=min_period_interval,
             allow_transfer=opt_ins.allow_transfer,
             state_dir=state_dir,
+            metrics=metrics,
         )
         self.session = Session(
             name,

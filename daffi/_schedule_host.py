@@ -29,6 +29,7 @@ import msgspec
 
 from daffi._durable_schedules import DurableSchedules
 from daffi._link import Link
+from daffi._metering import Meter, error_name
 from daffi._protocol import SYSTEM_PREFIX, Call, CallbackInfo, ScheduleSpec
 from daffi.exceptions import (
     ArgumentsError,
@@ -117,9 +118,13 @@ class ScheduleHost:
         run_entry: RunEntry,
         min_period_interval: float,
         state_dir: str | None = None,
+        *,
+        meter: Meter | None = None,
     ) -> None:
         self.node = node
         self.run_entry = run_entry
+        #: times each run for the node's metrics hook
+        self.meter = meter if meter is not None else Meter(None, node.name)
         self.min_period_interval = min_period_interval
         #: the schedules kept in the node's store (``PERIOD(durable=True)``)
         self.durable = DurableSchedules(self, state_dir)
@@ -207,7 +212,7 @@ class ScheduleHost:
             spec.uuid,
             entry.name,
             trigger,
-            self.runner(entry.name, lambda _: (args, kwargs)),
+            self.runner(entry.name, msg.src, lambda _: (args, kwargs)),
             requester=msg.src,
             bounds=bounds,
             durable=spec.durable,
@@ -236,18 +241,30 @@ class ScheduleHost:
             "durable": spec.durable,
         }
 
-    def runner(self, func_name: str, arguments: Arguments) -> Callable[[], Awaitable[None]]:
-        """A run of callback ``func_name``, as registered at the time of the run, with what
-        ``arguments`` gives for that registration."""
+    def runner(
+        self, func_name: str, requester: str, arguments: Arguments
+    ) -> Callable[[], Awaitable[None]]:
+        """A run of callback ``func_name`` for ``requester``, as registered at the time of
+        the run, with what ``arguments`` gives for that registration (timed for the metrics
+        hook)."""
 
         async def run() -> None:
-            current = self.registry.get(func_name)
-            if current is None:
-                raise UnableToFindCandidate(
-                    f"callback {func_name!r} is not registered on {self.name!r}"
-                )
-            args, kwargs = arguments(current)
-            await self.run_entry(current, args, kwargs)
+            timed = self.meter.start(func_name, requester, "schedule")
+            try:
+                current = self.registry.get(func_name)
+                if current is None:
+                    raise UnableToFindCandidate(
+                        f"callback {func_name!r} is not registered on {self.name!r}"
+                    )
+                args, kwargs = arguments(current)
+                await self.run_entry(current, args, kwargs)
+            except Exception as exc:
+                timed.finish("error", error_name(exc))
+                raise
+            except BaseException:
+                timed.finish_cancelled()
+                raise
+            timed.finish("ok")
 
         return run
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from daffi._environment import default_process_name, log_level_from_environment
 from daffi._tls import TLS_SCHEME, TlsConfig, tls_config
 from daffi.exceptions import InitializationError
+from daffi.metrics import MetricsHook
 from daffi.registry._store import CallbackRegistry, default_registry
 from daffi.transports import Address
 
@@ -78,6 +79,7 @@ class Configured(Protocol):
     allow_transfer: bool
     allow_pickle: bool
     state_dir: str | None
+    metrics: MetricsHook | None
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ class Settings:
     allow_pickle: bool
     #: where the node keeps its state (durable schedules); None: nowhere (a generated name)
     state_dir: str | None
+    #: given a record of each run of this node's callbacks (see daffi.metrics)
+    metrics: MetricsHook | None
     #: the level ``DAFFI_LOG_LEVEL`` asks for (None: unset); applied by :func:`apply_log_level`
     log_level: int | None = None
 
@@ -154,6 +158,7 @@ class Settings:
         max_callbacks: int,
         max_registration_size: int,
         max_calls_in_flight: int,
+        metrics: MetricsHook | None = None,
     ) -> Settings:
         """Check the arguments and derive what they imply.
 
@@ -232,6 +237,7 @@ class Settings:
             ("on_init", on_init),
             ("on_node_connect", on_node_connect),
             ("on_node_disconnect", on_node_disconnect),
+            ("metrics", metrics),
         ):
             if hook is not None and not callable(hook):
                 raise InitializationError(f"{hook_name} must be callable, not {hook!r}")
@@ -267,6 +273,7 @@ class Settings:
             allow_transfer=bool(allow_transfer),
             allow_pickle=bool(allow_pickle),
             state_dir=node_state_dir,
+            metrics=metrics,
             log_level=log_level,
         )
 

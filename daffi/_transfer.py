@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from daffi._callee_payloads import Payloads
 from daffi._codec import PayloadCodec, PayloadEncodeError
 from daffi._executor import Executor, Job
 from daffi._pickling import dumps, loads
@@ -160,7 +161,8 @@ class _CalleeNode(Protocol):
     @property
     def executor(self) -> Executor: ...
 
-    def call_arguments(self, msg: Call, entry: None) -> tuple[list[Any], dict[str, Any]]: ...
+    @property
+    def payloads(self) -> Payloads: ...
 
 
 async def run_transferred(host: _CalleeNode, msg: Call) -> Any:
@@ -185,7 +187,7 @@ async def run_transferred(host: _CalleeNode, msg: Call) -> Any:
             "let other processes run code there with transfer_and_call (only if every "
             "process that can connect is trusted: it runs whatever they send)"
         )
-    args, _ = host.call_arguments(msg, None)
+    args, _ = host.payloads.arguments(msg, None)
     if len(args) != 1 or not isinstance(args[0], bytes):
         raise ProtocolError(f"{msg.src!r} sent a transfer_and_call without a function")
     transferred = loads(args[0])

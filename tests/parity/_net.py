@@ -219,16 +219,18 @@ async def network(
     workers: int = 40,
     caller_callbacks: dict[str, Callable[..., Any]] | None = None,
     settle: bool = True,
+    callee_extra: dict[str, Any] | None = None,
 ) -> AsyncIterator[Net]:
     """Start the cell's Globals over ``wire``, the controller's first (the others connect
     to it: on the ``tls`` wire, to the port it picked); the caller has seen every callback of
     the callee, and (with ``settle``) the callee's work channel is attached, when this
-    yields."""
+    yields. ``callee_extra``: more options of the callee's Global."""
     callee_options: dict[str, Any] = dict(
         process_name="callee",
         connect_timeout=5,
         registry=registry_with(callbacks),
         workers=workers,
+        **(callee_extra or {}),
     )
     caller_options: dict[str, Any] = {"callbacks": caller_callbacks or {}, "workers": workers}
 
