@@ -13,6 +13,7 @@ import logging as _logging
 from daffi.__about__ import __version__
 from daffi._environment import apply_environment_log_level as _apply_environment_log_level
 from daffi._global import Global
+from daffi._mirror import NodeInfo
 from daffi._results import AsyncResult, ScheduledTask, SchedulerTask
 from daffi.exceptions import (
     AuthenticationError,
@@ -48,6 +49,7 @@ __all__ = [
     "Global",
     "GlobalContextError",
     "InitializationError",
+    "NodeInfo",
     "ProtocolError",
     "RemoteCallError",
     "RemoteStoppedUnexpectedly",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 import anyio
@@ -89,6 +90,10 @@ class Peer:
     #: the key of its session when joins are authenticated (its name is held for it when
     #: its link is lost: see daffi._auth)
     session_key: bytes | None = None
+    #: where it connected from, as this controller sees it (for ``daffi nodes``)
+    address: str = ""
+    #: when it joined (seconds since the epoch)
+    since: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -232,7 +237,8 @@ async def join(
         return None
     # A node in this process has no use for call channels.
     token = None if conn.in_process else new_channel_token()
-    peer = Peer(msg.name, conn, channel_token=token, session_key=proven.key)
+    address = "in-process" if conn.in_process else origin
+    peer = Peer(msg.name, conn, channel_token=token, session_key=proven.key, address=address)
     peer.callbacks = {info.name: info for info in msg.callbacks}
     if guard is not None:
         guard.held.release(msg.name)
@@ -315,9 +321,9 @@ def admit(
     """Let ``peer`` join (its name was checked just before, with no await since): its
     ``Welcome`` with the directory of this moment is queued first on its link, then it joins
     the directory and the others are told. False if its link broke meanwhile."""
-    directory = {
-        other.name: tuple(other.callbacks.values()) for other in router.directory.peers.values()
-    }
+    others = router.directory.peers.values()
+    directory = {other.name: tuple(other.callbacks.values()) for other in others}
+    peer.since = time.time()
     welcome = Welcome(
         PROTOCOL_VERSION,
         controller,
@@ -326,13 +332,15 @@ def admit(
         peer.channel_token,
         proof=proof,
         session_key=session_key,
+        seen={other.name: (other.address, other.since) for other in others},
     )
     try:
         peer.conn.send_threadsafe(welcome)
     except anyio.BrokenResourceError:
         return False
     router.join(peer)
-    announce(router, NodeUp(peer.name, tuple(peer.callbacks.values())), exclude=peer.name)
+    up = NodeUp(peer.name, tuple(peer.callbacks.values()), peer.address, peer.since)
+    announce(router, up, exclude=peer.name)
     return True
 
 
@@ -366,7 +374,7 @@ def reoffer(
         return
     old, peer.callbacks = peer.callbacks, {info.name: info for info in callbacks}
     router.offer(peer, old)
-    announce(router, NodeUp(peer.name, callbacks), exclude=peer.name)
+    announce(router, NodeUp(peer.name, callbacks, peer.address, peer.since), exclude=peer.name)
 
 
 def retire(router: Router[Peer], peer: Peer) -> None:

@@ -53,20 +53,13 @@ from daffi._stream_relay import StreamFrame, stream_hop
 from daffi._tls import TlsConfig, certificate_names
 from daffi.exceptions import ProtocolError, daffi_error_info
 from daffi.transports import PLAIN_SOCKET, Address, Listening, get_transport
+from daffi.transports._base import describe_peer
 
 __all__ = ["Controller"]
 
 logger = logging.getLogger("daffi.controller")
 
 NodeEventHook = Callable[[str, bool], Awaitable[None]]
-
-
-def _remote(stream: anyio.abc.ByteStream) -> str:
-    """Who is on the other end of ``stream``, for a log line."""
-    address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
-    if isinstance(address, tuple) and len(address) >= 2:
-        return f"{address[0]}:{address[1]}"
-    return str(address) if address else "a peer"
 
 
 def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
@@ -207,7 +200,7 @@ class Controller:
         ``plain_socket``: the listener's transport declares ``PLAIN_SOCKET`` (the
         connection may then bypass the stream).
         """
-        origin = _remote(stream)
+        origin = describe_peer(stream)
         certificate: frozenset[str] | None = None
         cipher = None
         if self.tls is not None:

@@ -16,7 +16,6 @@ controller and node it runs in ``_components.py``), and what the execution modif
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import logging
 import os
@@ -24,7 +23,6 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import sniffio
 
 from daffi._accepting import DEFAULT_FRAME_TIMEOUT, DEFAULT_MAX_CONNECTIONS
@@ -32,7 +30,7 @@ from daffi._connection import DEFAULT_MAX_FRAME_SIZE
 from daffi._context import current_var
 from daffi._environment import apply_log_level
 from daffi._execution import Execution
-from daffi._node import Node
+from daffi._mirror import NodeInfo
 from daffi._protocol import DEFAULT_MAX_CALLBACKS, DEFAULT_MAX_REGISTRATION_SIZE, CallbackInfo
 from daffi._results import ScheduledTasks
 from daffi._router import DEFAULT_MAX_CALLS_IN_FLIGHT
@@ -40,7 +38,6 @@ from daffi._runtime import Runtime
 from daffi._schedule_host import SYSTEM_LIST_SCHEDULES
 from daffi._settings import Hook, Settings
 from daffi._transfer import Transfer
-from daffi.exceptions import TimeoutError
 from daffi.execution_modifiers import MIN_PERIOD_INTERVAL
 from daffi.metrics import MetricsHook
 from daffi.registry._store import CallbackRegistry
@@ -435,15 +432,14 @@ class Global:
         def present() -> bool:
             return process_name in node.peers or (process_name == node.name and node.is_connected)
 
-        await _wait(node, present, timeout, f"process {process_name!r} to connect")
+        await node.directory.wait_for(present, timeout, f"process {process_name!r} to connect")
         logger.debug("Node found: %r", process_name)
 
     async def _wait_function(self, func_name: str, timeout: float | None) -> None:
         node = self._runtime.require_node()
         logger.debug("Waiting remote callback: %r", func_name)
-        await _wait(
-            node, lambda: node.offers(func_name), timeout, f"a process offering {func_name!r}"
-        )
+        offered = f"a process offering {func_name!r}"
+        await node.directory.wait_for(lambda: node.offers(func_name), timeout, offered)
         logger.debug("Function found: %r", func_name)
 
     # ------------------------------------------------------------------ introspection
@@ -463,6 +459,16 @@ class Global:
             return {name: dict(peer.callbacks) for name, peer in controller.peers.items()}
         return {name: dict(callbacks) for name, callbacks in node.peers.items()}
 
+    @property
+    def nodes(self) -> dict[str, NodeInfo]:
+        """``{process_name: NodeInfo}`` for every other connected process: its address as the
+        controller sees it, since when it is connected, the callbacks it offers."""
+        node, controller = self._runtime.node, self._runtime.controller
+        if node is not None:
+            return node.directory.nodes()
+        peers = {} if controller is None else controller.peers
+        return {n: NodeInfo.of(n, p.callbacks, p.address, p.since) for n, p in peers.items()}
+
     @contextlib.contextmanager
     def as_current(self) -> Any:
         """Make fetchers called in this ``with`` block (this thread/task) use this Global."""
@@ -481,15 +487,3 @@ class Global:
         runtime = self._runtime
         state = "stopped" if runtime.stopped else "running" if runtime.started else "not started"
         return f"<Global {' '.join(parts)} {state}>"
-
-
-async def _wait(
-    node: Node, condition: Callable[[], bool], timeout: float | None, what: str
-) -> None:
-    try:
-        with anyio.fail_after(timeout):
-            await node.wait_until(condition)
-    except builtins.TimeoutError as exc:
-        if isinstance(exc, TimeoutError):
-            raise
-        raise TimeoutError(f"gave up waiting for {what} after {timeout} s") from None

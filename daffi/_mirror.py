@@ -8,8 +8,10 @@ checks of every call (from any thread), ``BROADCAST`` targets, and the waits of
 
 from __future__ import annotations
 
+import datetime
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,17 +20,44 @@ import msgspec
 from daffi._codec import PayloadEncodeError
 from daffi._pickling import Pickling
 from daffi._protocol import CallbackInfo
-from daffi.exceptions import DaffiError, UnableToFindCandidate
+from daffi.exceptions import DaffiError, TimeoutError, UnableToFindCandidate
 from daffi.registry._inspect import check_arguments, signature_from_info
 from daffi.registry._store import CallbackRegistry
 
 if TYPE_CHECKING:
     from daffi._codec import PayloadCodec
 
-__all__ = ["FRAME_OVERHEAD", "DirectoryMirror"]
+__all__ = ["FRAME_OVERHEAD", "DirectoryMirror", "NodeInfo"]
 
 #: room kept in a frame for the envelope around a payload (names, ids, options), at most
 FRAME_OVERHEAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A connected process, as :attr:`Global.nodes <daffi.Global.nodes>` lists it.
+
+    Attributes:
+        name: its process name.
+        address: where it connected from, as the controller sees it: ``host:port`` over
+            TCP, ``unix socket (pid N)`` over a Unix socket, ``in-process`` for the node in
+            the controller's own process ("" if the controller did not say).
+        connected_since: when it joined, by the controller's clock (UTC; None if unknown).
+        callbacks: the names of the callbacks it offers, sorted.
+    """
+
+    name: str
+    address: str
+    connected_since: datetime.datetime | None
+    callbacks: tuple[str, ...]
+
+    @classmethod
+    def of(cls, name: str, callbacks: Any, address: str, since: float) -> NodeInfo:
+        """The info of node ``name`` from what the controller says of it."""
+        joined = (
+            datetime.datetime.fromtimestamp(since, datetime.timezone.utc) if since > 0 else None
+        )
+        return cls(name, address, joined, tuple(sorted(callbacks)))
 
 
 class DirectoryMirror:
@@ -61,6 +90,8 @@ class DirectoryMirror:
         self.pickling = pickling if pickling is not None else Pickling(name, False)
         #: the other nodes and what they offer (replaced whole on every change)
         self.peers: dict[str, dict[str, CallbackInfo]] = {}
+        #: where each of them connected from, and when (see :class:`NodeInfo`)
+        self.seen: dict[str, tuple[str, float]] = {}
         self._offers: dict[str, dict[str, CallbackInfo]] = {}  # callback -> node -> info
         self._signatures: dict[CallbackInfo, inspect.Signature] = {}
         self._arities: dict[CallbackInfo, int] = {}
@@ -71,8 +102,14 @@ class DirectoryMirror:
 
     # ------------------------------------------------------------------ changes
 
-    def replace(self, peers: dict[str, dict[str, CallbackInfo]]) -> None:
+    def replace(
+        self,
+        peers: dict[str, dict[str, CallbackInfo]],
+        seen: dict[str, tuple[str, float]] | None = None,
+    ) -> None:
         """The whole directory changed (a ``Welcome``, or the link was lost: empty)."""
+        if seen is not None:
+            self.seen = seen
         self.peers = peers
         offers: dict[str, dict[str, CallbackInfo]] = {}
         for node, callbacks in peers.items():
@@ -81,9 +118,13 @@ class DirectoryMirror:
         self._offers = offers
         self._notify()
 
-    def node_up(self, name: str, callbacks: Sequence[CallbackInfo]) -> bool:
-        """Node ``name`` joined or changed what it offers; whether it is new."""
+    def node_up(
+        self, name: str, callbacks: Sequence[CallbackInfo], address: str = "", since: float = 0.0
+    ) -> bool:
+        """Node ``name`` joined or changed what it offers (from ``address``, at ``since``);
+        whether it is new."""
         joined = name not in self.peers
+        self.seen = {**self.seen, name: (address, since)}
         directory = dict(self.peers)
         directory[name] = {info.name: info for info in callbacks}
         self.replace(directory)
@@ -95,6 +136,7 @@ class DirectoryMirror:
             return False
         directory = dict(self.peers)
         del directory[name]
+        self.seen = {key: value for key, value in self.seen.items() if key != name}
         self.replace(directory)
         return True
 
@@ -117,7 +159,28 @@ class DirectoryMirror:
                 raise self.fatal_error
             await event.wait()
 
+    async def wait_for(
+        self, condition: Callable[[], bool], timeout: float | None, what: str
+    ) -> None:
+        """:meth:`wait_until` at most ``timeout`` seconds.
+
+        Raises:
+            TimeoutError: ``condition()`` did not hold in time (``what``: what was awaited).
+        """
+        with anyio.move_on_after(timeout) as scope:
+            await self.wait_until(condition)
+        if scope.cancelled_caught:
+            raise TimeoutError(f"gave up waiting for {what} after {timeout} s")
+
     # ------------------------------------------------------------------ lookups
+
+    def nodes(self) -> dict[str, NodeInfo]:
+        """The other nodes: where they connected from, since when, what they offer."""
+        seen = self.seen
+        return {
+            name: NodeInfo.of(name, callbacks, *seen.get(name, ("", 0.0)))
+            for name, callbacks in self.peers.items()
+        }
 
     def offers(self, name: str) -> bool:
         return name in self._offers

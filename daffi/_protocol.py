@@ -129,6 +129,8 @@ class Welcome(_Msg, tag=2, frozen=True):
     #: the key of this session when there is no shared secret to derive it from (mutual
     #: TLS: it travels inside TLS); None otherwise
     session_key: bytes | None = None
+    #: ``{name: (address, joined)}`` of the nodes in ``directory`` (see :class:`NodeUp`)
+    seen: dict[str, tuple[str, float]] = {}
 
 
 class Challenge(_Msg, tag=8, frozen=True):
@@ -162,6 +164,10 @@ class NodeUp(_Msg, tag=4, frozen=True):
 
     name: str
     callbacks: tuple[CallbackInfo, ...] = ()
+    #: where it connected from, as the controller sees it ("" if unknown)
+    address: str = ""
+    #: when it joined (seconds since the epoch, the controller's clock; 0.0 if unknown)
+    since: float = 0.0
 
 
 class NodeDown(_Msg, tag=5, frozen=True):

@@ -294,7 +294,8 @@ class Session:
         try:
             offered = self.registry.infos()
             first = await self.introduction.shake_hands(conn, offered, self.controller_label)
-            self.directory.replace({k: {i.name: i for i in v} for k, v in first.directory.items()})
+            directory = {k: {i.name: i for i in v} for k, v in first.directory.items()}
+            self.directory.replace(directory, dict(first.seen))
             if first.channel_token and self._open_channel is not None:
                 from daffi._channel import ChannelPool  # not for a node beside its controller
 
@@ -397,7 +398,7 @@ class Session:
             why = f"the connection to {where} was lost before the call finished"
             logger.warning("node %r lost the connection to %s; reconnecting", self.name, where)
         self.table.fail_all(daffi_error_info("RemoteStoppedUnexpectedly", why, self.name))
-        self.directory.replace({})
+        self.directory.replace({}, {})
 
     def _start_work_channel(self) -> None:
         """Open the session's work channel once this node offers a ``def`` callback.
@@ -446,7 +447,7 @@ class Session:
         elif isinstance(msg, Cancel):
             self.callee.on_cancel(msg)
         elif isinstance(msg, NodeUp):
-            if self.directory.node_up(msg.name, msg.callbacks):
+            if self.directory.node_up(msg.name, msg.callbacks, msg.address, msg.since):
                 await self._event(msg.name, True)
         elif isinstance(msg, NodeDown):
             logger.info(

@@ -1,9 +1,9 @@
 """Commands that look at a running system: ``daffi nodes``, ``daffi callbacks``,
 ``daffi schedules ls`` and ``daffi schedules cancel``.
 
-They read what the public API tells a node: ``Global.registered_callbacks`` (the connected
-nodes and what they offer), ``Global.get_scheduled_tasks_async`` and
-``Global.cancel_scheduled_task_by_uuid_async``.
+They read what the public API tells a node: ``Global.nodes`` (the connected nodes: where
+from, since when, what they offer), ``Global.registered_callbacks`` (what each offers),
+``Global.get_scheduled_tasks_async`` and ``Global.cancel_scheduled_task_by_uuid_async``.
 """
 
 from __future__ import annotations
@@ -46,20 +46,41 @@ timeout_option = click.option(
 @connection_options
 @json_option
 def nodes(connection: Connection, as_json: bool) -> None:
-    """List the connected nodes and the callbacks each offers.
+    """List the connected nodes: where each connected from, since when, its callbacks.
 
-    The controller itself is not a node (unless it runs one), and this command's own node
-    is left out.
+    The address is the controller's view: host:port over TCP, the process id over a Unix
+    socket, in-process for the node in the controller's own process. The controller itself
+    is not a node (unless it runs one), and this command's own node is left out.
     """
     with connect(connection) as g:
-        directory = g.registered_callbacks
+        listed = sorted(g.nodes.values(), key=lambda info: info.name)
     if as_json:
         echo_json(
-            [{"name": name, "callbacks": sorted(directory[name])} for name in sorted(directory)]
+            [
+                {
+                    "name": info.name,
+                    "address": info.address,
+                    "connected_since": None
+                    if info.connected_since is None
+                    else info.connected_since.isoformat(),
+                    "callbacks": list(info.callbacks),
+                }
+                for info in listed
+            ]
         )
         return
-    rows = [[name, ", ".join(sorted(directory[name])) or "-"] for name in sorted(directory)]
-    echo_table(["NODE", "CALLBACKS"], rows)
+    rows = [
+        [
+            info.name,
+            info.address or "-",
+            format_moment(
+                None if info.connected_since is None else info.connected_since.timestamp()
+            ),
+            ", ".join(info.callbacks) or "-",
+        ]
+        for info in listed
+    ]
+    echo_table(["NODE", "ADDRESS", "CONNECTED SINCE", "CALLBACKS"], rows)
 
 
 @click.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import socket
+import struct
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, ClassVar, Final
@@ -12,7 +13,7 @@ import anyio.abc
 
 from ._address import Address
 
-__all__ = ["PLAIN_SOCKET", "Listening", "Transport"]
+__all__ = ["PLAIN_SOCKET", "Listening", "Transport", "describe_peer"]
 
 #: Capability: the transport's streams are plain sockets carrying daffi's frames unchanged.
 #:
@@ -168,3 +169,32 @@ def _with_address(exc: OSError, action: str, address: Address) -> OSError:
         return kind(errno_, message) if errno_ is not None else kind(message)
     except TypeError:  # an OSError subclass with an unusual constructor
         return OSError(errno_, message) if errno_ is not None else OSError(message)
+
+
+def describe_peer(stream: anyio.abc.ByteStream) -> str:
+    """Who is on the other end of ``stream``, for log lines and ``Global.nodes``:
+    ``host:port``, ``unix socket (pid N)`` (the peer's process, where the system tells it),
+    or ``a peer``."""
+    address = stream.extra(anyio.abc.SocketAttribute.remote_address, None)
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    if address:
+        return str(address)
+    raw = stream.extra(anyio.abc.SocketAttribute.raw_socket, None)
+    if raw is not None and raw.family == socket.AF_UNIX:
+        pid = _unix_peer_pid(raw)
+        return "unix socket" if pid is None else f"unix socket (pid {pid})"
+    return "a peer"
+
+
+def _unix_peer_pid(sock: socket.socket) -> int | None:
+    """The process id of a Unix socket's peer (Linux ``SO_PEERCRED``), or None."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
+        return None
+    try:
+        credentials = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
+    except OSError:
+        return None
+    pid: int = struct.unpack("3i", credentials)[0]
+    return pid or None

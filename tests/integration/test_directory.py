@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import os
 import uuid
 from typing import Any
 
@@ -317,3 +319,80 @@ async def test_node_reconnects_when_the_controller_drops_its_link(
             ),
         ):
             await reconnected.wait()
+
+
+# ---------------------------------------------------------------------- Global.nodes
+
+
+async def test_nodes_say_where_each_node_connected_from_and_since_when(
+    sock_dir: str, anyio_backend: str
+) -> None:
+    """``Global.nodes``: a node's address as the controller sees it (a Unix socket's peer is
+    named by its process id; the node in the controller's process is ``in-process``), when
+    it joined, what it offers; the same from a node that joins later (it learns the others
+    from its Welcome) and from a controller-only Global; a node that leaves is gone."""
+    before = datetime.datetime.now(datetime.timezone.utc)
+    left = anyio.Event()
+
+    async def on_left(g: Global, name: str) -> None:
+        if name == "second":
+            left.set()
+
+    registry = CallbackRegistry()
+    registry.add(lambda x: x, "echo")
+    registry.add(lambda: None, "ping")
+    async with (
+        Global("hub", init_controller=True, unix_sock_path=sock_dir, registry=registry) as hub,
+        Global(
+            "first",
+            unix_sock_path=sock_dir,
+            registry=CallbackRegistry(),
+            on_node_disconnect=on_left,
+        ) as first,
+    ):
+        await first.wait_process_async("hub", timeout=5)
+        seen_by_first = first.nodes
+        assert set(seen_by_first) == {"hub"}
+        assert seen_by_first["hub"].address == "in-process"
+        assert seen_by_first["hub"].callbacks == ("echo", "ping")
+        await hub.wait_process_async("first", timeout=5)
+        assert hub.nodes["first"].address == f"unix socket (pid {os.getpid()})"
+
+        async with Global("second", unix_sock_path=sock_dir, registry=CallbackRegistry()) as second:
+            await first.wait_process_async("second", timeout=5)
+            seen_by_second = second.nodes
+            assert set(seen_by_second) == {"hub", "first"}
+            # learned from the Welcome: the same as what first was told when it joined
+            assert seen_by_second["hub"] == seen_by_first["hub"]
+            assert seen_by_second["first"] == hub.nodes["first"]
+            joined = first.nodes["second"].connected_since
+            assert joined is not None
+            assert before <= joined <= datetime.datetime.now(datetime.timezone.utc)
+            assert first.nodes["second"].callbacks == ()
+        with anyio.fail_after(5):
+            await left.wait()
+        assert set(first.nodes) == {"hub"}
+
+
+async def test_a_controller_only_global_lists_the_nodes(sock_dir: str, anyio_backend: str) -> None:
+    async with (
+        Global("ctrl", init_controller=True, init_node=False, unix_sock_path=sock_dir) as ctrl,
+        Global("solo", unix_sock_path=sock_dir, registry=CallbackRegistry()) as solo,
+    ):
+        await solo.wait_process_async("solo", timeout=5)
+        [info] = ctrl.nodes.values()
+        assert (info.name, info.address) == ("solo", f"unix socket (pid {os.getpid()})")
+        assert info.connected_since is not None
+
+
+async def test_offering_more_callbacks_keeps_where_and_since(
+    make_node: NodeFactory, anyio_backend: str
+) -> None:
+    async with make_node("watcher") as watcher, make_node("grower") as grower:
+        await watcher.wait_process_async("grower", timeout=5)
+        before = watcher.nodes["grower"]
+        grower.registry.add(lambda: 1, "grown")
+        await watcher.wait_function_async("grown", timeout=5)
+        after = watcher.nodes["grower"]
+        assert after.callbacks == ("grown",)
+        assert (after.address, after.connected_since) == (before.address, before.connected_since)

@@ -5,6 +5,7 @@ socket in a temporary directory."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -188,22 +189,62 @@ def test_the_controller_prints_listening_once_and_stops_on_ctrl_c(tmp_path: Path
 # ---------------------------------------------------------------------- against a system
 
 
-def test_nodes_lists_each_node_and_its_callbacks(system: System) -> None:
+def test_nodes_lists_each_node_its_address_since_when_and_its_callbacks(system: System) -> None:
     listed = daffi("nodes", "--json", *system.options)
     assert listed.code == 0, listed
-    assert listed.json() == [{"name": "worker", "callbacks": WORKER_CALLBACKS}], listed
+    [worker] = listed.json()
+    # over a Unix socket the controller names the process on the other end
+    address = f"unix socket (pid {system.worker.popen.pid})"
+    assert worker == {
+        "name": "worker",
+        "address": address,
+        "connected_since": worker["connected_since"],
+        "callbacks": WORKER_CALLBACKS,
+    }, listed
+    since = datetime.datetime.fromisoformat(worker["connected_since"])
+    assert since.utcoffset() == datetime.timedelta(0)
+    age = datetime.datetime.now(datetime.timezone.utc) - since
+    assert datetime.timedelta(0) <= age < datetime.timedelta(minutes=10), since
+
     table = daffi("nodes", *system.options)
     assert table.code == 0, table
-    assert table.stdout.splitlines() == [
-        "NODE    CALLBACKS",
-        "worker  " + ", ".join(WORKER_CALLBACKS),
-    ], table
+    header, row = table.stdout.splitlines()
+    assert header.split() == ["NODE", "ADDRESS", "CONNECTED", "SINCE", "CALLBACKS"], table
+    local = since.astimezone().isoformat(timespec="seconds")
+    assert row.split("  ")[0] == "worker", table
+    assert address in row, table
+    assert local in row, table
+    assert row.endswith(", ".join(WORKER_CALLBACKS)), table
+
+
+def test_nodes_over_tcp_shows_host_and_port(tmp_path: Path) -> None:
+    launcher = Launcher(tmp_path)
+    try:
+        port = free_tcp_port()
+        controller = launcher(
+            "daffi_cli.py", "controller", "--host", "127.0.0.1", "--port", str(port)
+        )
+        controller.wait_for_line(r"listening on tcp://", 15)
+        worker = launcher(str(CLI_PROGRAMS / "worker.py"), f"tcp://127.0.0.1:{port}", name="worker")
+        worker.wait_for_line(r"^READY$", timeout=15)
+        listed = daffi("nodes", "--json", "--host", "127.0.0.1", "--port", str(port))
+        assert listed.code == 0, listed
+        [node] = listed.json()
+        assert node["name"] == "worker", listed
+        host, _, source_port = node["address"].rpartition(":")
+        assert host == "127.0.0.1", listed
+        assert source_port.isdigit(), listed
+    finally:
+        launcher.close()
 
 
 def test_the_address_comes_from_daffi_address(system: System) -> None:
     address = f"unix://{system.socket_dir}/daffi.sock"
     listed = daffi("nodes", "--json", env={"DAFFI_ADDRESS": address})
-    assert (listed.code, listed.json()) == (0, [{"name": "worker", "callbacks": WORKER_CALLBACKS}])
+    assert listed.code == 0, listed
+    assert [(node["name"], node["callbacks"]) for node in listed.json()] == [
+        ("worker", WORKER_CALLBACKS)
+    ], listed
 
 
 def test_a_refused_token_is_exit_code_3(system: System) -> None:

@@ -1,6 +1,6 @@
 """A node offering callbacks for the ``daffi`` command's tests.
 
-Usage: worker.py SOCKET_DIR
+Usage: worker.py SOCKET_DIR | ADDRESS (scheme://...)
 Prints "READY" once connected, then serves until terminated.
 """
 
@@ -52,6 +52,10 @@ async def tick() -> None:
 
 
 if __name__ == "__main__":
-    g = Global(process_name="worker", unix_sock_path=sys.argv[1])
+    where = sys.argv[1]
+    if "://" in where:
+        g = Global(process_name="worker", address=where)
+    else:
+        g = Global(process_name="worker", unix_sock_path=where)
     print("READY", flush=True)
     g.join()
