@@ -11,12 +11,13 @@ methods do nothing, so an unobserved call pays one method call.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from daffi._protocol import Error
 from daffi.exceptions import RemoteCallError
-from daffi.metrics import CallRecord, Kind, MetricsHook, Result
+from daffi.metrics import CallRecord, MetricsHook, RunKind, RunOutcome
 
 if TYPE_CHECKING:
     from daffi._executor import Outcome
@@ -31,7 +32,7 @@ class Run:
 
     __slots__ = ("_t0", "callback", "caller", "kind", "meter", "started")
 
-    def __init__(self, meter: Meter, callback: str, caller: str, kind: Kind) -> None:
+    def __init__(self, meter: Meter, callback: str, caller: str, kind: RunKind) -> None:
         self.meter = meter
         self.callback = callback
         self.caller = caller
@@ -39,7 +40,7 @@ class Run:
         self.started = time.time()
         self._t0 = time.perf_counter()
 
-    def finish(self, outcome: Result, error: str | None = None) -> None:
+    def finish(self, outcome: RunOutcome, error: str | None = None) -> None:
         """Hand the run's record to the hook (``error``: the exception's class name)."""
         duration = time.perf_counter() - self._t0
         record = CallRecord(
@@ -84,7 +85,7 @@ class _Unobserved(Run):
     def __init__(self) -> None:  # no state: one shared instance
         pass
 
-    def finish(self, outcome: Result, error: str | None = None) -> None:
+    def finish(self, outcome: RunOutcome, error: str | None = None) -> None:
         pass
 
     def finish_reply(self, reply: Any) -> None:
@@ -114,14 +115,15 @@ class Meter:
     """Starts the timed runs of node ``node``'s callbacks and hands their records to
     ``hook`` (None: no hook, nothing is timed)."""
 
-    __slots__ = ("_warned", "hook", "node")
+    __slots__ = ("_warned", "_warned_lock", "hook", "node")
 
     def __init__(self, hook: MetricsHook | None, node: str) -> None:
         self.hook = hook
         self.node = node
         self._warned = False
+        self._warned_lock = threading.Lock()  # hooks fail in several threads at once
 
-    def start(self, callback: str, caller: str, kind: Kind) -> Run:
+    def start(self, callback: str, caller: str, kind: RunKind) -> Run:
         """A run of ``callback`` for ``caller`` that starts now."""
         if self.hook is None:
             return UNOBSERVED
@@ -135,8 +137,9 @@ class Meter:
         try:
             hook(record)
         except Exception:
-            level = logging.DEBUG if self._warned else logging.WARNING
-            self._warned = True
+            with self._warned_lock:
+                level = logging.DEBUG if self._warned else logging.WARNING
+                self._warned = True
             logger.log(
                 level,
                 "node %r: the metrics hook %r raised for a run of %r (the call is not affected; "

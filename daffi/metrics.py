@@ -31,18 +31,20 @@ __all__ = [
     "CallbackStats",
     "CallbackSummary",
     "MetricsHook",
+    "RunKind",
+    "RunOutcome",
 ]
 
 #: How a callback ran: a call (``FG``, ``BG``, each node's part of a ``BROADCAST``), a stream
 #: (a generator callback's values, or arguments streamed in: one record for the whole
 #: stream), or one run of a ``PERIOD`` schedule.
-Kind: TypeAlias = Literal["call", "stream", "schedule"]
+RunKind: TypeAlias = Literal["call", "stream", "schedule"]
 
 #: How a run ended: it returned (``ok``), it raised (``error``), or it did not finish for its
 #: caller (``cancelled``): the caller gave up (its timeout, its cancel), the call's deadline
 #: passed, or the node stopped. A ``def`` callback cannot be interrupted: its run is
 #: ``cancelled`` when its caller gave up before it returned, and its result is dropped.
-Result: TypeAlias = Literal["ok", "error", "cancelled"]
+RunOutcome: TypeAlias = Literal["ok", "error", "cancelled"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +55,8 @@ class CallRecord:
         callback: the callback's name.
         node: the process that ran it (this one).
         caller: the process that asked for the run (for a schedule's run, its requester).
-        kind: ``"call"``, ``"stream"`` or ``"schedule"`` (see `Kind`).
-        outcome: ``"ok"``, ``"error"`` or ``"cancelled"`` (see `Result`).
+        kind: ``"call"``, ``"stream"`` or ``"schedule"`` (see `RunKind`).
+        outcome: ``"ok"``, ``"error"`` or ``"cancelled"`` (see `RunOutcome`).
         error: the name of the exception's class when ``outcome`` is ``"error"`` (e.g.
             ``"ValueError"``; an argument that does not match its annotation is
             ``"ArgumentTypeError"``), else None.
@@ -66,8 +68,8 @@ class CallRecord:
     callback: str
     node: str
     caller: str
-    kind: Kind
-    outcome: Result
+    kind: RunKind
+    outcome: RunOutcome
     error: str | None
     started: float
     duration: float
@@ -184,10 +186,14 @@ class CallbackStats:
                 tally.max = record.duration
             tally.counts[slot] += 1
 
-    def summary(self) -> dict[str, CallbackSummary]:
-        """What was counted so far, by callback name."""
+    def summary(self, *, reset: bool = False) -> dict[str, CallbackSummary]:
+        """What was counted so far, by callback name; with ``reset``, also start counting
+        afresh, in one step (no run is lost between the two)."""
         with self._lock:
-            return {name: self._summarize(tally) for name, tally in self._tallies.items()}
+            summary = {name: self._summarize(tally) for name, tally in self._tallies.items()}
+            if reset:
+                self._tallies.clear()
+            return summary
 
     def reset(self) -> None:
         """Forget everything counted so far."""

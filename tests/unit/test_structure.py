@@ -119,6 +119,7 @@ PUBLIC = {
         "Global",
         "GlobalContextError",
         "InitializationError",
+        "NodeInfo",
         "ProtocolError",
         "RemoteCallError",
         "RemoteStoppedUnexpectedly",
@@ -153,6 +154,15 @@ PUBLIC = {
         "default_registry",
         "fetcher",
         "local",
+    },
+    "daffi.metrics": {
+        "DEFAULT_BUCKETS",
+        "CallRecord",
+        "CallbackStats",
+        "CallbackSummary",
+        "MetricsHook",
+        "RunKind",
+        "RunOutcome",
     },
     "daffi.execution_modifiers": {
         "ALL_EXEC_MODIFIERS",
