@@ -290,7 +290,8 @@ class Dispatcher:
         )
 
     def _refusal(self, msg: Call, why: str) -> Error:
-        """The answer to a refused call (logged)."""
+        """The answer to a refused call (logged, and recorded for the metrics hook)."""
+        self._timed_run(msg).finish("refused")
         logger.warning(
             "node %r refused a call of %r from %r: %s", self.name, msg.name, msg.src, why
         )

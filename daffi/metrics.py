@@ -43,8 +43,11 @@ RunKind: TypeAlias = Literal["call", "stream", "schedule"]
 #: How a run ended: it returned (``ok``), it raised (``error``), or it did not finish for its
 #: caller (``cancelled``): the caller gave up (its timeout, its cancel), the call's deadline
 #: passed, or the node stopped. A ``def`` callback cannot be interrupted: its run is
-#: ``cancelled`` when its caller gave up before it returned, and its result is dropped.
-RunOutcome: TypeAlias = Literal["ok", "error", "cancelled"]
+#: ``cancelled`` when its caller gave up before it returned, and its result is dropped. A
+#: call the node refused without running it (it was at ``max_concurrent_calls``, or every
+#: worker was held by calls whose callers gave up) is ``refused``; its duration is the time
+#: it took to refuse it.
+RunOutcome: TypeAlias = Literal["ok", "error", "cancelled", "refused"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ class CallRecord:
         node: the process that ran it (this one).
         caller: the process that asked for the run (for a schedule's run, its requester).
         kind: ``"call"``, ``"stream"`` or ``"schedule"`` (see `RunKind`).
-        outcome: ``"ok"``, ``"error"`` or ``"cancelled"`` (see `RunOutcome`).
+        outcome: ``"ok"``, ``"error"``, ``"cancelled"`` or ``"refused"`` (see `RunOutcome`).
         error: the name of the exception's class when ``outcome`` is ``"error"`` (e.g.
             ``"ValueError"``; an argument that does not match its annotation is
             ``"ArgumentTypeError"``), else None.
@@ -104,10 +107,11 @@ class CallbackSummary:
     """What `CallbackStats` counted for one callback.
 
     Attributes:
-        runs: every run, whatever its outcome.
+        runs: every run, whatever its outcome (refused calls are not runs).
         errors: runs that raised.
         cancelled: runs that did not finish for their caller (it gave up, the deadline
             passed, the node stopped).
+        refused: calls the node refused without running them (overloaded).
         total_seconds: the sum of every run's duration.
         max_seconds: the longest run.
         buckets: ``(upper bound, runs that took at most that long)`` for each bound,
@@ -117,6 +121,7 @@ class CallbackSummary:
     runs: int
     errors: int
     cancelled: int
+    refused: int
     total_seconds: float
     max_seconds: float
     buckets: tuple[tuple[float, int], ...]
@@ -140,10 +145,10 @@ class CallbackSummary:
 
 
 class _Tally:
-    __slots__ = ("cancelled", "counts", "errors", "max", "runs", "total")
+    __slots__ = ("cancelled", "counts", "errors", "max", "refused", "runs", "total")
 
     def __init__(self, size: int) -> None:
-        self.runs = self.errors = self.cancelled = 0
+        self.runs = self.errors = self.cancelled = self.refused = 0
         self.total = self.max = 0.0
         self.counts = [0] * size
 
@@ -176,6 +181,9 @@ class CallbackStats:
             tally = self._tallies.get(record.callback)
             if tally is None:
                 tally = self._tallies[record.callback] = _Tally(len(self._bounds) + 1)
+            if record.outcome == "refused":
+                tally.refused += 1
+                return
             tally.runs += 1
             if record.outcome == "error":
                 tally.errors += 1
@@ -210,6 +218,7 @@ class CallbackStats:
             runs=tally.runs,
             errors=tally.errors,
             cancelled=tally.cancelled,
+            refused=tally.refused,
             total_seconds=tally.total,
             max_seconds=tally.max,
             buckets=tuple(buckets),

@@ -22,7 +22,7 @@ import pytest
 
 from daffi import BG, BROADCAST, PERIOD, Global, ScheduledTask
 from daffi.decorators import alias, fetcher
-from daffi.exceptions import RemoteCallError
+from daffi.exceptions import GlobalContextError, RemoteCallError
 from daffi.metrics import CallbackStats, CallRecord
 from daffi.registry import CallbackRegistry
 
@@ -421,6 +421,54 @@ async def test_bg_runs_are_call_records_with_or_without_a_result(
             found = await records.wait_for("work", 2)
     assert done.is_set()
     assert [summary(r) for r in found] == [("work", "worker", "caller", "call", "ok", None)] * 2
+
+
+@pytest.mark.parametrize("kind", ["def", "async"])
+async def test_a_call_refused_by_an_overloaded_node_is_a_refused_record(
+    make_node: NodeFactory, kind: str
+) -> None:
+    """At ``max_concurrent_calls``, a node refuses a call without running it: ``refused``,
+    counted apart from runs by CallbackStats (no run, no duration in the histogram)."""
+    records = Records()
+    stats = CallbackStats()
+    release = threading.Event()
+    started = threading.Event()
+
+    def work_sync(x: int) -> int:
+        started.set()
+        release.wait(10)
+        return x * 2
+
+    async def work_async(x: int) -> int:
+        started.set()
+        await anyio.to_thread.run_sync(release.wait, 10)
+        return x * 2
+
+    def hook(record: CallRecord) -> None:
+        records(record)
+        stats(record)
+
+    callback = work_sync if kind == "def" else work_async
+    with anyio.fail_after(15):
+        async with (
+            make_node("worker", {"work": callback}, metrics=hook, max_concurrent_calls=1),
+            make_node("caller") as caller,
+        ):
+            await caller.wait_function_async("work", timeout=5)
+            with caller.as_current():
+                first = await work(1)
+                await anyio.to_thread.run_sync(started.wait, 5)
+                with pytest.raises(GlobalContextError, match="overloaded"):
+                    await work_now(2)
+                [refused] = await records.wait_for("work", 1)
+                assert summary(refused) == ("work", "worker", "caller", "call", "refused", None)
+                release.set()
+                assert await first.get_async() == 2
+            found = await records.wait_for("work", 2)
+    assert [r.outcome for r in found] == ["refused", "ok"]
+    counted = stats.summary()["work"]
+    assert (counted.runs, counted.refused, counted.errors) == (1, 1, 0)
+    assert counted.buckets[-1][1] == 1  # the refusal is not in the histogram
 
 
 async def test_each_node_records_its_own_part_of_a_broadcast(make_node: NodeFactory) -> None:

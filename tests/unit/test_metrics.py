@@ -190,6 +190,7 @@ def test_quantile_and_mean_without_runs_are_zero() -> None:
         runs=0,
         errors=0,
         cancelled=0,
+        refused=0,
         total_seconds=0.0,
         max_seconds=0.0,
         buckets=((0.1, 0), (math.inf, 0)),
