@@ -264,6 +264,16 @@ class _BoundFetcherMethod:
         self._instance = instance
 
     @property
+    def wrapped(self) -> Callable[..., Any]:
+        """The method as written in the class (unbound)."""
+        return self._core.fn
+
+    @property
+    def g(self) -> Any:
+        """The Global this method calls through right now (None if none is running)."""
+        return current_global_or_none()
+
+    @property
     def alias(self) -> str:
         return self._core.name
 

@@ -20,12 +20,17 @@ by the same table for ``X``; its arguments are not checked (a ``ParamSpec`` cann
 with the extra keyword ``exec_modifier``). Fire-and-forget calls (``BG(return_result=False)``,
 ``BROADCAST(return_result=False)``) return None, which no type can tell from the modifier's
 class.
+
+The public methods of a ``Fetcher`` subclass are typed the same way by the ``daffi.mypy``
+plugin: it applies one of the typing-only functions at the end of this module to each (by the
+class's ``exec_modifier``), which makes the method a `SyncFetcherMethod` or
+`AsyncFetcherMethod`, a descriptor that gives the fetcher protocols on an instance.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 if TYPE_CHECKING:
     from daffi._results import AsyncResult, ScheduledTask
@@ -33,8 +38,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsyncFetcherFunction",
+    "AsyncFetcherMethod",
     "FetcherDecorator",
     "SyncFetcherFunction",
+    "SyncFetcherMethod",
 ]
 
 P = ParamSpec("P")
@@ -157,3 +164,89 @@ class _Broadcast:
 
 class _Period:
     pass
+
+
+class SyncFetcherMethod(Protocol[P, T, C_co]):
+    """A ``def`` method of a ``Fetcher`` subclass: read on an instance, a `SyncFetcherFunction`.
+
+    ``P`` is the method's parameters without ``self``; read on the class, the method stays
+    this descriptor.
+    """
+
+    @property
+    def wrapped(self) -> Callable[..., Any]: ...
+    @overload
+    def __get__(
+        self, instance: None, owner: type[Any] | None = None, /
+    ) -> SyncFetcherMethod[P, T, C_co]: ...
+    @overload
+    def __get__(
+        self, instance: object, owner: type[Any] | None = None, /
+    ) -> SyncFetcherFunction[P, T, C_co]: ...
+
+
+class AsyncFetcherMethod(Protocol[P, T, C_co]):
+    """An ``async def`` method of a ``Fetcher`` subclass: on an instance, an
+    `AsyncFetcherFunction`."""
+
+    @property
+    def wrapped(self) -> Callable[..., Any]: ...
+    @overload
+    def __get__(
+        self, instance: None, owner: type[Any] | None = None, /
+    ) -> AsyncFetcherMethod[P, T, C_co]: ...
+    @overload
+    def __get__(
+        self, instance: object, owner: type[Any] | None = None, /
+    ) -> AsyncFetcherFunction[P, T, C_co]: ...
+
+
+# What the daffi.mypy plugin applies to each public method of a Fetcher subclass, chosen by
+# the class's ``exec_modifier`` (``unknown_method``: one the plugin cannot read, calls are
+# Any). Typing only: nothing calls them, at run time ``Fetcher.__init_subclass__`` converts
+# the methods.
+if TYPE_CHECKING:
+
+    @overload
+    def fg_method(  # type: ignore[overload-overlap]
+        fn: Callable[Concatenate[Any, P2], Coroutine[Any, Any, T2]], /
+    ) -> AsyncFetcherMethod[P2, T2, T2]: ...
+    @overload
+    def fg_method(fn: Callable[Concatenate[Any, P2], T2], /) -> SyncFetcherMethod[P2, T2, T2]: ...
+    def fg_method(fn: Any, /) -> Any: ...
+    @overload
+    def bg_method(  # type: ignore[overload-overlap]
+        fn: Callable[Concatenate[Any, P2], Coroutine[Any, Any, T2]], /
+    ) -> AsyncFetcherMethod[P2, T2, AsyncResult[T2]]: ...
+    @overload
+    def bg_method(
+        fn: Callable[Concatenate[Any, P2], T2], /
+    ) -> SyncFetcherMethod[P2, T2, AsyncResult[T2]]: ...
+    def bg_method(fn: Any, /) -> Any: ...
+    @overload
+    def broadcast_method(  # type: ignore[overload-overlap]
+        fn: Callable[Concatenate[Any, P2], Coroutine[Any, Any, T2]], /
+    ) -> AsyncFetcherMethod[P2, T2, dict[str, T2]]: ...
+    @overload
+    def broadcast_method(
+        fn: Callable[Concatenate[Any, P2], T2], /
+    ) -> SyncFetcherMethod[P2, T2, dict[str, T2]]: ...
+    def broadcast_method(fn: Any, /) -> Any: ...
+    @overload
+    def period_method(  # type: ignore[overload-overlap]
+        fn: Callable[Concatenate[Any, P2], Coroutine[Any, Any, T2]], /
+    ) -> AsyncFetcherMethod[P2, T2, ScheduledTask]: ...
+    @overload
+    def period_method(
+        fn: Callable[Concatenate[Any, P2], T2], /
+    ) -> SyncFetcherMethod[P2, T2, ScheduledTask]: ...
+    def period_method(fn: Any, /) -> Any: ...
+    @overload
+    def unknown_method(  # type: ignore[overload-overlap]
+        fn: Callable[Concatenate[Any, P2], Coroutine[Any, Any, T2]], /
+    ) -> AsyncFetcherMethod[P2, T2, Any]: ...
+    @overload
+    def unknown_method(
+        fn: Callable[Concatenate[Any, P2], T2], /
+    ) -> SyncFetcherMethod[P2, T2, Any]: ...
+    def unknown_method(fn: Any, /) -> Any: ...

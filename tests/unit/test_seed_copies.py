@@ -2,7 +2,8 @@
 
 ``tests/processes/seed_programs/`` holds them as files (the seed document has them as
 indented code blocks); ``docs/examples/scheduling/`` holds the same programs written in
-today's idiom (``time.time()``), which is what the documentation shows.
+today's idiom (``time.time()``) and annotated for ``mypy --strict`` (``-> None``), which is
+what the documentation shows.
 """
 
 from __future__ import annotations
@@ -43,10 +44,16 @@ def test_the_copies_are_all_there() -> None:
     ]
 
 
+# A ``def`` line of the documented copy that ends in `` -> None:`` (the only annotation the
+# copies add, for mypy --strict); group 1 is the line as the seed has it, without the colon.
+_RETURNS_NONE = re.compile(r"^(\s*(?:async )?def \w+\([^)]*\)) -> None:$", re.M)
+
+
 @pytest.mark.parametrize("copy", COPIES, ids=[path.name for path in COPIES])
 def test_the_documented_version_differs_only_in_how_it_reads_the_clock(copy: Path) -> None:
     """docs/examples/scheduling has each seed program with ``datetime.utcnow().timestamp()``
-    (right only on a UTC host) replaced by ``time.time()``, and nothing else changed."""
+    (right only on a UTC host) replaced by ``time.time()`` and its functions annotated
+    ``-> None`` (which mypy --strict asks for), and nothing else changed."""
     seed = copy.read_text(encoding="utf-8")
     documented = (ROOT / "docs" / "examples" / "scheduling" / copy.name).read_text(encoding="utf-8")
     modern = seed.replace("from datetime import datetime\n", "").replace(
@@ -55,5 +62,7 @@ def test_the_documented_version_differs_only_in_how_it_reads_the_clock(copy: Pat
     )
     if not modern.startswith("import time\n"):
         modern = "import time\n" + modern
-    assert documented == modern
+    unannotated, annotated = _RETURNS_NONE.subn(r"\1:", documented)
+    assert unannotated == modern
+    assert annotated == len(re.findall(r"^\s*(?:async )?def ", documented, re.M))
     assert "utcnow" not in documented

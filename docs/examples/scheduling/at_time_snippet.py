@@ -10,7 +10,7 @@ g = Global(host="localhost", port=8888)
 
 
 @fetcher
-def some_func():
+def some_func() -> None:
     pass
 
 

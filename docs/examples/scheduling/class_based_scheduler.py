@@ -9,14 +9,14 @@ logging.basicConfig(level=logging.INFO)
 class Scheduler(Callback):
     auto_init = True
 
-    def long_running_task1(self):
+    def long_running_task1(self) -> None:
         print("Start long running task 1")
         for i in range(1, 3):
             print(f"Processing item {i}...")
             time.sleep(1)
         print("Task 1 complete.")
 
-    def long_running_task2(self):
+    def long_running_task2(self) -> None:
         print("Start long running task 2")
         for i in range(100, 103):
             print(f"Processing item {i}...")

@@ -10,10 +10,10 @@ class SchedulerClient(Fetcher):
     # The default behavior of this fetcher is to execute each of its methods every 5 seconds.
     exec_modifier = PERIOD(interval="5s")
 
-    def long_running_task1(self):
+    def long_running_task1(self) -> None:
         pass
 
-    def long_running_task2(self):
+    def long_running_task2(self) -> None:
         pass
 
 

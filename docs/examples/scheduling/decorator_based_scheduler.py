@@ -8,7 +8,7 @@ logging.basicConfig(level=logging.INFO)
 
 
 @callback
-def long_running_task1():
+def long_running_task1() -> None:
     print("Start long running task 1")
     for i in range(1, 3):
         print(f"Processing item {i}...")
@@ -17,7 +17,7 @@ def long_running_task1():
 
 
 @callback
-def long_running_task2():
+def long_running_task2() -> None:
     print("Start long running task 2")
     for i in range(100, 103):
         print(f"Processing item {i}...")

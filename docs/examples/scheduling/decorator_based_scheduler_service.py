@@ -7,13 +7,13 @@ logging.basicConfig(level=logging.INFO)
 
 
 @fetcher(exec_modifier=PERIOD(interval="5s"))
-def long_running_task1():
+def long_running_task1() -> None:
     """Execute this method every 5 second on remote"""
     pass
 
 
 @fetcher
-def long_running_task2():
+def long_running_task2() -> None:
     """The default execution modifier is set here, but it can be changed at runtime."""
     pass
 

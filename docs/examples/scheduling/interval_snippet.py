@@ -7,7 +7,7 @@ logging.basicConfig(level=logging.INFO)
 
 
 @fetcher(PERIOD(interval=5))
-def some_func():
+def some_func() -> None:
     pass
 
 
