@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks._common import announce_ready, print_round, time_calls, wait_for_stdin_eof
 from daffi import Global, callback, fetcher
+from daffi.metrics import CallbackStats
 
 _CONNECT_TIMEOUT = 30.0
 #: the token of the token modes (a benchmark's, not a secret)
@@ -44,18 +45,28 @@ def security_kwargs(mode: str, certs: str | None, *, server: bool) -> dict[str, 
     return kwargs
 
 
-def serve(transport: str, path: str | None, security: dict[str, Any] | None = None) -> None:
+def serve(
+    transport: str,
+    path: str | None,
+    security: dict[str, Any] | None = None,
+    *,
+    metrics: bool = False,
+) -> None:
     @callback
     def echo(x: Any) -> Any:
         return x
 
-    security = security or {}
+    security = dict(security or {})
+    if metrics:
+        security["metrics"] = CallbackStats()
     if transport == "tcp":
         g = Global(process_name="bench-server", init_controller=True, host="127.0.0.1", **security)
         info: dict[str, Any] = {"port": g.port}
     else:
         assert path is not None, "--path is required for unix"
-        g = Global(process_name="bench-server", init_controller=True, unix_sock_path=path)
+        g = Global(
+            process_name="bench-server", init_controller=True, unix_sock_path=path, **security
+        )
         info = {"path": path}
     with g:
         announce_ready(**info)
@@ -92,6 +103,9 @@ def main() -> None:
     parser.add_argument("--mode", choices=("sync",), default="sync", help="`def` fetcher")
     parser.add_argument("--security", choices=SECURITY_MODES, default="plain")
     parser.add_argument("--certs", help="directory of ca.pem, server.pem, client.pem")
+    parser.add_argument(
+        "--metrics", action="store_true", help="server: count every run with CallbackStats"
+    )
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--deadline", type=float, default=300.0)
@@ -103,7 +117,12 @@ def main() -> None:
     if args.security != "plain" and args.transport != "tcp":
         parser.error("--security other than plain needs --transport tcp")
     if args.role == "server":
-        serve(args.transport, args.path, security_kwargs(args.security, args.certs, server=True))
+        serve(
+            args.transport,
+            args.path,
+            security_kwargs(args.security, args.certs, server=True),
+            metrics=args.metrics,
+        )
     else:
         faulthandler.dump_traceback_later(args.deadline, exit=True)
         run_client(args)
