@@ -13,12 +13,15 @@ through the client too: in a real deployment it would call through its own proce
 Global, so here (unlike there) it can also reach callbacks of its own node.
 
 The pytest fixtures ``daffi_cluster`` and ``daffi_sync_cluster`` (``daffi.pytest_plugin``)
-wrap these two functions.
+wrap these two functions. :class:`RecordedRuns` is a metrics hook that keeps what ran, for
+assertions about which callbacks ran, for whom and how they ended.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -29,11 +32,12 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from daffi._context import current_var, remember
 from daffi._global import Global
+from daffi.metrics import CallRecord
 from daffi.registry._callback import callback as _callback_decorator
 from daffi.registry._markers import alias_of
 from daffi.registry._store import CallbackRegistry, default_registry
 
-__all__ = ["Callbacks", "Cluster", "SyncCluster", "cluster", "open_cluster"]
+__all__ = ["Callbacks", "Cluster", "RecordedRuns", "SyncCluster", "cluster", "open_cluster"]
 
 #: What a node offers: ``{remote_name: function}``, or functions offered under their names
 #: (their ``@alias``, for ``@callback`` objects the name they were registered under).
@@ -385,3 +389,73 @@ def cluster(*, backend: str = "asyncio", **options: Any) -> Iterator[SyncCluster
         portal.wrap_async_context_manager(open_cluster(**options)) as inner,
     ):
         yield SyncCluster(inner, portal)
+
+
+class RecordedRuns:
+    """A metrics hook that keeps every :class:`~daffi.metrics.CallRecord`, for tests.
+
+    Give it to the Globals under test (``c.node("worker", callbacks, metrics=runs)``, or
+    ``Global(..., metrics=runs)``), then assert on what ran. Thread-safe: hooks run in worker
+    threads and on event loops. A ``def`` callback's record is made in its worker thread,
+    possibly just after its caller got the reply: wait for the records you expect with
+    :meth:`wait_for` (sync tests) or :meth:`wait_for_async`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._records: list[CallRecord] = []
+
+    def __call__(self, record: CallRecord) -> None:
+        with self._lock:
+            self._records.append(record)
+            self._lock.notify_all()
+
+    def of(self, callback: str) -> list[CallRecord]:
+        """The records of ``callback`` so far, in the order they were made."""
+        with self._lock:
+            return [record for record in self._records if record.callback == callback]
+
+    def all(self) -> list[CallRecord]:
+        """Every record so far."""
+        with self._lock:
+            return list(self._records)
+
+    def wait_for(self, callback: str, count: int, timeout: float = 5.0) -> list[CallRecord]:
+        """Block until ``callback`` has ``count`` records (or more); they are returned.
+
+        Raises:
+            TimeoutError: fewer within ``timeout`` seconds (the message lists them).
+        """
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(found := self._of(callback)) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(self._short(callback, count, found, timeout))
+                self._lock.wait(left)
+            return found
+
+    async def wait_for_async(
+        self, callback: str, count: int, timeout: float = 5.0
+    ) -> list[CallRecord]:
+        """Wait until ``callback`` has ``count`` records (or more); they are returned.
+
+        Raises:
+            TimeoutError: fewer within ``timeout`` seconds (the message lists them).
+        """
+        with anyio.move_on_after(timeout):
+            while len(self.of(callback)) < count:  # noqa: ASYNC110 (records come from threads)
+                await anyio.sleep(0.005)
+        found = self.of(callback)
+        if len(found) < count:
+            raise TimeoutError(self._short(callback, count, found, timeout))
+        return found
+
+    def _of(self, callback: str) -> list[CallRecord]:
+        return [record for record in self._records if record.callback == callback]
+
+    @staticmethod
+    def _short(callback: str, count: int, found: list[CallRecord], timeout: float) -> str:
+        return (
+            f"expected {count} runs of {callback!r} within {timeout} s, got {len(found)}: {found!r}"
+        )

@@ -4,7 +4,7 @@ of PERIOD schedules, BG and BROADCAST, a hook that raises, and a Global in an as
 application. In-process nodes on the memory transport, each test on asyncio and trio.
 
 A ``def`` callback's record is made in its worker thread, possibly just after its caller has
-the reply; the tests wait for the records they expect (:meth:`Records.wait_for`).
+the reply; the tests wait for the records they expect (``RecordedRuns.wait_for_async``).
 """
 
 from __future__ import annotations
@@ -25,39 +25,13 @@ from daffi.decorators import alias, fetcher
 from daffi.exceptions import GlobalContextError, RemoteCallError
 from daffi.metrics import CallbackStats, CallRecord
 from daffi.registry import CallbackRegistry
+from daffi.testing import RecordedRuns
 
 from .conftest import NodeFactory
 
 pytestmark = pytest.mark.anyio
 
 STEP = 0.05  # seconds between a stream's items, and a schedule's interval
-
-
-class Records:
-    """A metrics hook that keeps every record (hooks run in worker threads and on loops)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._records: list[CallRecord] = []
-
-    def __call__(self, record: CallRecord) -> None:
-        with self._lock:
-            self._records.append(record)
-
-    def of(self, callback: str) -> list[CallRecord]:
-        with self._lock:
-            return [record for record in self._records if record.callback == callback]
-
-    def all(self) -> list[CallRecord]:
-        with self._lock:
-            return list(self._records)
-
-    async def wait_for(self, callback: str, count: int) -> list[CallRecord]:
-        """The records of ``callback`` once there are ``count`` of them (the caller bounds
-        the wait with ``anyio.fail_after``)."""
-        while len(self.of(callback)) < count:  # noqa: ASYNC110 (records come from threads too)
-            await anyio.sleep(0.01)
-        return self.of(callback)
 
 
 def summary(record: CallRecord) -> tuple[str, str, str, str, str, str | None]:
@@ -163,7 +137,7 @@ def receiver(kind: str, into: list[int], fail_on: int | None = None) -> Callable
 
 @pytest.mark.parametrize("kind", ["def", "async"])
 async def test_a_generator_callback_is_one_stream_record(make_node: NodeFactory, kind: str) -> None:
-    records = Records()
+    records = RecordedRuns()
     with anyio.fail_after(15):
         async with (
             make_node("worker", {"numbers": generator(kind)}, metrics=records),
@@ -174,7 +148,7 @@ async def test_a_generator_callback_is_one_stream_record(make_node: NodeFactory,
                 before = time.time()
                 received = [x async for x in await numbers(4)]
                 after = time.time()
-            [record] = await records.wait_for("numbers", 1)
+            [record] = await records.wait_for_async("numbers", 1)
     assert received == [0, 1, 2, 3]
     assert summary(record) == ("numbers", "worker", "caller", "stream", "ok", None)
     # the whole stream, not its first item: four pauses
@@ -187,7 +161,7 @@ async def test_a_generator_callback_is_one_stream_record(make_node: NodeFactory,
 async def test_a_generator_that_raises_is_an_error_record(
     make_node: NodeFactory, kind: str
 ) -> None:
-    records = Records()
+    records = RecordedRuns()
     received: list[int] = []
     with anyio.fail_after(15):
         async with (
@@ -202,7 +176,7 @@ async def test_a_generator_that_raises_is_an_error_record(
 
             with caller.as_current(), pytest.raises(RemoteCallError, match="failed at 2"):
                 await drain()
-            [record] = await records.wait_for("numbers", 1)
+            [record] = await records.wait_for_async("numbers", 1)
     assert received == [0, 1]
     assert summary(record) == ("numbers", "worker", "caller", "stream", "error", "ValueError")
     assert record.duration >= 2 * STEP
@@ -214,7 +188,7 @@ async def test_a_stream_its_consumer_leaves_is_a_cancelled_record(
 ) -> None:
     """The consumer closed the stream before its end: the generator was stopped and did not
     finish for its caller."""
-    records = Records()
+    records = RecordedRuns()
     with anyio.fail_after(15):
         async with (
             make_node("worker", {"numbers": generator(kind, pause=0.001)}, metrics=records),
@@ -225,10 +199,10 @@ async def test_a_stream_its_consumer_leaves_is_a_cancelled_record(
                 stream = await numbers(10**9)
                 first = [await stream.__anext__() for _ in range(3)]
                 await stream.aclose()
-                [record] = await records.wait_for("numbers", 1)
+                [record] = await records.wait_for_async("numbers", 1)
                 # the node goes on serving streams, and records them
                 assert [x async for x in await numbers(2)] == [0, 1]
-            await records.wait_for("numbers", 2)
+            await records.wait_for_async("numbers", 2)
     assert first == [0, 1, 2]
     assert summary(record) == ("numbers", "worker", "caller", "stream", "cancelled", None)
     assert [r.outcome for r in records.of("numbers")] == ["cancelled", "ok"]
@@ -241,7 +215,7 @@ async def test_a_stream_its_consumer_leaves_is_a_cancelled_record(
 async def test_a_stream_of_arguments_is_one_stream_record(
     make_node: NodeFactory, kind: str
 ) -> None:
-    records = Records()
+    records = RecordedRuns()
     taken: list[int] = []
     with anyio.fail_after(15):
         async with (
@@ -251,7 +225,7 @@ async def test_a_stream_of_arguments_is_one_stream_record(
             await caller.wait_function_async("upload", timeout=5)
             with caller.as_current():
                 assert await upload(4) is None
-            [record] = await records.wait_for("upload", 1)
+            [record] = await records.wait_for_async("upload", 1)
     assert taken == [0, 1, 2, 3]
     assert summary(record) == ("upload", "worker", "caller", "stream", "ok", None)
     # from the call's arrival to the stream's end: the caller paused before each item
@@ -263,7 +237,7 @@ async def test_a_stream_of_arguments_is_one_stream_record(
 async def test_a_stream_of_arguments_that_fails_is_an_error_record(
     make_node: NodeFactory, kind: str
 ) -> None:
-    records = Records()
+    records = RecordedRuns()
     taken: list[int] = []
     with anyio.fail_after(15):
         async with (
@@ -273,7 +247,7 @@ async def test_a_stream_of_arguments_that_fails_is_an_error_record(
             await caller.wait_function_async("upload", timeout=5)
             with caller.as_current(), pytest.raises(ValueError, match="cannot take 3"):
                 await upload_failing(100)
-            [record] = await records.wait_for("upload", 1)
+            [record] = await records.wait_for_async("upload", 1)
     assert taken == [0, 1, 2]
     assert summary(record) == ("upload", "worker", "caller", "stream", "error", "ValueError")
 
@@ -313,7 +287,7 @@ class Ticks:
 async def test_each_run_of_an_interval_schedule_is_a_schedule_record(
     make_node: NodeFactory, kind: str
 ) -> None:
-    records = Records()
+    records = RecordedRuns()
     ticks = Ticks(kind, fail_on=frozenset({2}))
     with anyio.fail_after(15):
         async with (
@@ -324,11 +298,11 @@ async def test_each_run_of_an_interval_schedule_is_a_schedule_record(
             with req.as_current():
                 task = await tick.call(7, exec_modifier=PERIOD(interval=STEP))
             assert isinstance(task, ScheduledTask)
-            await records.wait_for("tick", 4)
+            await records.wait_for_async("tick", 4)
             assert await task.cancel_async() is True
             # a run under way when the cancel came still ends with its record
             runs = ticks.runs
-            found = await records.wait_for("tick", runs)
+            found = await records.wait_for_async("tick", runs)
     # one record per run: none for the request that made the schedule, none for the cancel
     assert len(found) == runs
     assert {(r.callback, r.node, r.caller, r.kind) for r in found} == {
@@ -346,7 +320,7 @@ async def test_each_run_of_an_interval_schedule_is_a_schedule_record(
 
 
 async def test_each_at_time_run_is_a_schedule_record(make_node: NodeFactory) -> None:
-    records = Records()
+    records = RecordedRuns()
     ticks = Ticks("async")
     with anyio.fail_after(15):
         async with (
@@ -358,7 +332,7 @@ async def test_each_at_time_run_is_a_schedule_record(make_node: NodeFactory) -> 
             at_time = [now + 0.1, now + 0.2, now + 0.3]
             with req.as_current():
                 await tick.call(1, exec_modifier=PERIOD(at_time=at_time))
-            found = await records.wait_for("tick", 3)
+            found = await records.wait_for_async("tick", 3)
     assert [summary(r) for r in found] == [("tick", "exec", "req", "schedule", "ok", None)] * 3
     for record, due in zip(found, at_time, strict=True):
         assert record.started >= due - 0.01  # timed from the fire, not from the request
@@ -369,7 +343,7 @@ async def test_runs_of_a_resumed_durable_schedule_are_schedule_records(
 ) -> None:
     """A durable schedule resumed from the store after a restart: its runs are recorded by
     the new node's hook, for the process that requested it (which made no new request)."""
-    before_restart, after_restart = Records(), Records()
+    before_restart, after_restart = RecordedRuns(), RecordedRuns()
     ticks = Ticks("async")
     with anyio.fail_after(15):
         async with make_node("req") as req:
@@ -380,11 +354,11 @@ async def test_runs_of_a_resumed_durable_schedule_are_schedule_records(
                 with req.as_current():
                     task = await tick.call(3, exec_modifier=PERIOD(interval=STEP, durable=True))
                 assert isinstance(task, ScheduledTask)
-                await before_restart.wait_for("tick", 2)
+                await before_restart.wait_for_async("tick", 2)
             async with make_node(
                 "exec", {"tick": ticks.callback()}, state_dir=tmp_path, metrics=after_restart
             ):
-                resumed = await after_restart.wait_for("tick", 2)
+                resumed = await after_restart.wait_for_async("tick", 2)
                 assert await task.cancel_async() is True
     assert {summary(r) for r in resumed} == {("tick", "exec", "req", "schedule", "ok", None)}
 
@@ -396,7 +370,7 @@ async def test_runs_of_a_resumed_durable_schedule_are_schedule_records(
 async def test_bg_runs_are_call_records_with_or_without_a_result(
     make_node: NodeFactory, kind: str
 ) -> None:
-    records = Records()
+    records = RecordedRuns()
     done = threading.Event()
 
     def work_sync(x: int) -> int:
@@ -418,7 +392,7 @@ async def test_bg_runs_are_call_records_with_or_without_a_result(
                 result = await work(21)
                 assert await result.get_async() == 42
                 assert await work_and_forget(-1) is None  # nobody waits for this one
-            found = await records.wait_for("work", 2)
+            found = await records.wait_for_async("work", 2)
     assert done.is_set()
     assert [summary(r) for r in found] == [("work", "worker", "caller", "call", "ok", None)] * 2
 
@@ -429,7 +403,7 @@ async def test_a_call_refused_by_an_overloaded_node_is_a_refused_record(
 ) -> None:
     """At ``max_concurrent_calls``, a node refuses a call without running it: ``refused``,
     counted apart from runs by CallbackStats (no run, no duration in the histogram)."""
-    records = Records()
+    records = RecordedRuns()
     stats = CallbackStats()
     release = threading.Event()
     started = threading.Event()
@@ -460,11 +434,11 @@ async def test_a_call_refused_by_an_overloaded_node_is_a_refused_record(
                 await anyio.to_thread.run_sync(started.wait, 5)
                 with pytest.raises(GlobalContextError, match="overloaded"):
                     await work_now(2)
-                [refused] = await records.wait_for("work", 1)
+                [refused] = await records.wait_for_async("work", 1)
                 assert summary(refused) == ("work", "worker", "caller", "call", "refused", None)
                 release.set()
                 assert await first.get_async() == 2
-            found = await records.wait_for("work", 2)
+            found = await records.wait_for_async("work", 2)
     assert [r.outcome for r in found] == ["refused", "ok"]
     counted = stats.summary()["work"]
     assert (counted.runs, counted.refused, counted.errors) == (1, 1, 0)
@@ -472,7 +446,7 @@ async def test_a_call_refused_by_an_overloaded_node_is_a_refused_record(
 
 
 async def test_each_node_records_its_own_part_of_a_broadcast(make_node: NodeFactory) -> None:
-    seen = {name: Records() for name in ("n1", "n2", "n3")}
+    seen = {name: RecordedRuns() for name in ("n1", "n2", "n3")}
 
     def work_sync(x: int) -> int:
         return x + 1
@@ -496,7 +470,7 @@ async def test_each_node_records_its_own_part_of_a_broadcast(make_node: NodeFact
                 with pytest.raises(KeyError):
                     await work_everywhere(-1)
             for records in seen.values():
-                await records.wait_for("work", 2)
+                await records.wait_for_async("work", 2)
     assert [summary(r) for r in seen["n1"].all()] == [
         ("work", "n1", "caller", "call", "ok", None)
     ] * 2
@@ -608,7 +582,7 @@ async def test_globals_in_an_async_app_count_with_callback_stats() -> None:
 async def test_a_node_without_a_hook_records_nothing_and_works(make_node: NodeFactory) -> None:
     """The hook is per node: the caller, which has one, records nothing for a callback it
     did not run."""
-    records = Records()
+    records = RecordedRuns()
 
     async def work_async(x: int) -> int:
         return x + 100

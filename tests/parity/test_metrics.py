@@ -6,7 +6,6 @@ the callback's annotations (refused at the callee), and a call whose caller gave
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from daffi import FG
 from daffi.decorators import alias, fetcher
 from daffi.exceptions import TimeoutError as DaffiTimeoutError
 from daffi.metrics import CallRecord
+from daffi.testing import RecordedRuns
 
 from ._callbacks import Probe, call, callee_callbacks
 from ._net import (
@@ -27,26 +27,9 @@ from ._net import (
     call_async,
     call_sync,
     network,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
-
-
-class Records:
-    """A metrics hook that keeps every record (hooks run in worker threads and on loops)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._records: list[CallRecord] = []
-
-    def __call__(self, record: CallRecord) -> None:
-        with self._lock:
-            self._records.append(record)
-
-    def of(self, callback: str) -> list[CallRecord]:
-        with self._lock:
-            return [record for record in self._records if record.callback == callback]
 
 
 def _failing_callbacks(kind: str) -> dict[str, Any]:
@@ -98,13 +81,10 @@ async def _call(net: Net, name: str, *args: Any) -> Called:
     return await call_async(net.caller, lambda: async_fetcher(*args), 5)
 
 
-async def _records(records: Records, callback: str, count: int) -> list[CallRecord]:
-    """The records of ``callback`` once there are ``count`` (a def callback's record is made
-    in its worker thread, possibly after the caller has its reply)."""
-    assert await wait_until(lambda: len(records.of(callback)) >= count, 3.0), (
-        f"expected {count} records of {callback!r}, got {records.of(callback)!r}"
-    )
-    found = records.of(callback)
+async def _records(records: RecordedRuns, callback: str, count: int) -> list[CallRecord]:
+    """The records of ``callback`` once there are ``count``, and no more (a def callback's
+    record is made in its worker thread, possibly after the caller has its reply)."""
+    found = await records.wait_for_async(callback, count, timeout=3.0)
     assert len(found) == count, found
     return found
 
@@ -116,7 +96,7 @@ async def test_each_run_is_recorded_alike_on_every_path(
     wire: Wire, anyio_backend: str, topology: str, callee_kind: str, caller_kind: str
 ) -> None:
     probe = Probe()
-    records = Records()
+    records = RecordedRuns()
     callbacks = {**callee_callbacks(callee_kind, probe), **_failing_callbacks(callee_kind)}
     async with network(
         wire,
@@ -166,8 +146,7 @@ async def test_each_run_is_recorded_alike_on_every_path(
         # The caller gave up (its timeout): the run did not finish for it, "cancelled".
         gave_up = await call(net, "slow", "late", 1.0, modifier=FG(timeout=0.3), bound=5)
         assert isinstance(gave_up.error, DaffiTimeoutError)
-        assert await wait_until(lambda: len(records.of("slow")) == 2, 3.0), records.of("slow")
-        late = records.of("slow")[1]
+        late = (await _records(records, "slow", 2))[1]
         assert late.outcome == "cancelled", late
         assert late.error is None
         assert 0.25 <= late.duration < 3.0, late

@@ -33,8 +33,9 @@ from daffi import (
     UnableToFindCandidate,
 )
 from daffi.decorators import alias, callback, fetcher
+from daffi.metrics import CallRecord
 from daffi.registry import CallbackRegistry, default_registry
-from daffi.testing import cluster, open_cluster
+from daffi.testing import RecordedRuns, cluster, open_cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "testing"
@@ -464,3 +465,57 @@ def test_the_plugin_imports_nothing_until_a_fixture_is_used() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert completed.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------- RecordedRuns
+
+
+def _record(callback: str = "add", outcome: Any = "ok") -> CallRecord:
+    return CallRecord(callback, "worker", "client", "call", outcome, None, 0.0, 0.001)
+
+
+def test_recorded_runs_keeps_records_by_callback_in_order() -> None:
+    runs = RecordedRuns()
+    runs(_record("add"))
+    runs(_record("mul", "error"))
+    runs(_record("add", "cancelled"))
+    assert [r.outcome for r in runs.of("add")] == ["ok", "cancelled"]
+    assert [r.callback for r in runs.all()] == ["add", "mul", "add"]
+    assert runs.of("nothing") == []
+
+
+def test_wait_for_returns_once_records_arrive_from_other_threads() -> None:
+    runs = RecordedRuns()
+    timer = threading.Timer(0.05, lambda: [runs(_record()) for _ in range(3)])
+    timer.start()
+    try:
+        assert len(runs.wait_for("add", 3, timeout=5)) == 3
+    finally:
+        timer.join()
+
+
+def test_wait_for_too_few_is_a_timeout_listing_what_came() -> None:
+    runs = RecordedRuns()
+    runs(_record())
+    with pytest.raises(TimeoutError, match=r"expected 2 runs of 'add' within 0.05 s, got 1"):
+        runs.wait_for("add", 2, timeout=0.05)
+
+
+async def test_wait_for_async_sees_the_runs_of_a_cluster_node() -> None:
+    runs = RecordedRuns()
+
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    async with open_cluster() as c:
+        await c.node("worker", {"add": add}, metrics=runs)
+        assert await add_fetcher(2, 3) == 5
+        [run] = await runs.wait_for_async("add", 1)
+        assert (run.node, run.caller, run.kind, run.outcome) == ("worker", "client", "call", "ok")
+        with pytest.raises(TimeoutError, match="expected 2 runs"):
+            await runs.wait_for_async("add", 2, timeout=0.05)
+
+
+@alias("add")
+@fetcher
+async def add_fetcher(a: int, b: int) -> int: ...
