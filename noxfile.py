@@ -42,9 +42,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the package (with trio, an extra, and pytest, whose plugin daffi
-    ships: both are imported by daffi's modules that use them)."""
-    session.install(MYPY, "-e", ".[trio]", "pytest>=8")
+    """mypy --strict on the package (with the trio and nats extras, and pytest, whose plugin
+    daffi ships: all are imported by daffi's modules that use them)."""
+    session.install(MYPY, "-e", ".[trio,nats]", "pytest>=8")
     session.run("mypy", "--strict", "daffi")
 
 

@@ -106,7 +106,7 @@ class Components:
         self.node = Node(
             settings.process_name,
             settings.registry,
-            self._local_connector(tg) if self.controller else self._remote_connector(),
+            self._connector(tg),
             controller_label=str(settings.address),
             on_node_event=self.on_node_event,
             workers=settings.workers,
@@ -114,7 +114,7 @@ class Components:
             heartbeat_interval=settings.heartbeat_interval,
             max_concurrent_calls=settings.max_concurrent_calls,
             min_period_interval=settings.min_period_interval,
-            open_channel=None if self.controller else self._channel_opener(),
+            open_channel=None if self.controller or settings.nats else self._channel_opener(),
             introduction=Introduction(
                 settings.process_name,
                 self.registration,
@@ -134,10 +134,11 @@ class Components:
         except builtins.TimeoutError as exc:
             if isinstance(exc, TimeoutError):
                 raise
+            what = "a NATS server" if settings.nats is not None else "a controller"
             raise InitializationError(
-                f"node {settings.process_name!r} could not reach a controller at "
+                f"node {settings.process_name!r} could not reach {what} at "
                 f"{settings.address} within {settings.connect_timeout} s (connect_timeout); "
-                "is the controller running?"
+                f"is {'nats-server' if settings.nats is not None else 'the controller'} running?"
             ) from None
 
     async def goodbye(self) -> None:
@@ -167,6 +168,35 @@ class Components:
             "client certificate (mutual TLS), and this node presents none; give it "
             "ssl_certificate and ssl_key signed by the CA the controller trusts"
         )
+
+    def _connector(self, tg: anyio.abc.TaskGroup) -> Callable[[], Awaitable[Any]]:
+        """How the node connects: to the controller in this process, over NATS, or to a
+        controller through the address's transport."""
+        if self.controller is not None:
+            return self._local_connector(tg)
+        if self.settings.nats is not None:
+            return self._nats_connector()
+        return self._remote_connector()
+
+    def _nats_connector(self) -> Callable[[], Awaitable[Any]]:
+        from daffi._nats_link import NatsLink  # controller mode never loads it
+
+        settings = self.settings
+        nats = settings.nats
+        assert nats is not None
+
+        async def connect() -> NatsLink:
+            return await NatsLink.open(
+                nats.servers,
+                settings.process_name,
+                heartbeat_interval=settings.heartbeat_interval,
+                max_frame_size=settings.max_frame_size,
+                max_calls_in_flight=settings.max_calls_in_flight,
+                tls=nats.tls,
+                connect_timeout=min(settings.connect_timeout or 5.0, 5.0),
+            )
+
+        return connect
 
     def _local_connector(self, tg: anyio.abc.TaskGroup) -> Callable[[], Awaitable[Any]]:
         controller = self.controller

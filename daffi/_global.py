@@ -43,6 +43,7 @@ from daffi.metrics import MetricsHook
 from daffi.registry._store import CallbackRegistry
 
 if TYPE_CHECKING:
+    from daffi._nats_client import NatsSettings
     from daffi._tls import TlsConfig
     from daffi.transports import Address
 
@@ -234,6 +235,7 @@ class Global:
         self.max_registration_size: int = settings.max_registration_size
         self.max_calls_in_flight: int = settings.max_calls_in_flight
         self.tls: TlsConfig | None = settings.tls
+        self.nats: NatsSettings | None = settings.nats  # a nats:// address: NATS mode
         self.auth_secret: bytes | None = settings.auth_secret
         self.ssl_bind_names: bool = settings.ssl_bind_names
         self.allow_transfer: bool = settings.allow_transfer

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from daffi._environment import default_process_name, log_level_from_environment
+from daffi._nats_client import NatsSettings, nats_settings
 from daffi._tls import TLS_SCHEME, TlsConfig, tls_config
 from daffi.exceptions import InitializationError
 from daffi.metrics import MetricsHook
@@ -80,6 +81,7 @@ class Configured(Protocol):
     allow_pickle: bool
     state_dir: str | None
     metrics: MetricsHook | None
+    nats: NatsSettings | None
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,8 @@ class Settings:
     metrics: MetricsHook | None
     #: the level ``DAFFI_LOG_LEVEL`` asks for (None: unset); applied by :func:`apply_log_level`
     log_level: int | None = None
+    #: NATS mode (a ``nats://`` address): the servers and TLS; None: controller mode
+    nats: NatsSettings | None = None
 
     @classmethod
     def check(
@@ -182,7 +186,7 @@ class Settings:
             from_environment = address_from_environment()
             address = from_environment
         try:
-            resolved, tls = _address_and_tls(
+            resolved, tls, nats = _address_and_tls(
                 address,
                 host,
                 port,
@@ -192,6 +196,7 @@ class Settings:
                 ssl_ca=ssl_ca,
                 controller=bool(init_controller),
                 node=bool(init_node),
+                auth_token=auth_token,
             )
         except InitializationError as exc:
             if from_environment is None:
@@ -205,7 +210,7 @@ class Settings:
                 "ssl_bind_names binds node names to client certificates: it needs a "
                 "controller with mutual TLS (ssl_certificate, ssl_key and ssl_ca)"
             )
-        secret = auth_secret(auth_token)
+        secret = None if nats is not None else auth_secret(auth_token)
         if backend not in ("asyncio", "trio"):
             raise InitializationError(f"backend must be 'asyncio' or 'trio', not {backend!r}")
         from daffi._backends import require_backend  # checks, does not import trio
@@ -248,7 +253,9 @@ class Settings:
         log_level = log_level_from_environment()
         return cls(
             process_name=name,
-            init_controller=bool(init_controller),
+            # NATS routes the calls: no controller runs (a daffi 2 program's
+            # init_controller=True runs as a node there, unchanged)
+            init_controller=bool(init_controller) and nats is None,
             init_node=bool(init_node),
             address=resolved,
             on_init=on_init,
@@ -275,6 +282,7 @@ class Settings:
             state_dir=node_state_dir,
             metrics=metrics,
             log_level=log_level,
+            nats=nats,
         )
 
 
@@ -289,8 +297,20 @@ def _address_and_tls(
     ssl_ca: str | os.PathLike[str] | None,
     controller: bool,
     node: bool,
-) -> tuple[Address, TlsConfig | None]:
-    """The address (``tls://`` read as TCP with TLS) and the TLS this Global speaks."""
+    auth_token: object,
+) -> tuple[Address, TlsConfig | None, NatsSettings | None]:
+    """The address (``tls://`` read as TCP with TLS), the TLS this Global speaks, and, for a
+    ``nats://`` address, what it connects to NATS with (see :func:`nats_settings`)."""
+    if address is not None and address.lower().startswith("nats://"):
+        nats = nats_settings(
+            address,
+            node=node,
+            auth_token=auth_token,
+            ssl_certificate=None if ssl_certificate is None else os.fspath(ssl_certificate),
+            ssl_key=None if ssl_key is None else os.fspath(ssl_key),
+            ssl_ca=None if ssl_ca is None else os.fspath(ssl_ca),
+        )
+        return Address("nats", path=str(nats.servers).removeprefix("nats://")), None, nats
     tls_address = address is not None and address.lower().startswith(TLS_SCHEME + "://")
     if tls_address:
         assert address is not None
@@ -305,7 +325,7 @@ def _address_and_tls(
         controller=controller,
         node=node,
     )
-    return resolved, tls
+    return resolved, tls, None
 
 
 #: the names :func:`default_process_name` gave in this process (never twice)
