@@ -193,7 +193,7 @@ class Components:
                 max_frame_size=settings.max_frame_size,
                 max_calls_in_flight=settings.max_calls_in_flight,
                 tls=nats.tls,
-                connect_timeout=min(settings.connect_timeout or 5.0, 5.0),
+                connect_timeout=2.0,  # one attempt; the session retries within connect_timeout
             )
 
         return connect

@@ -25,11 +25,12 @@ import contextlib
 import functools
 import logging
 import re
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import sniffio
@@ -37,9 +38,6 @@ import sniffio
 from daffi._crossloop import LoopWaker, loop_call_soon, wait_future
 from daffi._greeting import Rejected
 from daffi.exceptions import AuthenticationError, InitializationError
-
-if TYPE_CHECKING:
-    import ssl
 
 __all__ = ["NatsClient", "NatsServers", "NatsSettings", "nats_settings", "require_nats"]
 
@@ -311,10 +309,25 @@ class NatsClient:
         options["reconnect_time_wait"] = 0.05
         self._last_error = None
         try:
-            self._nc = await nats.connect(**options)
+            # nats-py retries a TLS failure without end: the attempt is bounded here.
+            self._nc = await asyncio.wait_for(nats.connect(**options), timeout + 0.5)
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             cause = self._last_error or exc
             text = str(cause).lower()
+            if isinstance(
+                cause, nats.errors.SecureConnRequiredError | ssl.SSLCertVerificationError
+            ):
+                raise Rejected(
+                    AuthenticationError(
+                        f"the NATS server at {address} requires TLS, and its certificate could "
+                        f"not be verified ({cause}): give this Global ssl_ca (the CA that signed "
+                        "it; and ssl_certificate and ssl_key if it checks client certificates)"
+                    )
+                ) from None
+            if isinstance(cause, ssl.SSLError):
+                raise Rejected(
+                    AuthenticationError(f"TLS with the NATS server at {address} failed: {cause}")
+                ) from None
             if not ("authorization" in text or "authentication" in text):
                 raise ConnectionError(f"no NATS server answered at {address} ({cause!r})") from None
             raise Rejected(
@@ -364,6 +377,8 @@ class NatsClient:
         logger.debug("node %r: NATS error: %r", self.name, exc)
 
     async def _disconnected(self) -> None:
+        if self.closed:
+            return  # nats-py says so on an intended close too
         logger.warning("node %r: disconnected from NATS; reconnecting", self.name)
 
     async def _reconnected(self) -> None:

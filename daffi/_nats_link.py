@@ -233,6 +233,9 @@ class NatsLink:
             return
         with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._send.send_nowait((msg, frame))
+        # The session's task has a message to handle now: until it waits again, nothing may
+        # overtake that one through the direct handler.
+        self._waiting = False
 
     def _received(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
         """A message from NATS (on daffi's loop)."""
@@ -426,6 +429,22 @@ class NatsLink:
         elif isinstance(msg, Result):
             error = _error(msg.id, msg.dst, "RemoteCallError", f"the result: {text}", self.name)
             self._deliver(msg.dst, error, None)
+        elif isinstance(msg, YieldItem):
+            # A value of a generator running here: the caller's call fails, the generator
+            # is stopped.
+            error = _error(
+                msg.id, msg.dst, "RemoteCallError", f"a yielded value: {text}", self.name
+            )
+            self._deliver(msg.dst, error, None)
+            self._give(Cancel(msg.id, msg.dst))
+        elif isinstance(msg, StreamItem):
+            # An item this node streams into a call: the call fails here and is cancelled
+            # where it runs.
+            route = self.router.forget((self.name, msg.id))
+            error = _error(msg.id, self.name, "PayloadEncodeError", f"a streamed item: {text}", "")
+            self._give(error)
+            if route is not None:
+                self._deliver(route.executor, Cancel(msg.id, self.name), None)
         else:
             logger.error("node %r: dropped a %s", self.name, text)
 

@@ -36,7 +36,7 @@ logger = logging.getLogger("daffi.nats")
 
 #: after the node's announcement reached the server, how long the link waits without a new
 #: answer before it hands the session its Welcome, and how long at most in all
-JOIN_SETTLE = (0.05, 0.5)
+JOIN_SETTLE = (0.1, 1.0)
 #: the name the link gives the "controller" in errors and in the Welcome
 CONTROLLER_NAME = "nats"
 
@@ -50,6 +50,8 @@ class Member:
     address: str = ""
     since: float = 0.0
     last_seen: float = field(default_factory=time.monotonic)
+    #: the seconds between its announcements (0.0: unknown)
+    interval: float = 0.0
 
 
 class PresenceHost(Protocol):
@@ -99,7 +101,8 @@ class Presence:
     def announce(self, *, to: str | None = None) -> None:
         """Publish this node's ``NodeUp`` (to everyone, or to node ``to``)."""
         me = self.me
-        msg = NodeUp(self.name, tuple(me.callbacks.values()), me.address, me.since)
+        callbacks = tuple(me.callbacks.values())
+        msg = NodeUp(self.name, callbacks, me.address, me.since, self.heartbeat_interval)
         self.host.publish_to(to, msg)
 
     async def join(self, callbacks: Sequence[CallbackInfo], where: str) -> Welcome | Reject:
@@ -151,11 +154,15 @@ class Presence:
             # NATS does not echo a node's own messages: this is another process of its name.
             if not self.joined:
                 self._conflict = msg.address or "another process"
+            elif from_presence:
+                self.announce(to=self.name)  # a newcomer of this name: it must not join
             return
         callbacks = {info.name: info for info in msg.callbacks}
         known = self.router.directory.peers.get(msg.name)
         if known is None:
-            self.router.join(Member(msg.name, callbacks, msg.address, msg.since))
+            self.router.join(
+                Member(msg.name, callbacks, msg.address, msg.since, interval=msg.interval)
+            )
             self._heard.set()
             if self.joined:
                 self.host.give(NodeUp(msg.name, msg.callbacks, msg.address, msg.since))
@@ -163,6 +170,7 @@ class Presence:
                     self.announce(to=msg.name)
             return
         known.last_seen = time.monotonic()
+        known.interval = msg.interval
         if msg.since > known.since:
             # A new session of a node still known here (it reconnected within three
             # heartbeats): it knows nobody yet.
@@ -187,9 +195,11 @@ class Presence:
         self.host.gone(name, how)
 
     def tick(self) -> None:
-        """Once per heartbeat interval: announce this node, retire the silent ones."""
+        """Once per heartbeat interval: announce this node, retire the silent ones (three
+        of their intervals, or of this node's if theirs is shorter or unknown)."""
         self.announce()
-        limit = time.monotonic() - 3 * self.heartbeat_interval
+        now = time.monotonic()
         for node in list(self.router.directory.peers.values()):
-            if node is not self.me and node.last_seen < limit:
+            interval = max(self.heartbeat_interval, node.interval)
+            if node is not self.me and node.last_seen < now - 3 * interval:
                 self.node_down(node.name, "disconnected (not heard of for 3 heartbeats)")

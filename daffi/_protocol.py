@@ -168,6 +168,8 @@ class NodeUp(_Msg, tag=4, frozen=True):
     address: str = ""
     #: when it joined (seconds since the epoch, the controller's clock; 0.0 if unknown)
     since: float = 0.0
+    #: NATS mode: the seconds between the node's announcements (0.0: not said)
+    interval: float = 0.0
 
 
 class NodeDown(_Msg, tag=5, frozen=True):

@@ -137,28 +137,63 @@ class Cluster:
             server.stop()
 
 
+#: attempts at starting a server or a cluster: a port free_port() chose a moment ago can be
+#: taken (as some connection's source port, say) before nats-server binds it; the server then
+#: exits at once, and another attempt, with other ports, starts it
+START_ATTEMPTS = 3
+
+
+def wait_all_ready(servers: list[NatsServer], routes: int, timeout: float = 10.0) -> bool:
+    """Until every server answers with ``routes`` routes up: True; False as soon as one of
+    them has exited (it could not bind a port). Raises at the deadline."""
+    deadline = time.monotonic() + timeout
+    pending = list(servers)
+    while pending:
+        for server in list(pending):
+            assert server.process is not None
+            if server.process.poll() is not None:
+                return False
+            try:
+                if int(str(server.varz("routez").get("num_routes", 0))) >= routes:
+                    pending.remove(server)
+            except OSError:
+                pass
+        if pending and time.monotonic() > deadline:
+            logs = "\n".join(f"{s.name}: {s.log.read_text()}" for s in pending)
+            raise AssertionError(f"nats-servers not ready:\n{logs}")
+        if pending:
+            time.sleep(0.02)
+    return True
+
+
 def start_server(log_dir: Path, name: str = "solo", extra: list[str] | None = None) -> NatsServer:
-    server = NatsServer(name, log_dir / f"nats-{name}.log", extra=list(extra or []))
-    server.start()
-    try:
-        server.wait_ready()
-    except BaseException:
+    for _ in range(START_ATTEMPTS):
+        server = NatsServer(name, log_dir / f"nats-{name}.log", extra=list(extra or []))
+        server.start()
+        try:
+            if wait_all_ready([server], routes=0):
+                return server
+        except BaseException:
+            server.stop()
+            raise
         server.stop()
-        raise
-    return server
+    raise AssertionError(f"nats-server {name} did not start: {server.log.read_text()}")
 
 
 def start_cluster(log_dir: Path) -> Cluster:
-    servers = [NatsServer(name, log_dir / f"nats-{name}.log") for name in ("A", "B", "C")]
-    cluster = Cluster(servers)
-    try:
-        for server in servers:
-            server.start(
-                [f"nats://{LOOPBACK}:{o.cluster_port}" for o in servers if o is not server]
-            )
-        for server in servers:
-            server.wait_ready(routes=2)
-    except BaseException:
+    for _ in range(START_ATTEMPTS):
+        servers = [NatsServer(name, log_dir / f"nats-{name}.log") for name in ("A", "B", "C")]
+        cluster = Cluster(servers)
+        try:
+            for server in servers:
+                server.start(
+                    [f"nats://{LOOPBACK}:{o.cluster_port}" for o in servers if o is not server]
+                )
+            if wait_all_ready(servers, routes=2):
+                return cluster
+        except BaseException:
+            cluster.stop()
+            raise
         cluster.stop()
-        raise
-    return cluster
+    logs = "\n".join(f"{s.name}: {s.log.read_text()}" for s in cluster.servers)
+    raise AssertionError(f"the cluster did not start:\n{logs}")
