@@ -155,8 +155,8 @@ def demo(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks: figures beside a floor measured in the same run (bench_tls makes its
-    certificates with trustme)."""
-    session.install("-e", ".", "trustme")
+    certificates with trustme; bench_nats needs nats-server, and installs the nats extra)."""
+    session.install("-e", ".[nats]", "trustme")
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 

@@ -209,6 +209,12 @@ def median_measurement(
 # ---------------------------------------------------------------- child processes
 
 
+def where(path: str) -> dict[str, str]:
+    """The ``Global`` options of a benchmark program's ``--path``: a daffi address
+    (``nats://...``, ``tcp://...``) when it has a scheme, else a Unix socket directory."""
+    return {"address": path} if "://" in path else {"unix_sock_path": path}
+
+
 def python_module(module: str, *args: str) -> list[str]:
     """The command line that runs ``benchmarks.<module>`` with this interpreter."""
     return [sys.executable, "-m", f"benchmarks.{module}", *args]

@@ -33,7 +33,7 @@ from typing import Any
 
 import anyio
 
-from benchmarks._common import RoundResult, print_round, time_calls
+from benchmarks._common import RoundResult, print_round, time_calls, where
 from benchmarks.floor import payload_bytes
 from benchmarks.floor_async import time_concurrent_calls
 from daffi import BROADCAST, Global, fetcher
@@ -54,7 +54,7 @@ async def run_concurrent(args: argparse.Namespace) -> RoundResult:
 
     proxy.__name__ = proxy.__qualname__ = args.callback  # the callback it calls
     remote = fetcher(proxy)
-    async with Global(process_name=_name("concurrent"), unix_sock_path=args.path) as g:
+    async with Global(process_name=_name("concurrent"), **where(args.path)) as g:
         await g.wait_function_async(args.callback, timeout=_CONNECT_TIMEOUT)
         await time_concurrent_calls(remote, args.warmup, args.concurrency)
         return await time_concurrent_calls(remote, args.calls, args.concurrency)
@@ -69,7 +69,7 @@ def run_payload(args: argparse.Namespace) -> RoundResult:
         pass
 
     payload = payload_bytes(args.payload_bytes)
-    with Global(process_name=_name("payload"), unix_sock_path=args.path) as g:
+    with Global(process_name=_name("payload"), **where(args.path)) as g:
         g.wait_function("echo", timeout=_CONNECT_TIMEOUT)
 
         def call(i: int) -> None:
@@ -90,7 +90,7 @@ def run_broadcast(args: argparse.Namespace) -> RoundResult:
 
     nodes = sorted(args.nodes.split(","))
     modifier = BROADCAST()
-    with Global(process_name=_name("broadcast"), unix_sock_path=args.path) as g:
+    with Global(process_name=_name("broadcast"), **where(args.path)) as g:
         _wait_offered(g, "echo", nodes)
 
         def call_all(i: int) -> None:
@@ -135,7 +135,7 @@ async def run_download(args: argparse.Namespace) -> RoundResult:
         if expected != n:
             raise AssertionError(f"the stream ended after {expected} of {n} items")
 
-    async with Global(process_name=_name("download"), unix_sock_path=args.path) as g:
+    async with Global(process_name=_name("download"), **where(args.path)) as g:
         await g.wait_function_async("count_up", timeout=_CONNECT_TIMEOUT)
         await consume(args.warmup)
         start = time.perf_counter_ns()
@@ -160,7 +160,7 @@ def run_upload(args: argparse.Namespace) -> RoundResult:
         if count != n or not in_order:
             raise AssertionError(f"the callback got {count} of {n} items (in order: {in_order})")
 
-    with Global(process_name=_name("upload"), unix_sock_path=args.path) as g:
+    with Global(process_name=_name("upload"), **where(args.path)) as g:
         g.wait_function(args.callback, timeout=_CONNECT_TIMEOUT)
         send(args.warmup)
         start = time.perf_counter_ns()
@@ -177,7 +177,11 @@ def main() -> None:
     parser.add_argument(
         "role", choices=("concurrent", "payload", "broadcast", "download", "upload")
     )
-    parser.add_argument("--path", required=True, help="directory of the Unix socket")
+    parser.add_argument(
+        "--path",
+        required=True,
+        help="directory of the Unix socket, or a daffi address (nats://...)",
+    )
     parser.add_argument("--callback", default="echo")
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--warmup", type=int, default=100)

@@ -18,7 +18,7 @@ import argparse
 import faulthandler
 from typing import Any
 
-from benchmarks._common import announce_ready, print_round, time_calls, wait_for_stdin_eof
+from benchmarks._common import announce_ready, print_round, time_calls, wait_for_stdin_eof, where
 from daffi import Global, callback, fetcher
 from daffi.metrics import CallbackStats
 
@@ -64,9 +64,7 @@ def serve(
         info: dict[str, Any] = {"port": g.port}
     else:
         assert path is not None, "--path is required for unix"
-        g = Global(
-            process_name="bench-server", init_controller=True, unix_sock_path=path, **security
-        )
+        g = Global(process_name="bench-server", init_controller=True, **where(path), **security)
         info = {"path": path}
     with g:
         announce_ready(**info)
@@ -82,7 +80,7 @@ def run_client(args: argparse.Namespace) -> None:
     if args.transport == "tcp":
         g = Global(process_name="bench-client", host="127.0.0.1", port=args.port, **security)
     else:
-        g = Global(process_name="bench-client", unix_sock_path=args.path)
+        g = Global(process_name="bench-client", **where(args.path))
     with g:
         g.wait_function("echo", timeout=_CONNECT_TIMEOUT)
 

@@ -25,7 +25,7 @@ import argparse
 from collections.abc import Iterator
 from typing import Any
 
-from benchmarks._common import announce_ready, wait_for_stdin_eof
+from benchmarks._common import announce_ready, wait_for_stdin_eof, where
 from daffi import Global, callback
 
 _CONNECT_TIMEOUT = 30.0
@@ -69,26 +69,28 @@ def _offer_node_callbacks() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("role", choices=("server", "controller", "node"))
-    parser.add_argument("--path", required=True, help="directory of the Unix socket")
+    parser.add_argument(
+        "--path",
+        required=True,
+        help="directory of the Unix socket, or a daffi address (nats://...)",
+    )
     parser.add_argument("--name", help="process name (node)")
     args = parser.parse_args()
     if args.role == "server":
         _offer_server_callbacks()
-        g = Global(process_name="bench-server", init_controller=True, unix_sock_path=args.path)
+        g = Global(process_name="bench-server", init_controller=True, **where(args.path))
     elif args.role == "controller":
         g = Global(
             process_name="bench-controller",
             init_controller=True,
             init_node=False,
-            unix_sock_path=args.path,
+            **where(args.path),
         )
     else:
         if not args.name:
             parser.error("--name is required for a node")
         _offer_node_callbacks()
-        g = Global(
-            process_name=args.name, unix_sock_path=args.path, connect_timeout=_CONNECT_TIMEOUT
-        )
+        g = Global(process_name=args.name, **where(args.path), connect_timeout=_CONNECT_TIMEOUT)
     with g:
         announce_ready(path=args.path)
         wait_for_stdin_eof()
