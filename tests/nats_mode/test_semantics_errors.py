@@ -6,6 +6,8 @@ tests/integration/test_errors.py and test_auth.py).
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -300,3 +302,46 @@ async def test_a_clean_stop_warns_of_nothing(
         ) as calm:
             await calm.wait_process_async("calm", timeout=5)
     assert [r.getMessage() for r in caplog.records if r.name.startswith("daffi")] == []
+
+
+# ---------------------------------------------------------------- a token, the extra
+
+
+async def test_a_token_in_the_address(tmp_path: Path, anyio_backend: str) -> None:
+    """``nats://TOKEN@host:port`` for a server started with ``--auth TOKEN``."""
+    require_nats()
+    server = start_server(tmp_path, "token", extra=["--auth", "s3cr3t-token"])
+    try:
+        with anyio.fail_after(15):
+            with pytest.raises(AuthenticationError):
+                async with Global("no-token", address=f"nats://{server.url}", connect_timeout=2):
+                    pass  # pragma: no cover
+            address = f"nats://s3cr3t-token@{server.url}"
+            async with (
+                Global("worker", address=address, registry=registry_with({"echo": lambda x: x})),
+                Global("caller", address=address, registry=CallbackRegistry()) as caller,
+            ):
+                await caller.wait_function_async("echo", timeout=5)
+                with caller.as_current():
+                    assert await echo("t") == "t"
+    finally:
+        server.stop()
+
+
+def test_without_nats_py_the_error_says_what_to_install() -> None:
+    """A process without nats-py (hidden from the import system here) gets an error naming
+    the extra, before anything is started."""
+    program = (
+        "import sys\n"
+        "sys.modules['nats'] = None  # as if nats-py were not installed\n"
+        "from daffi import Global\n"
+        "from daffi.exceptions import InitializationError\n"
+        "try:\n"
+        "    Global('lonely', address='nats://127.0.0.1:4222')\n"
+        "except InitializationError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert "pip install 'daffi[nats]'" in done.stdout, done
