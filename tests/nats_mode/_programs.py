@@ -17,10 +17,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import pytest
+
+from ._servers import Cluster, NatsServer
 
 STDOUT = "stdout"
 STDERR = "stderr"
@@ -221,3 +224,52 @@ def programs_in(directory: Path) -> Iterator[Programs]:
         yield running
     finally:
         running.close()
+
+
+# ------------------------------------------------------------------ shared by the tests
+
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+EXAMPLES = ROOT / "docs" / "examples" / "basics"
+SEED = ROOT / "tests" / "processes" / "seed_programs"
+SCHEDULING_PROGRAMS = ROOT / "tests" / "processes" / "scheduling_programs"
+START_TIMEOUT = 20.0
+#: what a node logs (DAFFI_LOG_LEVEL=INFO, or the seed's logging.basicConfig) once it joined
+JOINED = r"node '[^']+' connected to .* at nats://"
+
+
+@dataclass(frozen=True)
+class Fabric:
+    """Where the processes of a test attach: the same server, or A, C, B of a cluster in
+    turn (the first process on A, the second on C, ...)."""
+
+    kind: str
+    attach: tuple[str, ...]
+    servers: tuple[NatsServer, ...]
+
+    def address(self, index: int) -> str:
+        """The address of the ``index``-th process of a program."""
+        return self.attach[index % len(self.attach)]
+
+    def connections(self) -> list[int]:
+        """Client connections on each server, in the order processes attach to them."""
+        return [int(str(server.varz()["connections"])) for server in self.servers]
+
+
+def one_server(server: NatsServer) -> Fabric:
+    return Fabric("one server", (f"nats://{server.url}",), (server,))
+
+
+def across_cluster(cluster: Cluster) -> Fabric:
+    order = ("A", "C", "B")
+    return Fabric(
+        "cluster",
+        tuple(cluster.address_of(name) for name in order),
+        tuple(cluster.server(name) for name in order),
+    )
+
+
+def with_address(source: str, old: str, address: str) -> str:
+    """``source`` with its one ``old`` (host and port arguments) replaced by the address."""
+    assert source.count(old) == 1, f"expected {old!r} once in:\n{source}"
+    return source.replace(old, f'address="{address}"')

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ._programs import Fabric, Programs, across_cluster, one_server, programs_in
 from ._servers import Cluster, NatsServer, nats_server_binary, start_cluster, start_server
 
 
@@ -44,3 +45,15 @@ def nats_cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(params=["one-server", "cluster"])
+def fabric(request: pytest.FixtureRequest) -> Fabric:
+    if request.param == "one-server":
+        return one_server(request.getfixturevalue("nats_server"))
+    return across_cluster(request.getfixturevalue("nats_cluster"))
+
+
+@pytest.fixture
+def programs(tmp_path: Path) -> Iterator[Programs]:
+    yield from programs_in(tmp_path)
