@@ -6,6 +6,7 @@ tests/integration/test_errors.py and test_auth.py).
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -345,3 +346,32 @@ def test_without_nats_py_the_error_says_what_to_install() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=True
     )
     assert "pip install 'daffi[nats]'" in done.stdout, done
+
+
+async def test_an_nkey_seed_file_in_the_address(tmp_path: Path, anyio_backend: str) -> None:
+    """``?nkey=FILE`` for a server that admits users by nkey (nats-py reads the seed; the
+    nats extra installs nkeys)."""
+    require_nats()
+    nkeys = pytest.importorskip("nkeys")
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    public = nkeys.from_seed(bytearray(seed)).public_key.decode()
+    seed_file = tmp_path / "user.nk"
+    seed_file.write_bytes(seed)
+    config = tmp_path / "nkey.conf"
+    config.write_text(f"authorization {{ users = [ {{ nkey: {public} }} ] }}\n")
+    server = start_server(tmp_path, "nkey", extra=["-c", str(config)])
+    try:
+        with anyio.fail_after(15):
+            with pytest.raises(AuthenticationError):
+                async with Global("no-key", address=f"nats://{server.url}", connect_timeout=2):
+                    pass  # pragma: no cover
+            address = f"nats://{server.url}?nkey={seed_file}"
+            async with (
+                Global("worker", address=address, registry=registry_with({"echo": lambda x: x})),
+                Global("caller", address=address, registry=CallbackRegistry()) as caller,
+            ):
+                await caller.wait_function_async("echo", timeout=5)
+                with caller.as_current():
+                    assert await echo("k") == "k"
+    finally:
+        server.stop()
