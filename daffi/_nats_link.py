@@ -64,9 +64,11 @@ from daffi._protocol import (
     Ping,
     Pong,
     Register,
+    Reject,
     Result,
     StreamEnd,
     StreamItem,
+    Welcome,
     YieldItem,
     decode_callbacks,
 )
@@ -132,6 +134,8 @@ class NatsLink:
         self._running_for: dict[str, set[int]] = {}
         self._closed = False
         self._waiting = False  # the session's task waits in receive()
+        self._welcomed = False  # the session has its Welcome (see _give)
+        self._early: list[tuple[Message, bytes]] = []
 
     # ------------------------------------------------------------------ subjects
 
@@ -222,6 +226,11 @@ class NatsLink:
             return
         if frame is None:
             frame = bytes(encode_frame(msg))
+        if not self._welcomed and not isinstance(msg, Welcome | Reject):
+            # Others may call this node as soon as they hear its announcement: what comes
+            # before its Welcome waits for it, as a controller sends nothing before.
+            self._early.append((msg, frame))
+            return
         direct = self.direct
         if (
             direct is not None
@@ -332,7 +341,12 @@ class NatsLink:
     async def _route(self, msg: Message, frame: bytes | None) -> None:
         """What a controller does with a message of its node (on daffi's loop)."""
         if isinstance(msg, Hello):
-            self._give(await self.presence.join(msg.callbacks, str(self.address)))
+            answer = await self.presence.join(msg.callbacks, str(self.address))
+            self._welcomed = isinstance(answer, Welcome)
+            self._give(answer)
+            early, self._early = self._early, []
+            for queued, queued_frame in early:
+                self._give(queued, queued_frame)
         elif isinstance(msg, Ping):
             assert self.client is not None
             if await self.client.flush(self.heartbeat_interval):

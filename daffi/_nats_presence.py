@@ -95,6 +95,8 @@ class Presence:
         self.me = Member(name, since=time.time())
         #: the session was welcomed: directory changes are told to it
         self.joined = False
+        #: the session said what this node offers (its announcements are complete)
+        self.introduced = False
         self._conflict: str | None = None
         self._heard = anyio.Event()  # a new node answered the announcement
 
@@ -109,6 +111,7 @@ class Presence:
         """Join offering ``callbacks``: announce, listen for the others' answers until they
         settle (see :data:`JOIN_SETTLE`), and say what the session is told."""
         self.me.callbacks = {info.name: info for info in callbacks}
+        self.introduced = True
         self.router.join(self.me)
         self.announce()
         settle, longest = JOIN_SETTLE
@@ -152,10 +155,12 @@ class Presence:
         """A node announced itself (on the presence subject, or answering this node)."""
         if msg.name == self.name:
             # NATS does not echo a node's own messages: this is another process of its name.
-            if not self.joined:
+            # A node already welcomed keeps the name; of two joining at once, the one that
+            # started first does. The one keeping it tells the other, which steps back.
+            if not self.joined and (msg.since, msg.address) < (self.me.since, self.me.address):
                 self._conflict = msg.address or "another process"
-            elif from_presence:
-                self.announce(to=self.name)  # a newcomer of this name: it must not join
+            elif from_presence and self.introduced:
+                self.announce(to=self.name)
             return
         callbacks = {info.name: info for info in msg.callbacks}
         known = self.router.directory.peers.get(msg.name)
@@ -166,8 +171,11 @@ class Presence:
             self._heard.set()
             if self.joined:
                 self.host.give(NodeUp(msg.name, msg.callbacks, msg.address, msg.since))
-                if from_presence:  # a newcomer: tell it about this node
-                    self.announce(to=msg.name)
+            if from_presence and self.introduced:
+                # A newcomer (maybe joining with this one): tell it about this node. (Before
+                # its own introduction this node would announce no callbacks; its join's
+                # announcement reaches the newcomer anyway.)
+                self.announce(to=msg.name)
             return
         known.last_seen = time.monotonic()
         known.interval = msg.interval
@@ -175,7 +183,7 @@ class Presence:
             # A new session of a node still known here (it reconnected within three
             # heartbeats): it knows nobody yet.
             known.address, known.since = msg.address, msg.since
-            if from_presence and self.joined:
+            if from_presence and self.introduced:
                 self.announce(to=msg.name)
         if callbacks != known.callbacks:
             old, known.callbacks = known.callbacks, callbacks

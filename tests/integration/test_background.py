@@ -21,7 +21,7 @@ from daffi.registry import CallbackRegistry
 
 from .conftest import NodeFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
 
 
 # ---------------------------------------------------------------- fetchers used by the tests

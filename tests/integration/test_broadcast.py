@@ -15,7 +15,7 @@ from daffi.exceptions import TimeoutError as DaffiTimeoutError
 
 from .conftest import NodeFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
 
 NODES = ("n1", "n2", "n3")
 

@@ -21,7 +21,7 @@ from daffi.registry import Fetcher
 
 from .conftest import NodeFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
 
 
 @dataclass

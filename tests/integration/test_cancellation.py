@@ -19,7 +19,7 @@ from daffi.exceptions import TimeoutError as DaffiTimeoutError
 
 from .conftest import NodeFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
 
 
 @fetcher

@@ -19,7 +19,7 @@ from daffi.registry import CallbackRegistry
 
 from .conftest import NodeFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
 
 
 @fetcher
@@ -287,6 +287,7 @@ def lambda_free(tag: str) -> Any:
     return echo_cb
 
 
+@pytest.mark.fabrics("memory")  # a controller of its own
 async def test_node_reconnects_when_the_controller_drops_its_link(
     address: str, anyio_backend: str
 ) -> None:

@@ -19,7 +19,7 @@ from daffi.exceptions import (
 
 from .conftest import NodeFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
 
 
 class InventoryError(Exception):

@@ -27,7 +27,7 @@ from daffi.registry import CallbackRegistry, Fetcher
 
 from .conftest import NodeFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
 
 INTERVAL = 0.05
 
@@ -500,6 +500,7 @@ async def test_schedules_end_when_the_executor_stops(make_node: NodeFactory) -> 
             assert len(runs) == count
 
 
+@pytest.mark.fabrics("memory")  # a controller of its own
 async def test_schedule_survives_a_controller_restart(address: str, anyio_backend: str) -> None:
     """Schedules live on the executor: they run while the controller is down, and the
     requester can cancel them once everyone has reconnected to the new controller."""

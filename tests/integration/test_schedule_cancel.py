@@ -21,7 +21,7 @@ from daffi.decorators import fetcher
 
 from .conftest import NodeFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
 
 
 @fetcher

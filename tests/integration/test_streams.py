@@ -20,7 +20,7 @@ from daffi.exceptions import RemoteCallError
 
 from .conftest import NodeFactory
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
 
 WINDOW = 64
 BATCH = 32
