@@ -43,7 +43,7 @@ from daffi.metrics import MetricsHook
 from daffi.registry._store import CallbackRegistry
 
 if TYPE_CHECKING:
-    from daffi._nats_client import NatsSettings
+    from daffi._nats_address import NatsSettings
     from daffi._tls import TlsConfig
     from daffi.transports import Address
 

@@ -49,7 +49,8 @@ import anyio.abc
 from daffi._crossloop import LoopWaker, loop_waker
 from daffi._frames import MalformedFrame, decode_frame, encode_frame
 from daffi._link import DirectHandler
-from daffi._nats_client import NatsClient, NatsServers
+from daffi._nats_address import NatsServers, Subjects
+from daffi._nats_client import NatsClient
 from daffi._nats_presence import CONTROLLER_NAME, Member, Presence
 from daffi._protocol import (
     Bye,
@@ -80,17 +81,9 @@ if TYPE_CHECKING:
 
     from daffi._cipher import TlsSocket
 
-__all__ = ["NatsLink", "subject_token"]
+__all__ = ["NatsLink"]
 
 logger = logging.getLogger("daffi.nats")
-
-
-def subject_token(name: str) -> str:
-    """``name`` as one token of a NATS subject: itself when it is plain (letters, digits,
-    ``_`` and ``-``), else ``x`` and its UTF-8 bytes in hex."""
-    if name and all(c.isascii() and (c.isalnum() or c in "_-") for c in name):
-        return name
-    return "x" + name.encode().hex()
 
 
 class NatsLink:
@@ -121,7 +114,7 @@ class NatsLink:
         self.heartbeat_interval = heartbeat_interval
         self.router: Router[Member] = Router(max_calls_in_flight)
         self.client: NatsClient | None = None
-        self._prefix = address.namespace
+        self.subjects = Subjects(address.namespace)
         #: who is there: joining, announcements, liveness
         self.presence = Presence(self, self.router, name, heartbeat_interval)
         self._send, self._receive = anyio.create_memory_object_stream[tuple[Message, bytes]](
@@ -138,16 +131,6 @@ class NatsLink:
         self._early: list[tuple[Message, bytes]] = []
 
     # ------------------------------------------------------------------ subjects
-
-    def _node_subject(self, name: str) -> str:
-        return f"{self._prefix}.node.{subject_token(name)}"
-
-    @property
-    def _presence(self) -> str:
-        return f"{self._prefix}.presence"
-
-    def _returns(self, name: str) -> str:
-        return f"{self._prefix}.ret.{subject_token(name)}"
 
     # ------------------------------------------------------------------ opening
 
@@ -187,9 +170,9 @@ class NatsLink:
         )
         try:
             for subject in (
-                link._node_subject(name),
-                link._presence,
-                f"{link._returns(name)}.>",
+                link.subjects.node(name),
+                link.subjects.presence,
+                f"{link.subjects.returns(name)}.>",
             ):
                 await link.client.subscribe(subject)
         except BaseException:
@@ -248,7 +231,7 @@ class NatsLink:
 
     def _received(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
         """A message from NATS (on daffi's loop)."""
-        if subject.startswith(self._returns(self.name)):
+        if subject.startswith(self.subjects.returns(self.name)):
             self._no_responders(subject, headers)
             return
         try:
@@ -257,7 +240,7 @@ class NatsLink:
             logger.warning("node %r: dropped a message on %s: %s", self.name, subject, exc)
             return
         if isinstance(msg, NodeUp):
-            self.presence.node_up(msg, from_presence=subject == self._presence)
+            self.presence.node_up(msg, from_presence=subject == self.subjects.presence)
         elif isinstance(msg, NodeDown):
             self.presence.node_down(msg.name, "left" if msg.clean else "disconnected")
         elif isinstance(msg, Result | Error):
@@ -281,7 +264,7 @@ class NatsLink:
         self._give(msg)
 
     def publish_to(self, name: str | None, msg: Message) -> None:
-        subject = self._presence if name is None else self._node_subject(name)
+        subject = self.subjects.presence if name is None else self.subjects.node(name)
         self._publish(subject, bytes(encode_frame(msg)))
 
     async def flush(self, timeout: float) -> bool:
@@ -413,20 +396,20 @@ class NatsLink:
                 msg, "GlobalContextError", self.router.why_too_many(self.name, CONTROLLER_NAME)
             )
             return
-        reply = f"{self._returns(self.name)}.{msg.id}" if msg.want_result else ""
+        reply = f"{self.subjects.returns(self.name)}.{msg.id}" if msg.want_result else ""
         self._deliver(target.name, msg, frame, reply=reply)
 
     def _deliver(self, to: str, msg: Message, frame: bytes | None, *, reply: str = "") -> None:
         payload = frame if frame is not None else bytes(encode_frame(msg))
         if to == self.name:
-            self._received(self._node_subject(to), payload, None)
+            self._received(self.subjects.node(to), payload, None)
             return
         assert self.client is not None
         limit = self.client.max_payload
         if len(payload) > limit:
             self._too_large(msg, len(payload), limit)
             return
-        self._publish(self._node_subject(to), payload, reply)
+        self._publish(self.subjects.node(to), payload, reply)
 
     def _publish(self, subject: str, payload: bytes, reply: str = "") -> None:
         assert self.client is not None

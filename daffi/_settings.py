@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from daffi._environment import default_process_name, log_level_from_environment
-from daffi._nats_client import NatsSettings, nats_settings
+from daffi._nats_address import NatsSettings, nats_settings
 from daffi._tls import TLS_SCHEME, TlsConfig, tls_config
 from daffi.exceptions import InitializationError
 from daffi.metrics import MetricsHook
