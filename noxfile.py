@@ -23,13 +23,14 @@ MYPY = "mypy==2.4.1"
 def tests(session: nox.Session) -> None:
     """The test suite (in-process, transports and process-level), asyncio and trio.
 
-    Two pytest-xdist workers, each test file whole in one worker: most tests wait on the
-    network or on timers rather than on the CPU, and the seed's programs, which all use the
-    fixed port 8888, stay in one file, one after another. Arguments replace these defaults
-    (``nox -s tests -- tests/unit`` runs serially).
+    Four pytest-xdist workers on two cores, each test file whole in one worker: most tests
+    wait on the network, on timers or on other processes rather than on the CPU (the whole
+    suite uses about two thirds of one core on average), and the seed's programs, which all
+    use the fixed port 8888, stay in one file, one after another. Arguments replace these
+    defaults (``nox -s tests -- tests/unit`` runs serially).
     """
     session.install("-e", ".[test]")
-    session.run("pytest", *(session.posargs or ["-n", "2", "--dist", "loadfile"]))
+    session.run("pytest", *(session.posargs or ["-n", "4", "--dist", "loadfile"]))
 
 
 @nox.session

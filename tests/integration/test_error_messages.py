@@ -27,7 +27,7 @@ from daffi.decorators import fetcher
 from daffi.exceptions import GlobalContextError, InitializationError, ProtocolError
 from daffi.registry import CallbackRegistry
 
-pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
+pytestmark = pytest.mark.anyio
 
 
 @fetcher

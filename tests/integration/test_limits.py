@@ -21,7 +21,7 @@ from daffi.transports import Address, get_transport
 
 from .conftest import NodeFactory
 
-pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
+pytestmark = pytest.mark.anyio
 
 
 @fetcher

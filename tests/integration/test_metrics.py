@@ -29,7 +29,7 @@ from daffi.testing import RecordedRuns
 
 from .conftest import NodeFactory
 
-pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
+pytestmark = pytest.mark.anyio
 
 STEP = 0.05  # seconds between a stream's items, and a schedule's interval
 

@@ -18,7 +18,7 @@ from daffi.exceptions import ArgumentsError
 
 from .conftest import NodeFactory
 
-pytestmark = [pytest.mark.anyio, pytest.mark.fabrics("memory", "nats")]
+pytestmark = pytest.mark.anyio
 
 
 @dataclasses.dataclass
