@@ -69,8 +69,11 @@ class ArgumentsError(GlobalContextError, TypeError):
     """Arguments that cannot bind the remote callback's signature (raised before sending)."""
 
 
-class UnableToFindCandidate(DaffiError):
-    """No node (other than the caller) offers the requested callback."""
+class UnableToFindCandidate(GlobalContextError):
+    """No node (other than the caller) offers the requested callback.
+
+    A `GlobalContextError`, as in daffi 2: ``except GlobalContextError`` catches it too.
+    """
 
 
 class RemoteStoppedUnexpectedly(DaffiError):

@@ -291,6 +291,9 @@ async def test_only_the_caller_offers_it(make_node: NodeFactory) -> None:
         async with make_node("a", {"whoami": returns("a")}) as a:
             with a.as_current(), pytest.raises(UnableToFindCandidate):
                 await whoami()
+            # daffi 2 programs catch it as a GlobalContextError
+            with a.as_current(), pytest.raises(GlobalContextError):
+                await whoami()
 
 
 async def test_receiver_pins_the_process(make_node: NodeFactory) -> None:

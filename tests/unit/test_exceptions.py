@@ -436,3 +436,9 @@ def test_error_info_is_frozen() -> None:
     info = ErrorInfo("ValueError", "builtins", "x")
     with pytest.raises(AttributeError):
         info.message = "y"  # type: ignore[misc]
+
+
+def test_unable_to_find_candidate_is_a_global_context_error_as_in_daffi_2() -> None:
+    assert issubclass(exc_module.UnableToFindCandidate, exc_module.GlobalContextError)
+    with pytest.raises(exc_module.GlobalContextError, match="nobody offers"):
+        raise exc_module.UnableToFindCandidate("nobody offers 'add'")
