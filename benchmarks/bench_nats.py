@@ -180,24 +180,17 @@ def _nodes(
     stack: contextlib.ExitStack, path: str, names: Sequence[str], *, controller: bool
 ) -> None:
     """Start a controller (controller mode) and a worker node per name, each offering echo."""
-    procs = []
     if controller:
-        procs.append(
-            stack.enter_context(
-                child_process(python_module("daffi_workers", "controller", "--path", path))
-            )
+        ctrl = python_module("daffi_workers", "controller", "--path", path)
+        read_ready_line(stack.enter_context(child_process(ctrl)), _START_TIMEOUT)
+    nodes = [
+        stack.enter_context(
+            child_process(python_module("daffi_workers", "node", "--path", path, "--name", name))
         )
-        read_ready_line(procs[-1], _START_TIMEOUT)
-    for name in names:
-        procs.append(
-            stack.enter_context(
-                child_process(
-                    python_module("daffi_workers", "node", "--path", path, "--name", name)
-                )
-            )
-        )
-    for proc in procs[1 if controller else 0 :]:
-        read_ready_line(proc, _START_TIMEOUT)
+        for name in names
+    ]
+    for node in nodes:
+        read_ready_line(node, _START_TIMEOUT)
 
 
 def _w4(settings: Settings, where: dict[str, str]) -> list[Measurement]:

@@ -47,11 +47,12 @@ from daffi._protocol import (
     StreamEnd,
     StreamItem,
     YieldItem,
+    error_reply,
 )
 from daffi._router import DEFAULT_MAX_CALLS_IN_FLIGHT, InFlight, Router, valid_timeout
 from daffi._stream_relay import StreamFrame, stream_hop
 from daffi._tls import TlsConfig, certificate_names
-from daffi.exceptions import ProtocolError, daffi_error_info
+from daffi.exceptions import ProtocolError
 from daffi.transports import PLAIN_SOCKET, Address, Listening, get_transport
 from daffi.transports._base import describe_peer
 
@@ -60,10 +61,6 @@ __all__ = ["Controller"]
 logger = logging.getLogger("daffi.controller")
 
 NodeEventHook = Callable[[str, bool], Awaitable[None]]
-
-
-def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
-    return Error(call_id, dst, daffi_error_info(kind, message, process))
 
 
 class Controller:
@@ -365,7 +362,7 @@ class Controller:
         ):
             text = self.router.why_too_many(peer.name, self.name)
             await self._send_on(
-                reply, _error(msg.id, msg.src, "GlobalContextError", text, self.name)
+                reply, error_reply(msg.id, msg.src, "GlobalContextError", text, self.name)
             )
             return
         try:
@@ -380,7 +377,7 @@ class Controller:
             if msg.want_result:
                 await self._send_on(
                     reply,
-                    _error(
+                    error_reply(
                         msg.id,
                         peer.name,
                         "RemoteStoppedUnexpectedly",
@@ -392,7 +389,7 @@ class Controller:
     async def _fail(self, reply: Outlet, msg: Call, text: str) -> None:
         if msg.want_result:
             await self._send_on(
-                reply, _error(msg.id, msg.src, "UnableToFindCandidate", text, self.name)
+                reply, error_reply(msg.id, msg.src, "UnableToFindCandidate", text, self.name)
             )
         else:
             logger.warning("dropped call %r from %r: %s", msg.name, msg.src, text)
@@ -403,7 +400,7 @@ class Controller:
         """Tell the caller of call ``key`` that ``process`` stopped (``why``: "left",
         "disconnected", ...) while running it."""
         caller, call_id = key
-        error = _error(
+        error = error_reply(
             call_id,
             caller,
             "RemoteStoppedUnexpectedly",

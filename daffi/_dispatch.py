@@ -422,8 +422,12 @@ class Dispatcher:
     def _timed_run(self, msg: Call) -> Run:
         """The timed run of a call on the task path: a run of a callback (a plain call, or a
         stream), not a system call or a schedule's request (each of its runs is timed)."""
-        if msg.schedule is not None or msg.name.startswith(SYSTEM_PREFIX):
-            return UNOBSERVED
+        if (
+            self.meter.hook is None
+            or msg.schedule is not None
+            or msg.name.startswith(SYSTEM_PREFIX)
+        ):
+            return UNOBSERVED  # (no lookup on the call path of a node without a hook)
         entry = self.registry.get(msg.name)
         if entry is None:
             return UNOBSERVED

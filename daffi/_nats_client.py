@@ -148,8 +148,10 @@ class NatsClient:
             "connect_timeout": timeout,
             "allow_reconnect": True,
             "no_echo": True,  # a node never hears itself (see NatsLink: a NodeUp of its name)
-            "max_reconnect_attempts": -1,
-            "reconnect_time_wait": 0.5,
+            # The first connection is tried once per server: the session retries (with
+            # backoff, saying so) while no server is reachable, as it does for a controller.
+            "max_reconnect_attempts": 1,
+            "reconnect_time_wait": 0.05,
             "error_cb": self._error,
             "closed_cb": self._closed,
             "disconnected_cb": self._disconnected,
@@ -161,11 +163,6 @@ class NatsClient:
             options["user_credentials"] = address.credentials
         if address.nkey_seed is not None:
             options["nkeys_seed"] = address.nkey_seed
-        # The first connection is tried once per server: the session retries (with backoff,
-        # saying so) while no server is reachable, as it does for a controller.
-        options["max_reconnect_attempts"] = 1
-        options["reconnect_time_wait"] = 0.05
-        self._last_error = None
         try:
             # nats-py retries a TLS failure without end: the attempt is bounded here.
             self._nc = await asyncio.wait_for(nats.connect(**options), timeout + 0.5)

@@ -72,9 +72,9 @@ from daffi._protocol import (
     Welcome,
     YieldItem,
     decode_callbacks,
+    error_reply,
 )
 from daffi._router import InFlight, Router, valid_timeout
-from daffi.exceptions import daffi_error_info
 
 if TYPE_CHECKING:
     import ssl
@@ -129,8 +129,6 @@ class NatsLink:
         self._waiting = False  # the session's task waits in receive()
         self._welcomed = False  # the session has its Welcome (see _give)
         self._early: list[tuple[Message, bytes]] = []
-
-    # ------------------------------------------------------------------ subjects
 
     # ------------------------------------------------------------------ opening
 
@@ -239,8 +237,12 @@ class NatsLink:
         except MalformedFrame as exc:
             logger.warning("node %r: dropped a message on %s: %s", self.name, subject, exc)
             return
+        self._accept(msg, data, from_presence=subject == self.subjects.presence)
+
+    def _accept(self, msg: Message, data: bytes, *, from_presence: bool) -> None:
+        """A message for this node (from NATS, or from itself), decoded."""
         if isinstance(msg, NodeUp):
-            self.presence.node_up(msg, from_presence=subject == self.subjects.presence)
+            self.presence.node_up(msg, from_presence=from_presence)
         elif isinstance(msg, NodeDown):
             self.presence.node_down(msg.name, "left" if msg.clean else "disconnected")
         elif isinstance(msg, Result | Error):
@@ -254,9 +256,7 @@ class NatsLink:
         elif isinstance(msg, Cancel | StreamItem | StreamEnd | YieldItem | Credit):
             self._give(msg, data)
         else:
-            logger.warning(
-                "node %r: dropped an unexpected %s on %s", self.name, type(msg).__name__, subject
-            )
+            logger.warning("node %r: dropped an unexpected %s", self.name, type(msg).__name__)
 
     # ------------------------------------------------------------------ presence host
 
@@ -277,7 +277,7 @@ class NatsLink:
         for key, route in self.router.take_all(name):
             if key[0] == self.name and route.executor == name:
                 text = f"process {name!r} {how} while running {route.callback!r}"
-                self._give(_error(key[1], self.name, "RemoteStoppedUnexpectedly", text, name))
+                self._give(error_reply(key[1], self.name, "RemoteStoppedUnexpectedly", text, name))
         with self._lock:
             ids = self._running_for.pop(name, set())
         for call_id in ids:
@@ -401,8 +401,8 @@ class NatsLink:
 
     def _deliver(self, to: str, msg: Message, frame: bytes | None, *, reply: str = "") -> None:
         payload = frame if frame is not None else bytes(encode_frame(msg))
-        if to == self.name:
-            self._received(self.subjects.node(to), payload, None)
+        if to == self.name:  # receiver= this node: no trip through NATS, nor a new decode
+            self._accept(msg, payload, from_presence=False)
             return
         assert self.client is not None
         limit = self.client.max_payload
@@ -424,12 +424,14 @@ class NatsLink:
             self.router.forget((self.name, msg.id))
             self._fail(msg, "PayloadEncodeError", f"the arguments of {msg.name!r}: {text}")
         elif isinstance(msg, Result):
-            error = _error(msg.id, msg.dst, "RemoteCallError", f"the result: {text}", self.name)
+            error = error_reply(
+                msg.id, msg.dst, "RemoteCallError", f"the result: {text}", self.name
+            )
             self._deliver(msg.dst, error, None)
         elif isinstance(msg, YieldItem):
             # A value of a generator running here: the caller's call fails, the generator
             # is stopped.
-            error = _error(
+            error = error_reply(
                 msg.id, msg.dst, "RemoteCallError", f"a yielded value: {text}", self.name
             )
             self._deliver(msg.dst, error, None)
@@ -438,7 +440,9 @@ class NatsLink:
             # An item this node streams into a call: the call fails here and is cancelled
             # where it runs.
             route = self.router.forget((self.name, msg.id))
-            error = _error(msg.id, self.name, "PayloadEncodeError", f"a streamed item: {text}", "")
+            error = error_reply(
+                msg.id, self.name, "PayloadEncodeError", f"a streamed item: {text}", ""
+            )
             self._give(error)
             if route is not None:
                 self._deliver(route.executor, Cancel(msg.id, self.name), None)
@@ -447,7 +451,7 @@ class NatsLink:
 
     def _fail(self, msg: Call, kind: str, text: str) -> None:
         if msg.want_result:
-            self._give(_error(msg.id, msg.src, kind, text, CONTROLLER_NAME))
+            self._give(error_reply(msg.id, msg.src, kind, text, CONTROLLER_NAME))
 
     def _no_responders(self, subject: str, headers: dict[str, str] | None) -> None:
         """The server says a call went to a subject nobody listens to: its node is gone."""
@@ -461,7 +465,7 @@ class NatsLink:
                 return
             text = f"process {route.executor!r} is not connected to NATS any more"
             self._give(
-                _error(call_id, self.name, "RemoteStoppedUnexpectedly", text, route.executor)
+                error_reply(call_id, self.name, "RemoteStoppedUnexpectedly", text, route.executor)
             )
             self.presence.node_down(route.executor, "disconnected")
 
@@ -478,7 +482,3 @@ class NatsLink:
         self._send.close()
         if self.client is not None:
             await self.client.aclose()
-
-
-def _error(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
-    return Error(call_id, dst, daffi_error_info(kind, message, process))

@@ -16,7 +16,7 @@ from typing import Union
 
 import msgspec
 
-from daffi.exceptions import ErrorInfo
+from daffi.exceptions import ErrorInfo, daffi_error_info
 
 __all__ = [
     "DEFAULT_MAX_CALLBACKS",
@@ -53,6 +53,7 @@ __all__ = [
     "callbacks_length",
     "decode_callbacks",
     "encode_callbacks",
+    "error_reply",
 ]
 
 PROTOCOL_VERSION = 1
@@ -249,6 +250,12 @@ class Error(_Msg, tag=12, frozen=True):
     id: int
     dst: str
     error: ErrorInfo
+
+
+def error_reply(call_id: int, dst: str, kind: str, message: str, process: str) -> Error:
+    """The ``Error`` that answers call ``call_id`` of ``dst`` with daffi's exception ``kind``
+    (as a router answers: a controller, or a node's link in NATS mode)."""
+    return Error(call_id, dst, daffi_error_info(kind, message, process))
 
 
 class Cancel(_Msg, tag=13, frozen=True):
