@@ -12,7 +12,7 @@ import logging as _logging
 
 from daffi.__about__ import __version__
 from daffi._environment import apply_environment_log_level as _apply_environment_log_level
-from daffi._global import Global
+from daffi._global import Global, get_g
 from daffi._mirror import NodeInfo
 from daffi._results import AsyncResult, ScheduledTask, SchedulerTask
 from daffi.exceptions import (
@@ -60,4 +60,5 @@ __all__ = [
     "__version__",
     "callback",
     "fetcher",
+    "get_g",
 ]

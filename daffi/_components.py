@@ -27,6 +27,7 @@ from daffi.exceptions import (
     TimeoutError,
 )
 from daffi.transports import PLAIN_SOCKET, get_transport
+from daffi.transports._base import Bound
 
 if TYPE_CHECKING:
     from daffi._controller import Controller
@@ -62,6 +63,35 @@ class Components:
         )
         self.controller: Controller | None = None
         self.node: Node | None = None
+        #: the controller's sockets, bound by the constructor (see bind_now)
+        self.bound: Bound | None = None
+
+    def bind_now(self) -> None:
+        """A controller created inside a running loop: bind its address now, without the
+        loop, so that its port is known when the constructor returns (the core serves the
+        sockets once it runs). Transports that cannot bind ahead bind when it starts.
+
+        Raises:
+            InitializationError: the address cannot be bound (in use, ...).
+        """
+        settings = self.settings
+        if not settings.init_controller or settings.nats is not None:
+            return
+        try:
+            self.bound = get_transport(settings.address.scheme).bind_now(settings.address)
+        except (OSError, ValueError) as exc:
+            raise InitializationError(
+                f"controller {settings.process_name!r} cannot listen on {settings.address}: {exc}"
+            ) from exc
+        if self.bound is not None:
+            settings.address = self.bound.address
+            settings.port = settings.address.port
+
+    def release(self) -> None:
+        """Close the sockets bound ahead if the core never served them."""
+        bound, self.bound = self.bound, None
+        if bound is not None:
+            bound.close()
 
     def require_node(self) -> Node:
         if self.node is None:
@@ -80,7 +110,7 @@ class Components:
 
             self.controller = Controller(
                 settings.process_name,
-                [settings.address],
+                [self.bound or settings.address],
                 on_node_event=None if settings.init_node else self.on_node_event,
                 max_frame_size=settings.max_frame_size,
                 heartbeat_interval=settings.heartbeat_interval,
@@ -92,6 +122,7 @@ class Components:
                 auth_secret=settings.auth_secret,
                 bind_names=settings.ssl_bind_names,
             )
+            self.bound = None  # the controller owns (and closes) them now
             try:
                 bound = await tg.start(self.controller.serve)
             except OSError as exc:

@@ -54,7 +54,7 @@ from daffi._stream_relay import StreamFrame, stream_hop
 from daffi._tls import TlsConfig, certificate_names
 from daffi.exceptions import ProtocolError
 from daffi.transports import PLAIN_SOCKET, Address, Listening, get_transport
-from daffi.transports._base import describe_peer
+from daffi.transports._base import Bound, describe_peer
 
 __all__ = ["Controller"]
 
@@ -68,7 +68,8 @@ class Controller:
 
     Args:
         name: the controller's process name (used in error messages).
-        addresses: where to listen; port 0 picks a free TCP port (see :attr:`addresses`).
+        addresses: where to listen; port 0 picks a free TCP port (see :attr:`addresses`);
+            a ``Bound`` is sockets its transport bound already (``Transport.bind_now``).
         on_node_event: awaited as ``hook(node_name, joined)`` when a node joins or leaves.
         handshake_timeout: seconds a new connection has to send its ``Hello``.
         heartbeat_interval: nodes ping at this interval; a connection silent for three
@@ -78,7 +79,7 @@ class Controller:
     def __init__(
         self,
         name: str,
-        addresses: list[Address],
+        addresses: list[Address | Bound],
         *,
         on_node_event: NodeEventHook | None = None,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
@@ -153,8 +154,12 @@ class Controller:
         try:
             plain: list[bool] = []  # per listener: its transport declares PLAIN_SOCKET
             for address in self.requested_addresses:
-                transport = get_transport(address.scheme)
-                listenings.append(await transport.listen(address))
+                if isinstance(address, Bound):
+                    transport = get_transport(address.address.scheme)
+                    listenings.append(await transport.adopt(address))
+                else:
+                    transport = get_transport(address.scheme)
+                    listenings.append(await transport.listen(address))
                 plain.append(PLAIN_SOCKET in transport.capabilities)
             self.addresses = [item.address for item in listenings]
             async with anyio.create_task_group() as tg:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
@@ -16,7 +17,15 @@ import sniffio
 from anyio.from_thread import BlockingPortal
 from anyio.lowlevel import RunVar
 
-__all__ = ["loop_call_soon", "loop_waker", "run_in_portal", "spawn_in_running_loop", "wait_future"]
+__all__ = [
+    "Portal",
+    "loop_call_soon",
+    "loop_waker",
+    "run_in_portal",
+    "running_library",
+    "spawn_in_running_loop",
+    "wait_future",
+]
 
 T = TypeVar("T")
 
@@ -38,6 +47,32 @@ def loop_call_soon() -> Callable[[Callable[[], object]], object]:
         return anyio.from_thread.run_sync(func, token=token)
 
     return call_soon
+
+
+def running_library() -> str | None:
+    """The library of the event loop running in this thread (``"asyncio"`` or ``"trio"``),
+    or None outside one. sniffio says which library, and the loop must really run: a
+    context variable set by hand (as some test suites do) is not a loop."""
+    try:
+        library = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        return None
+    if library == "asyncio":
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        return library
+    if library == "trio":
+        import trio
+
+        try:
+            trio.lowlevel.current_trio_token()
+        except RuntimeError:
+            return None
+    return library
 
 
 #: asyncio keeps only weak references to its tasks: the tasks spawned below are kept here
@@ -208,3 +243,51 @@ async def run_in_portal(portal: BlockingPortal, func: Callable[..., Awaitable[T]
     else:
         future = portal.start_task_soon(func, *args)
     return await wait_future(future)
+
+
+class Portal(BlockingPortal):
+    """A ``BlockingPortal`` that threads running trio can use too.
+
+    trio refuses to hand work to another thread's loop from any thread that runs trio (even
+    another ``trio.run``): from such a thread (a trio app whose Global runs in a thread of
+    its own) the hand-over goes through a helper thread. Everything else is anyio's.
+    """
+
+    _loop_thread: int | None = None
+
+    async def __aenter__(self) -> Portal:
+        self._loop_thread = threading.get_ident()
+        await super().__aenter__()
+        return self
+
+    def start_task_soon(self, func: Any, *args: Any, name: object = None) -> Any:  # type: ignore[override]
+        base = super().start_task_soon
+        # (not from the portal's own loop: anyio raises there, where waiting would deadlock)
+        if threading.get_ident() != self._loop_thread and _runs_trio():
+            return _handoff_pool().submit(base, func, *args, name=name).result()
+        return base(func, *args, name=name)
+
+
+def _runs_trio() -> bool:
+    trio = sys.modules.get("trio")
+    if trio is None:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+_handoff: concurrent.futures.ThreadPoolExecutor | None = None
+_handoff_lock = threading.Lock()
+
+
+def _handoff_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _handoff
+    with _handoff_lock:
+        if _handoff is None:
+            _handoff = concurrent.futures.ThreadPoolExecutor(
+                max_workers=4, thread_name_prefix="daffi-handoff"
+            )
+        return _handoff

@@ -25,7 +25,7 @@ from daffi._node import Node
 from daffi._results import AsyncResult, Bridge, ScheduledTasks
 from daffi._schedule_requests import ScheduleRequests
 from daffi._streams import CREDIT_BATCH, AsyncDownloadProxy, Download, SyncDownload, take_batch
-from daffi.exceptions import GlobalContextError
+from daffi.exceptions import DaffiError, GlobalContextError, mark_outgoing, outgoing_errors
 from daffi.execution_modifiers import BG, BROADCAST, FG, PERIOD, ExecModifier
 
 __all__ = ["Execution", "Runner"]
@@ -76,47 +76,55 @@ class Execution:
     ) -> Any:
         """A ``def`` fetcher's call: blocks for its result (``BG`` and fire-and-forget
         ``BROADCAST`` return at once)."""
-        runtime = self.runtime
-        if isinstance(modifier, BG) or (
-            isinstance(modifier, BROADCAST) and not modifier.return_result
-        ):
+        try:
+            runtime = self.runtime
+            if isinstance(modifier, BG) or (
+                isinstance(modifier, BROADCAST) and not modifier.return_result
+            ):
+                runtime.ensure_started_sync()
+                if runtime.stopped:
+                    raise runtime.stopped_error()
+                return self._start_background(name, args, kwargs, modifier, structure)
             runtime.ensure_started_sync()
-            if runtime.stopped:
-                raise runtime.stopped_error()
-            return self._start_background(name, args, kwargs, modifier, structure)
-        if runtime.on_loop_thread():
-            raise GlobalContextError(
-                f"fetcher {name!r} is a `def` fetcher and blocks, but it was called from the "
-                "thread that runs daffi's event loop; declare it `async def` and await it, or "
-                "call it from a worker thread (anyio.to_thread.run_sync)"
+            if runtime.on_loop_thread():
+                raise GlobalContextError(
+                    f"fetcher {name!r} is a `def` fetcher and blocks, but it was called from the "
+                    "thread that runs daffi's event loop (an `async def` callback, or an async app "
+                    "whose Global runs in its loop), where waiting would deadlock it; declare the "
+                    f"fetcher `async def` and await it (for `g.call.{name}(...) & FG`: `await "
+                    f"g.call.{name}(...).fg_async()`), or call it from a worker thread "
+                    "(anyio.to_thread.run_sync)"
+                )
+            node = runtime.node
+            if node is not None and runtime.started and not runtime.stopped:
+                # Fast paths: the calling thread sends and waits itself, no portal crossing.
+                if isinstance(modifier, FG):
+                    handled, value = node.call_from_thread(
+                        name,
+                        args,
+                        kwargs,
+                        receiver=modifier.receiver,
+                        timeout=modifier.timeout,
+                        structure=structure,
+                    )
+                    if handled:
+                        return value
+                elif isinstance(modifier, BROADCAST) and not modifier.eta:
+                    handled, value = node.broadcast_from_thread(
+                        name, args, kwargs, timeout=modifier.timeout, structure=structure
+                    )
+                    if handled:
+                        return value
+            result = runtime.blocking(
+                "fetcher", "fetcher", self._run_modifier, name, args, kwargs, modifier, structure
             )
-        node = runtime.node
-        if node is not None and runtime.started and not runtime.stopped:
-            # Fast paths: the calling thread sends and waits itself, no portal crossing.
-            if isinstance(modifier, FG):
-                handled, value = node.call_from_thread(
-                    name,
-                    args,
-                    kwargs,
-                    receiver=modifier.receiver,
-                    timeout=modifier.timeout,
-                    structure=structure,
-                )
-                if handled:
-                    return value
-            elif isinstance(modifier, BROADCAST) and not modifier.eta:
-                handled, value = node.broadcast_from_thread(
-                    name, args, kwargs, timeout=modifier.timeout, structure=structure
-                )
-                if handled:
-                    return value
-        result = runtime.blocking(
-            "fetcher", "fetcher", self._run_modifier, name, args, kwargs, modifier, structure
-        )
-        if isinstance(result, Download):
-            assert runtime.portal is not None
-            return SyncDownload(result, runtime.portal)
-        return result
+            if isinstance(result, Download):
+                assert runtime.portal is not None
+                return SyncDownload(result, runtime.portal)
+            return result
+        except DaffiError as exc:
+            mark_outgoing(exc)
+            raise
 
     async def execute_async(
         self,
@@ -127,53 +135,57 @@ class Execution:
         structure: Callable[[Any], Any] | None,
     ) -> Any:
         """An ``async def`` fetcher's call, awaited on any loop (asyncio or trio)."""
-        runtime = self.runtime
-        node = runtime.node
-        if (
-            type(modifier) is FG
-            and node is not None
-            and not runtime.stopped
-            and runtime.on_loop_thread()
-        ):
-            # The common case, kept short: an FG call from daffi's own loop.
-            payload, info = node.prepare_info(name, args, kwargs, modifier.receiver)
-            if not info.is_generator:
-                return await node.roundtrip(
-                    name,
-                    payload,
-                    receiver=modifier.receiver,
-                    timeout=modifier.timeout,
-                    structure=structure,
-                )
-        elif type(modifier) is FG and not runtime.on_loop_thread():
-            # Awaited on another loop (a daffi-2-style app whose Global runs in a thread of
-            # its own): the call goes out from this thread, and only its answer crosses.
-            await runtime.ensure_started()
+        try:
+            runtime = self.runtime
             node = runtime.node
-            if node is not None:
+            if (
+                type(modifier) is FG
+                and node is not None
+                and not runtime.stopped
+                and runtime.on_loop_thread()
+            ):
+                # The common case, kept short: an FG call from daffi's own loop.
                 payload, info = node.prepare_info(name, args, kwargs, modifier.receiver)
                 if not info.is_generator:
-                    sent, value = await node.call_from_other_loop(
+                    return await node.roundtrip(
                         name,
                         payload,
                         receiver=modifier.receiver,
                         timeout=modifier.timeout,
                         structure=structure,
                     )
-                    if sent:
-                        return value
-        if isinstance(modifier, BG) or (
-            isinstance(modifier, BROADCAST) and not modifier.return_result
-        ):
-            await runtime.ensure_started()
-            return self._start_background(name, args, kwargs, modifier, structure)
-        result = await runtime.run_on_loop(
-            self._run_modifier, name, args, kwargs, modifier, structure
-        )
-        if isinstance(result, Download) and not runtime.on_loop_thread():
-            assert runtime.portal is not None
-            return AsyncDownloadProxy(result, runtime.portal)
-        return result
+            elif type(modifier) is FG and not runtime.on_loop_thread():
+                # Awaited on another loop (a daffi-2-style app whose Global runs in a thread of
+                # its own): the call goes out from this thread, and only its answer crosses.
+                await runtime.ensure_started()
+                node = runtime.node
+                if node is not None:
+                    payload, info = node.prepare_info(name, args, kwargs, modifier.receiver)
+                    if not info.is_generator:
+                        sent, value = await node.call_from_other_loop(
+                            name,
+                            payload,
+                            receiver=modifier.receiver,
+                            timeout=modifier.timeout,
+                            structure=structure,
+                        )
+                        if sent:
+                            return value
+            if isinstance(modifier, BG) or (
+                isinstance(modifier, BROADCAST) and not modifier.return_result
+            ):
+                await runtime.ensure_started()
+                return self._start_background(name, args, kwargs, modifier, structure)
+            result = await runtime.run_on_loop(
+                self._run_modifier, name, args, kwargs, modifier, structure
+            )
+            if isinstance(result, Download) and not runtime.on_loop_thread():
+                assert runtime.portal is not None
+                return AsyncDownloadProxy(result, runtime.portal)
+            return result
+        except DaffiError as exc:
+            mark_outgoing(exc)
+            raise
 
     async def _run_modifier(
         self,
@@ -315,6 +327,7 @@ class Execution:
             name, receivers, timeout=modifier.timeout, broadcast=isinstance(modifier, BROADCAST)
         )
 
+    @outgoing_errors
     def stream_in(self, name: str, items: Iterator[Arguments], modifier: ExecModifier) -> Any:
         """Send a sync generator fetcher's items (driven in the calling thread)."""
         runtime = self.runtime
@@ -322,10 +335,12 @@ class Execution:
             runtime.ensure_started_sync()
             fut = runtime.spawn(self._stream_in_background, name, items, modifier)
             return AsyncResult(fut, runtime, name)
+        runtime.ensure_started_sync()
         if runtime.on_loop_thread():
             raise GlobalContextError(
                 f"fetcher {name!r} is a `def` generator and blocks, but it was called from the "
-                "thread that runs daffi's event loop; make it `async def` or use BG"
+                "thread that runs daffi's event loop; make it `async def` or use BG (for "
+                f"`g.call.{name}(items).stream()`: `await g.call.{name}(items).stream_async()`)"
             )
         group: UploadGroup = runtime.blocking(
             "fetcher", "fetcher", self._open_uploads, name, modifier
@@ -366,6 +381,7 @@ class Execution:
             await group.abort()
             raise
 
+    @outgoing_errors
     async def stream_in_async(
         self, name: str, items: AsyncIterator[Arguments], modifier: ExecModifier
     ) -> Any:

@@ -21,17 +21,17 @@ import logging
 import os
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
-
-import sniffio
+from typing import TYPE_CHECKING, Any, cast
 
 from daffi._accepting import DEFAULT_FRAME_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from daffi._connection import DEFAULT_MAX_FRAME_SIZE
-from daffi._context import current_var
+from daffi._context import current_global, current_var
+from daffi._crossloop import running_library
 from daffi._environment import apply_log_level
 from daffi._execution import Execution
 from daffi._mirror import NodeInfo
 from daffi._protocol import DEFAULT_MAX_CALLBACKS, DEFAULT_MAX_REGISTRATION_SIZE, CallbackInfo
+from daffi._remote_call import RemoteCalls
 from daffi._results import ScheduledTasks
 from daffi._router import DEFAULT_MAX_CALLS_IN_FLIGHT
 from daffi._runtime import Runtime
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from daffi._tls import TlsConfig
     from daffi.transports import Address
 
-__all__ = ["Global"]
+__all__ = ["Global", "get_g"]
 
 logger = logging.getLogger("daffi.global")
 
@@ -246,13 +246,13 @@ class Global:
         scheduled = ScheduledTasks()
         self._runtime = Runtime(self, schedule_reports=scheduled)
         self._execution = Execution(self._runtime, scheduled)
+        self._calls = RemoteCalls(self._execution, lambda: self._runtime.node)
 
-        try:
-            sniffio.current_async_library()
-        except sniffio.AsyncLibraryNotFoundError:
+        library = running_library()
+        if library is None:
             self._runtime.start_in_thread()
         else:
-            self._runtime.start_in_running_loop()
+            self._runtime.start_in_running_loop(library)
 
     # ------------------------------------------------------------------ running and stopping
 
@@ -328,7 +328,8 @@ class Global:
         return result
 
     def cancel_scheduled_task_by_uuid(self, remote_process: str, uuid: str) -> bool:
-        """Cancel schedule ``uuid`` on ``remote_process``; returns whether it was active."""
+        """Cancel schedule ``uuid`` on ``remote_process``; returns whether it was active
+        (False: it has ended). An unknown uuid raises ``RemoteCallError`` (a ``LookupError``)."""
         cancelled: bool = self._runtime.blocking(
             "cancel_scheduled_task_by_uuid",
             "cancel_scheduled_task_by_uuid_async",
@@ -428,27 +429,22 @@ class Global:
         await self._runtime.run_on_loop(self._wait_function, func_name, timeout)
 
     async def _wait_process(self, process_name: str, timeout: float | None) -> None:
-        node = self._runtime.require_node()
-        logger.debug("Waiting node: %r", process_name)
-
-        def present() -> bool:
-            return process_name in node.peers or (process_name == node.name and node.is_connected)
-
-        await node.directory.wait_for(present, timeout, f"process {process_name!r} to connect")
-        logger.debug("Node found: %r", process_name)
+        await self._runtime.require_node().wait_process(process_name, timeout)
 
     async def _wait_function(self, func_name: str, timeout: float | None) -> None:
-        node = self._runtime.require_node()
-        logger.debug("Waiting remote callback: %r", func_name)
-        offered = f"a process offering {func_name!r}"
-        await node.directory.wait_for(lambda: node.offers(func_name), timeout, offered)
-        logger.debug("Function found: %r", func_name)
+        await self._runtime.require_node().wait_function(func_name, timeout)
 
     # ------------------------------------------------------------------ introspection
 
     @property
     def is_controller(self) -> bool:
         return self.init_controller
+
+    @property
+    def call(self) -> RemoteCalls:
+        """Calls by name, with no fetcher declared (daffi 2's ``g.call``): ``g.call.add(1, 2)
+        & FG``, ``(g.call.add & FG)(1, 2)``, ``await g.call.add(1, 2).fg_async()``."""
+        return self._calls
 
     @property
     def registered_callbacks(self) -> dict[str, dict[str, CallbackInfo]]:
@@ -489,3 +485,14 @@ class Global:
         runtime = self._runtime
         state = "stopped" if runtime.stopped else "running" if runtime.started else "not started"
         return f"<Global {' '.join(parts)} {state}>"
+
+
+def get_g() -> Global:
+    """The Global of the calling context: inside a callback, the one running it; inside
+    ``async with Global(...)`` or ``with g.as_current():``, that one; elsewhere the most
+    recently started Global of this process that still runs.
+
+    Raises:
+        GlobalContextError: no Global runs in this process (the message says which stopped).
+    """
+    return cast("Global", current_global())

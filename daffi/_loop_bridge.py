@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -20,11 +21,13 @@ import anyio.abc
 from anyio.from_thread import BlockingPortal
 
 from daffi._crossloop import loop_call_soon, run_in_portal
-from daffi.exceptions import GlobalContextError
+from daffi.exceptions import GlobalContextError, outgoing_errors
 
 __all__ = ["Host", "LoopBridge", "ThreadStarted"]
 
 T = TypeVar("T")
+
+logger = logging.getLogger("daffi.global")
 
 
 class ThreadStarted:
@@ -63,6 +66,10 @@ class LoopBridge(abc.ABC):
     portal: BlockingPortal | None
     task_group: anyio.abc.TaskGroup | None
     stopped: bool
+    #: the Global's process_name, for messages
+    process_name: str
+    #: the error that stopped the core, if one did (see :meth:`crashed`)
+    crash: BaseException | None = None
 
     @abc.abstractmethod
     def ensure_started_sync(self) -> None:
@@ -72,9 +79,37 @@ class LoopBridge(abc.ABC):
     async def ensure_started(self) -> None:
         """Before an awaited call: make sure the core runs (or raise why not)."""
 
-    @abc.abstractmethod
+    def crashed(self, error: BaseException) -> None:
+        """Keep the error that ended the core (the first one) and log it."""
+        if self.crash is not None:
+            return
+        self.crash = error
+        logger.critical(
+            "daffi %r stopped because of an error; later calls raise GlobalContextError "
+            "(caused by it) and join() raises it",
+            self.process_name,
+            exc_info=error,
+        )
+
     def stopped_error(self) -> GlobalContextError:
-        """The error a call made after the core stopped raises."""
+        """The error raised by a call made after this Global stopped (caused by the crash
+        that stopped it, if one did)."""
+        crash = self.crash
+        if crash is None:
+            return GlobalContextError(
+                f"Global {self.process_name!r} can no longer make or accept remote calls "
+                "because it was stopped; create a new daffi.Global(...) (or enter "
+                "`async with Global(...)`) to call fetchers again"
+            )
+        error = GlobalContextError(
+            f"Global {self.process_name!r} stopped because of an error: {crash!r}"
+        )
+        error.__cause__ = crash
+        return error
+
+    def raise_crash(self) -> None:
+        if self.crash is not None:
+            raise self.stopped_error() from self.crash
 
     def on_loop_thread(self) -> bool:
         return self.loop_thread is not None and threading.get_ident() == self.loop_thread
@@ -86,12 +121,13 @@ class LoopBridge(abc.ABC):
                 f"loop, where it would deadlock; use `await g.{twin}(...)` instead"
             )
 
+    @outgoing_errors
     def blocking(self, method: str, twin: str, func: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run ``func(*args)`` on daffi's loop and block until it returns (starting the
         runtime in its thread first if needed); ``method`` and ``twin`` name the blocking
         method and its async twin in the error raised on the loop's own thread."""
-        self.check_blocking(method, twin)
         self.ensure_started_sync()
+        self.check_blocking(method, twin)
         portal = self.portal
         if self.stopped or portal is None:
             raise self.stopped_error()
@@ -103,6 +139,7 @@ class LoopBridge(abc.ABC):
                 raise error from error.__cause__
             raise
 
+    @outgoing_errors
     async def run_on_loop(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Await ``func(*args)`` run on daffi's loop, from any loop (asyncio or trio)."""
         await self.ensure_started()

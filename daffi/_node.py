@@ -18,6 +18,7 @@ frame).
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
     from daffi._channel import ChannelPool
 
 __all__ = ["Node"]
+
+#: the waits log where Global's methods log
+logger = logging.getLogger("daffi.global")
 
 
 class Node:
@@ -190,6 +194,23 @@ class Node:
     def peers(self) -> dict[str, dict[str, CallbackInfo]]:
         """The other nodes and what they offer (the directory mirror's)."""
         return self.directory.peers
+
+    async def wait_process(self, process_name: str, timeout: float | None) -> None:
+        """Wait until ``process_name`` is connected (this node counts once connected)."""
+        logger.debug("Waiting node: %r", process_name)
+
+        def present() -> bool:
+            return process_name in self.peers or (process_name == self.name and self.is_connected)
+
+        await self.directory.wait_for(present, timeout, f"process {process_name!r} to connect")
+        logger.debug("Node found: %r", process_name)
+
+    async def wait_function(self, func_name: str, timeout: float | None) -> None:
+        """Wait until a process offers callback ``func_name``."""
+        logger.debug("Waiting remote callback: %r", func_name)
+        offered = f"a process offering {func_name!r}"
+        await self.directory.wait_for(lambda: self.offers(func_name), timeout, offered)
+        logger.debug("Function found: %r", func_name)
 
     @property
     def fatal_error(self) -> DaffiError | None:

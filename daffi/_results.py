@@ -20,6 +20,7 @@ from daffi.exceptions import (
     GlobalContextError,
     TimeoutError,
     exception_from_error_info,
+    mark_outgoing,
 )
 
 __all__ = [
@@ -114,17 +115,21 @@ class AsyncResult(Generic[R]):
             TimeoutError: not finished within ``timeout`` seconds (the call keeps running).
             GlobalContextError: called from the thread of daffi's own event loop.
         """
-        self._owner.check_blocking("AsyncResult.get", "get_async")
         try:
-            return self._future.result(timeout)
-        except concurrent.futures.CancelledError:
-            raise GlobalContextError(f"the call to {self.func_name!r} was cancelled") from None
-        except builtins.TimeoutError:
-            if self._future.done():
-                raise  # the call's own timeout
-            raise TimeoutError(
-                f"the result of {self.func_name!r} was not ready after {timeout} s"
-            ) from None
+            self._owner.check_blocking("AsyncResult.get", "get_async")
+            try:
+                return self._future.result(timeout)
+            except concurrent.futures.CancelledError:
+                raise GlobalContextError(f"the call to {self.func_name!r} was cancelled") from None
+            except builtins.TimeoutError:
+                if self._future.done():
+                    raise  # the call's own timeout
+                raise TimeoutError(
+                    f"the result of {self.func_name!r} was not ready after {timeout} s"
+                ) from None
+        except DaffiError as exc:
+            mark_outgoing(exc)
+            raise
 
     async def get_async(self, timeout: float | None = None) -> R:
         """Wait for the result without blocking the loop (asyncio or trio).
@@ -134,13 +139,19 @@ class AsyncResult(Generic[R]):
         Raises:
             TimeoutError: not finished within ``timeout`` seconds (the call keeps running).
         """
-        with anyio.move_on_after(timeout) as scope:
-            try:
-                return await wait_future(self._future, cancel_on_abort=False)
-            except concurrent.futures.CancelledError:
-                raise GlobalContextError(f"the call to {self.func_name!r} was cancelled") from None
-        assert scope.cancelled_caught
-        raise TimeoutError(f"the result of {self.func_name!r} was not ready after {timeout} s")
+        try:
+            with anyio.move_on_after(timeout) as scope:
+                try:
+                    return await wait_future(self._future, cancel_on_abort=False)
+                except concurrent.futures.CancelledError:
+                    raise GlobalContextError(
+                        f"the call to {self.func_name!r} was cancelled"
+                    ) from None
+            assert scope.cancelled_caught
+            raise TimeoutError(f"the result of {self.func_name!r} was not ready after {timeout} s")
+        except DaffiError as exc:
+            mark_outgoing(exc)
+            raise
 
     def cancel(self) -> bool:
         """Cancel the call if it is still running (the remote execution is cancelled too)."""

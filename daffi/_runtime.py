@@ -6,19 +6,24 @@ Three ways to run (see docs/design.md):
   runs the async core, reached through a ``BlockingPortal`` (:meth:`Runtime.start_in_thread`);
   stopped at exit;
 * ``async with``: in the caller's loop and task group (:meth:`Runtime.enter`);
-* constructed inside a running loop (daffi 2 style async apps): in a task of that loop, on
-  its library (asyncio or trio), started by the constructor and run unless ``async with``
-  enters the Global first (:meth:`Runtime.start_in_running_loop`).
+* constructed inside a running loop (daffi 2 style async apps): a controller binds its
+  address in the constructor; the core runs in a task of that loop, on its library (asyncio
+  or trio), from the first time the creating code awaits, unless ``async with`` enters the
+  Global first (:meth:`Runtime.start_in_running_loop`). A synchronous daffi call made from
+  that loop before then (``g.wait_process(...)``, ``g.call.f() & FG``, as daffi 2 programs
+  do) starts the core at once in a background thread on the same library instead, as daffi 2
+  ran it (:meth:`Runtime.ensure_started_sync`).
 
 The bridge (:class:`daffi._loop_bridge.LoopBridge`, its base: ``blocking``, ``run_on_loop``,
 ``spawn``) runs coroutines on that loop from any thread or loop. An error that ends the core is kept
-(:meth:`Runtime.crashed`) and raised by later calls as the cause of their error.
+(:meth:`LoopBridge.crashed`) and raised by later calls as the cause of their error.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import inspect
 import logging
 import sys
@@ -32,7 +37,7 @@ from anyio.from_thread import BlockingPortal
 
 from daffi._components import Components
 from daffi._context import Target, current_var, forget, remember
-from daffi._crossloop import spawn_in_running_loop
+from daffi._crossloop import Portal, spawn_in_running_loop
 from daffi._link import cancelled_from_outside
 from daffi._loop_bridge import Host, LoopBridge, ThreadStarted
 from daffi._node import Node
@@ -68,6 +73,9 @@ class Runtime(LoopBridge):
 
     def __init__(self, owner: Owner, schedule_reports: ScheduleReports):
         self.owner = owner
+        self.process_name = owner.process_name
+        #: the library of the loop the core runs on in its own thread
+        self.backend = owner.backend
         self.components = Components(owner, self._node_event, schedule_reports)
         self.portal: BlockingPortal | None = None
         self.loop_thread: int | None = None
@@ -75,8 +83,6 @@ class Runtime(LoopBridge):
         self.stop_event: anyio.Event | None = None
         self.task_group: anyio.abc.TaskGroup | None = None
         self.done = threading.Event()
-        #: the error that stopped the core, if one did (see run_core)
-        self.crash: BaseException | None = None
         self._start_lock = threading.Lock()
         self.started = False
         self.stopped = False
@@ -108,6 +114,9 @@ class Runtime(LoopBridge):
         (as their cause) and by :meth:`join`.
         """
         owner = self.owner
+        # The core's tasks (and the threads they start) run with this Global as current:
+        # get_g() in a callback returns the Global running it.
+        current_var.set(owner)
         self.stop_event = anyio.Event()
         try:
             with anyio.CancelScope() as core_scope:
@@ -145,38 +154,6 @@ class Runtime(LoopBridge):
             if self._unsubscribe is not None:
                 self._unsubscribe()
             self.task_group = None
-
-    def crashed(self, error: BaseException) -> None:
-        """Keep the error that ended the core (the first one) and log it."""
-        if self.crash is not None:
-            return
-        self.crash = error
-        logger.critical(
-            "daffi %r stopped because of an error; later calls raise GlobalContextError "
-            "(caused by it) and join() raises it",
-            self.owner.process_name,
-            exc_info=error,
-        )
-
-    def stopped_error(self) -> GlobalContextError:
-        """The error raised by a call made after this Global stopped (caused by the crash
-        that stopped it, if one did)."""
-        crash = self.crash
-        if crash is None:
-            return GlobalContextError(
-                f"Global {self.owner.process_name!r} can no longer make or accept remote calls "
-                "because it was stopped; create a new daffi.Global(...) (or enter "
-                "`async with Global(...)`) to call fetchers again"
-            )
-        error = GlobalContextError(
-            f"Global {self.owner.process_name!r} stopped because of an error: {crash!r}"
-        )
-        error.__cause__ = crash
-        return error
-
-    def raise_crash(self) -> None:
-        if self.crash is not None:
-            raise self.stopped_error() from self.crash
 
     def _registry_changed(self) -> None:
         node, portal = self.node, self.portal
@@ -222,7 +199,7 @@ class Runtime(LoopBridge):
             failure: list[BaseException] = []
 
             async def main() -> None:
-                async with BlockingPortal() as portal:
+                async with Portal() as portal:
                     self.portal = portal
                     self.loop_thread = threading.get_ident()
                     try:
@@ -232,7 +209,7 @@ class Runtime(LoopBridge):
 
             def target() -> None:
                 try:
-                    anyio.run(main, backend=self.owner.backend)
+                    anyio.run(main, backend=self.backend)
                 except BaseException as exc:
                     error = _unwrap(exc)
                     if ready.is_set():
@@ -256,19 +233,19 @@ class Runtime(LoopBridge):
                 raise failure[0]
             atexit.register(self._stop_at_exit)
 
-    def start_in_running_loop(self) -> None:
-        """Constructed in a running loop: run the core in a task of that loop (on its
-        library), which starts when the constructor's caller first yields to the loop,
-        unless ``async with`` has entered this Global by then."""
-        self._host = Host()
+    def start_in_running_loop(self, library: str) -> None:
+        """Constructed in a running loop of ``library``: bind a controller's address now,
+        and run the core in a task of that loop, which starts when the constructor's caller
+        first yields to the loop, unless ``async with`` has entered this Global by then."""
+        self.backend = library
+        self.components.bind_now()
+        self._host = host = Host()
         self.loop_thread = threading.get_ident()
-        spawn_in_running_loop(self._run_hosted)
+        spawn_in_running_loop(functools.partial(self._run_hosted, host))
 
-    async def _run_hosted(self) -> None:
-        host = self._host
-        assert host is not None
+    async def _run_hosted(self, host: Host) -> None:
         if not host.pending:
-            return  # `async with` entered it
+            return  # `async with` entered it, or a blocking call started it in a thread
         host.pending = False
         host.runs_core = True
         try:
@@ -305,14 +282,19 @@ class Runtime(LoopBridge):
         if self.started or self.stopped:
             return
         host = self._host
+        if host is not None and host.pending and self.on_loop_thread():
+            # Called from its loop before the loop ran the core (a daffi 2 program): run it
+            # in a thread of its own, on the loop's library, where it can serve while this
+            # call blocks the loop.
+            host.pending = False
+            self._host = None
+            self.loop_thread = None
+            host = None
         if host is None:
             self.start_in_thread()
             return
         if self.on_loop_thread():
-            raise GlobalContextError(
-                "this Global starts in its event loop once the code that created it awaits "
-                "something; await an async method first (e.g. `await g.wait_function_async(...)`)"
-            )
+            return  # its loop is starting it: the caller refuses to block that loop
         host.ready.wait()
 
     async def ensure_started(self) -> None:
@@ -342,7 +324,7 @@ class Runtime(LoopBridge):
         await self._enter()
 
     async def _enter(self) -> None:
-        portal = BlockingPortal()
+        portal = Portal()
         await portal.__aenter__()
         self.portal = portal
         self.loop_thread = threading.get_ident()
@@ -428,6 +410,7 @@ class Runtime(LoopBridge):
             return False
         if host.pending:
             host.pending = False
+            self.components.release()
             self.stopped = True
             self.done.set()
             host.ready.set()
@@ -480,6 +463,7 @@ class Runtime(LoopBridge):
             logger.debug("error while stopping at exit", exc_info=True)
 
     def join(self) -> None:
+        self.ensure_started_sync()
         self.check_blocking("join", "join_async")
         self.done.wait()
         self.raise_crash()

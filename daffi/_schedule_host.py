@@ -433,15 +433,20 @@ class ScheduleHost:
         called by node ``src``.
 
         ``SYSTEM_CANCEL_SCHEDULE`` answers when the schedule was cancelled (a POSIX
-        timestamp taken here), or ``None`` if it was not active.
+        timestamp taken here), or ``None`` if it has ended; it raises ``LookupError`` for
+        a uuid this node does not know (never had, or ended too long ago).
         """
         if name in (SYSTEM_CANCEL_SCHEDULE, SYSTEM_LIST_SCHEDULES):
             await self.durable.ready()  # the resumed schedules are there
         scheduler = self._scheduler
         if name == SYSTEM_CANCEL_SCHEDULE:
-            cancelled_at = self.cancel(str(args[0]), src)
+            schedule_uuid = str(args[0])
+            cancelled_at = self.cancel(schedule_uuid, src)
             if cancelled_at is not None:
                 await self.durable.sync()  # a durable schedule has left the store
+            elif scheduler is None or schedule_uuid not in scheduler.ended:
+                # As daffi 2: an unknown uuid is an error (the caller's RemoteCallError).
+                raise LookupError(f"process {self.name!r} has no schedule {schedule_uuid!r}")
             return cancelled_at
         if name == SYSTEM_LIST_SCHEDULES:
             return [] if scheduler is None else [_listed(e) for e in scheduler.entries.values()]

@@ -98,7 +98,8 @@ class ScheduleRequests:
         return await node.roundtrip(name, payload, receiver=receiver)
 
     async def cancel_schedule(self, receiver: str, schedule_uuid: str) -> bool:
-        """Cancel schedule ``schedule_uuid`` on ``receiver``; returns whether it was active.
+        """Cancel schedule ``schedule_uuid`` on ``receiver``; returns whether it was active
+        (False: it has ended). An unknown uuid raises ``RemoteCallError`` (a ``LookupError``).
 
         A handle of this process for that schedule records this process as its canceller,
         with the executor's time of the cancel.
@@ -131,6 +132,8 @@ class ScheduleRequests:
         log line) instead of raising."""
         try:
             return await self.cancel_schedule(receiver, schedule_uuid)
+        except LookupError:  # the executor no longer knows it (it restarted): not active
+            return False
         except (UnableToFindCandidate, RemoteStoppedUnexpectedly) as exc:
             logger.info(
                 "schedule %s on %r was not cancelled: the executor is gone (%s)",

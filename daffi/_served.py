@@ -37,6 +37,7 @@ import anyio
 import anyio.lowlevel
 
 from daffi._cipher import TlsSocket
+from daffi._context import current_var
 from daffi._crossloop import loop_call_soon
 from daffi._frames import FrameReader, encode_frame
 from daffi._protocol import Call, Error, Message, Result
@@ -121,7 +122,13 @@ class ServedChannel:
 
     def start(self) -> None:
         """Start the channel's thread; if none can be started, the channel just ends."""
-        thread = threading.Thread(target=self._serve, name="daffi-channel", daemon=True)
+        current = current_var.get()  # the Global whose core starts it, for get_g()
+
+        def serve() -> None:
+            current_var.set(current)
+            self._serve()
+
+        thread = threading.Thread(target=serve, name="daffi-channel", daemon=True)
         try:
             thread.start()
         except RuntimeError as exc:  # "can't start new thread"

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import anyio
 
+from daffi._context import current_var
+
 __all__ = ["ThreadGroup", "wait_bounded"]
 
 
@@ -30,11 +32,16 @@ async def wait_bounded(done: Callable[[], bool], timeout: float) -> bool:
 
 
 class ThreadGroup:
-    """The threads one owner started and has not seen end (any thread may use it)."""
+    """The threads one owner started and has not seen end (any thread may use it).
+
+    Its threads run with the Global that was current where the group was made (in the core
+    of a Global: that Global), so that ``get_g()`` in a callback they run returns it.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
+        self._current = current_var.get()
 
     def start(self, target: Callable[[], None], name: str) -> threading.Thread:
         """Start a daemon thread named ``name`` running ``target``; it leaves the group when
@@ -44,7 +51,10 @@ class ThreadGroup:
             RuntimeError: the system has no thread to give ("can't start new thread").
         """
 
+        current = self._current
+
         def body() -> None:
+            current_var.set(current)  # a new thread starts with an empty context
             try:
                 target()
             finally:

@@ -10,10 +10,12 @@ type is a built-in exception, the rebuilt object is also an instance of that bui
 from __future__ import annotations
 
 import builtins
+import functools
+import inspect
 import sys
 import traceback
-from collections.abc import Mapping
-from typing import Any, NoReturn
+from collections.abc import Callable, Mapping
+from typing import Any, NoReturn, TypeVar, cast
 
 import msgspec
 
@@ -212,6 +214,7 @@ class RemoteCallError(DaffiError):
             message=self.remote_message,
             traceback=self.remote_traceback,
             process_name=self.process_name,
+            kind=_REMOTE_DAFFI_KINDS.get(type(self), REMOTE_KIND),
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -235,6 +238,45 @@ _DAFFI_KINDS: dict[str, type[DaffiError]] = {
         TimeoutError,
     )
 }
+
+
+#: set on a daffi error raised by a call this process made (see `outgoing_errors`)
+_OUTGOING = "_daffi_outgoing"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def mark_outgoing(exc: DaffiError) -> None:
+    """Mark ``exc`` as the error of a call this process made (see `outgoing_errors`)."""
+    setattr(exc, _OUTGOING, True)
+
+
+def outgoing_errors(func: F) -> F:
+    """Mark the daffi errors ``func`` raises as errors of a call this process made (a
+    fetcher's call, a ``g.call``, a method of ``Global``), for when they escape a callback:
+    the callback's caller then gets a `RemoteCallError` that is also of that daffi class,
+    naming this process, instead of what looks like an error of its own call."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def marked_async(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await func(*args, **kwargs)
+            except DaffiError as exc:
+                mark_outgoing(exc)
+                raise
+
+        return cast("F", marked_async)
+
+    @functools.wraps(func)
+    def marked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DaffiError as exc:
+            mark_outgoing(exc)
+            raise
+
+    return cast("F", marked)
 
 
 def _safe_str(value: object) -> str:
@@ -291,6 +333,7 @@ def error_info_from_exception(exc: BaseException, process_name: str) -> ErrorInf
             message=exc.remote_message,
             traceback=tb_text,
             process_name=process_name,
+            kind=_REMOTE_DAFFI_KINDS.get(type(exc), REMOTE_KIND),
         )
     exc_type = type(exc)
     if isinstance(exc, DaffiError):
@@ -298,6 +341,10 @@ def error_info_from_exception(exc: BaseException, process_name: str) -> ErrorInf
         if not isinstance(message, str):  # a subclass that skipped DaffiError.__init__
             message = _safe_str(exc)
         kind = _daffi_kind(exc)
+        if not getattr(exc, _OUTGOING, False):
+            # daffi's own answer about the call it runs (a refusal): raised as its class,
+            # without a traceback; with one (below) it failed a call this process made.
+            tb_text = ""
     else:
         message = _safe_str(exc)
         kind = REMOTE_KIND
@@ -320,22 +367,28 @@ def exception_from_error_info(info: ErrorInfo) -> DaffiError:
         info: The failure as received.
 
     Returns:
-        The daffi exception named by ``info.kind``, or a `RemoteCallError`. For a remote
+        The daffi exception named by ``info.kind`` (when a callback raised it, a
+        `RemoteCallError` that is also of that class, e.g. ``RemoteGlobalContextError``), or
+        a `RemoteCallError`. For a remote
         built-in exception type (e.g. ``ValueError``) the `RemoteCallError` is also an
         instance of that type; if no subclass can be made for that exact type, the nearest
         built-in base class that allows it is used (e.g. ``UnicodeError`` for
         ``UnicodeDecodeError``), else none.
     """
     try:
-        daffi_cls = _DAFFI_KINDS.get(info.kind)
-        if daffi_cls is not None:
-            return daffi_cls(info.message)
         fields: dict[str, Any] = {
             "remote_type": info.type_name,
             "remote_module": info.module,
             "remote_traceback": info.traceback,
             "process_name": info.process_name,
         }
+        daffi_cls = _DAFFI_KINDS.get(info.kind)
+        if daffi_cls is not None:
+            if not info.traceback:  # daffi's own answer about the call (a refusal, ...)
+                return daffi_cls(info.message)
+            # Raised while a callback ran there (e.g. a nested call that failed): a
+            # RemoteCallError, with where and the traceback, that is also that daffi class.
+            return _remote_class_for_daffi(daffi_cls)(info.message, **fields)
         cls = _remote_class_for_builtin(_builtin_exception(info))
         try:
             return cls(info.message, **fields)
@@ -420,8 +473,25 @@ def _remote_class_for_builtin(builtin: type[Exception] | None) -> type[RemoteCal
     return cls
 
 
+# Daffi class -> the class raised for it when a callback raised it, e.g. RemoteGlobalContextError.
+_REMOTE_DAFFI: dict[type[DaffiError], type[RemoteCallError]] = {}
+# ... and back: the kind such a class keeps when it crosses the wire again (a further hop).
+_REMOTE_DAFFI_KINDS: dict[type, str] = {}
+
+
+def _remote_class_for_daffi(daffi_cls: type[DaffiError]) -> type[RemoteCallError]:
+    cls = _REMOTE_DAFFI.get(daffi_cls)
+    if cls is None:
+        combined = _combined_class(daffi_cls) or RemoteCallError
+        cls = _REMOTE_DAFFI.setdefault(daffi_cls, combined)
+        if cls is not RemoteCallError:
+            _REMOTE_DAFFI_KINDS[cls] = daffi_cls.__name__
+    return cls
+
+
 def _combined_class(builtin: type[Exception]) -> type[RemoteCallError] | None:
-    """Return ``class Remote<Name>(RemoteCallError, builtin)``, or None if it cannot work."""
+    """Return ``class Remote<Name>(RemoteCallError, builtin)`` (a built-in or daffi class),
+    or None if it cannot work."""
     name = f"Remote{builtin.__name__}"
     try:
         cls: type[RemoteCallError] = type(
@@ -430,7 +500,7 @@ def _combined_class(builtin: type[Exception]) -> type[RemoteCallError] | None:
             {
                 "__module__": __name__,
                 "__qualname__": name,
-                "__doc__": f"A `RemoteCallError` that is also a built-in `{builtin.__name__}`.",
+                "__doc__": f"A `RemoteCallError` that is also a `{builtin.__name__}`.",
             },
         )
         # Some built-ins need particular constructor arguments (UnicodeDecodeError,

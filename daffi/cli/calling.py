@@ -97,16 +97,9 @@ def call_by_name(
     receiver: str | None,
     timeout: float | None,
 ) -> Any:
-    """Call callback ``name`` with ``FG`` through ``g``; its result (an iterator of items
-    for a generator callback).
-
-    The one place the CLI uses daffi's internals: the public API calls callbacks through
-    fetchers, declared in code, and has no call by a name known only at run time.
-    """
-    from daffi import FG
-
-    modifier = FG(timeout=timeout, receiver=receiver)
-    return g._execution.execute(name, args, kwargs, modifier, None)
+    """Call callback ``name`` with ``FG`` through ``g`` (``g.call``); its result (an
+    iterator of items for a generator callback)."""
+    return g.call[name](*args, **kwargs).fg(timeout=timeout, receiver=receiver)
 
 
 def _echo_result(value: Any, as_json: bool) -> None:

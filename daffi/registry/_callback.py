@@ -7,6 +7,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, Generic, ParamSpec, TypeVar
 
+from daffi._context import current_global_or_none
 from daffi.exceptions import InitializationError
 from daffi.registry._markers import alias_of, is_local, refused
 from daffi.registry._roles import Role, declare, is_instance, is_subclass
@@ -47,6 +48,12 @@ class Callback:
     registry: ClassVar[CallbackRegistry | None] = None
 
     _daffi_registered: bool = False
+
+    @property
+    def g(self) -> Any:
+        """The Global of the calling context: in a callback, the one running it (None if
+        no Global runs); see :func:`daffi.get_g`."""
+        return current_global_or_none()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -149,6 +156,12 @@ class callback(Generic[P, T]):
         self._registry.add(self.wrapped, value)
         self._registry.remove(self._alias)
         self._alias = value
+
+    @property
+    def g(self) -> Any:
+        """The Global of the calling context: in a callback, the one running it (None if
+        no Global runs); see :func:`daffi.get_g`."""
+        return current_global_or_none()
 
     def withdraw(self) -> None:
         """Stop offering this callback (its registry forgets it)."""

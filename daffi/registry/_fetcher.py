@@ -307,6 +307,11 @@ class Fetcher:
 
     exec_modifier: ClassVar[Any] = FG
 
+    @property
+    def g(self) -> Any:
+        """The Global its methods call through right now (None if none is running)."""
+        return current_global_or_none()
+
     def __init__(self) -> None:
         if _init_owner(type(self)) is Fetcher:
             _post_init(self)

@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -34,7 +35,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Clock", "LoopClock", "ScheduleEntry", "Scheduler", "SystemClock"]
 
+_CONDITIONS = {"interval": "period"}
+
 logger = logging.getLogger("daffi.scheduling")
+
+#: how many ended schedules a scheduler remembers (a cancel of an older one is of an unknown uuid)
+ENDED_KEPT = 10_000
 
 
 class Clock(Protocol):
@@ -106,6 +112,8 @@ class ScheduleEntry:
             "uuid": self.uuid,
             "func_name": self.func_name,
             "kind": self.trigger.kind,
+            # daffi 2's key: "period" for an interval, "at_time"; "cron" for a cron schedule
+            "condition": _CONDITIONS.get(self.trigger.kind, self.trigger.kind),
             "next_run": self.next_run,
             "runs": self.runs,
             "skipped": self.skipped,
@@ -199,6 +207,9 @@ class Scheduler:
         self.clock: Clock = clock
         self.on_error = on_error
         self.entries: dict[str, ScheduleEntry] = {}
+        #: the uuids of the latest schedules that ended (cancelled or run their course),
+        #: oldest first, at most ENDED_KEPT: a cancel of one of them is not of an unknown one
+        self.ended: OrderedDict[str, None] = OrderedDict()
         self._last_skip_log = float("-inf")
         self._skipped_unlogged = 0
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -242,10 +253,16 @@ class Scheduler:
         entry = self.entries.pop(uuid, None)
         if entry is None:
             return False
+        self._ended(uuid)
         entry.scope.cancel()
         self._forget(entry)
         logger.info("schedule %s (%s) cancelled after %d runs", uuid, entry.func_name, entry.runs)
         return True
+
+    def _ended(self, uuid: str) -> None:
+        self.ended[uuid] = None
+        if len(self.ended) > ENDED_KEPT:
+            self.ended.popitem(last=False)
 
     def _forget(self, entry: ScheduleEntry) -> None:
         if entry.durable and self.journal is not None:
@@ -273,6 +290,7 @@ class Scheduler:
         finally:
             if self.entries.get(entry.uuid) is entry:
                 del self.entries[entry.uuid]
+                self._ended(entry.uuid)
             if finished:
                 logger.info(
                     "schedule %s (%s) finished after %d runs",

@@ -13,7 +13,7 @@ import anyio.abc
 
 from ._address import Address
 
-__all__ = ["PLAIN_SOCKET", "Listening", "Transport", "describe_peer"]
+__all__ = ["PLAIN_SOCKET", "Bound", "Listening", "Transport", "describe_peer"]
 
 #: Capability: the transport's streams are plain sockets carrying daffi's frames unchanged.
 #:
@@ -99,6 +99,24 @@ class Transport(abc.ABC):
         """
         return None
 
+    def bind_now(self, address: Address) -> Bound | None:
+        """Bind ``address`` at once, with no event loop, if this transport can; the sockets
+        go to :meth:`adopt` later, on the loop.
+
+        A controller created inside a running event loop binds this way in its constructor,
+        so that the address it got (a port picked for port 0) is known before the loop runs
+        its core. Optional: the default returns None, and :meth:`listen` binds later.
+
+        Raises:
+            OSError: If the address is in use or cannot be bound.
+            ValueError: If the address lacks what this transport needs.
+        """
+        return None
+
+    async def adopt(self, bound: Bound) -> Listening:
+        """Listen on the sockets :meth:`bind_now` bound (required where it returns one)."""
+        raise NotImplementedError(f"{type(self).__name__} does not bind ahead of listening")
+
     def _check_scheme(self, address: Address) -> None:
         """Reject an address meant for another transport, which is always a caller bug."""
         if address.scheme != self.scheme:
@@ -106,6 +124,23 @@ class Transport(abc.ABC):
                 f"{type(self).__name__} handles {self.scheme}:// addresses, got {address}; "
                 f"use get_transport({address.scheme!r}) for this address"
             )
+
+
+@dataclass
+class Bound:
+    """Listening sockets bound by :meth:`Transport.bind_now`, not yet served.
+
+    Attributes:
+        address: The address actually bound (with the real port).
+        sockets: The bound, listening sockets; :meth:`close` them if they are never adopted.
+    """
+
+    address: Address
+    sockets: list[socket.socket]
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
 
 
 @dataclass

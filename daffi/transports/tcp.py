@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
 import sys
-from typing import ClassVar
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
 import anyio
 import anyio.abc
 from anyio.streams.stapled import MultiListener
 
 from ._address import Address
-from ._base import PLAIN_SOCKET, Listening, Transport, _with_address
+from ._base import PLAIN_SOCKET, Bound, Listening, Transport, _with_address
 
 __all__ = ["TcpTransport"]
 
@@ -95,31 +97,40 @@ class TcpTransport(Transport):
             ValueError: If host or port is missing.
         """
         host, port = self._host_and_port(address)
-        try:
-            sockaddrs = await _resolve(host, port)
-            sockets = _bind_all(sockaddrs, port, self.backlog)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise OSError(
-                    errno.EADDRINUSE,
-                    f"cannot listen on {address}: the address is already in use; stop the "
-                    f"process using it or choose another port (port 0 picks a free one)",
-                ) from exc
-            raise _with_address(exc, "listen on", address) from exc
+        with _listen_errors(address):
+            sockets = _bind_all(await _resolve(host, port), port, self.backlog)
+        return await self.adopt(_bound(self.scheme, host, sockets))
 
+    def bind_now(self, address: Address) -> Bound | None:
+        """Bind ``address.host:address.port`` now, without a loop (the name resolved by the
+        system's resolver, blocking); raises as :meth:`listen` does.
+
+        A subclass with a ``listen`` of its own (one that wraps its streams, say) binds when
+        it listens: None, unless it overrides this method too.
+        """
+        cls = type(self)
+        if cls.listen is not TcpTransport.listen and cls.bind_now is TcpTransport.bind_now:
+            return None
+        host, port = self._host_and_port(address)
+        with _listen_errors(address):
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            sockets = _bind_all(_passive(infos), port, self.backlog)
+        return _bound(self.scheme, host, sockets)
+
+    async def adopt(self, bound: Bound) -> Listening:
+        """Serve the sockets bound by :meth:`bind_now` (or :meth:`listen`)."""
         listeners: list[anyio.abc.SocketListener] = []
         try:
-            for sock in sockets:
+            for sock in bound.sockets:
                 listeners.append(await anyio.abc.SocketListener.from_socket(sock))
         except BaseException:
             for listener in listeners:
                 await anyio.aclose_forcefully(listener)
-            for sock in sockets[len(listeners) :]:
+            for sock in bound.sockets[len(listeners) :]:
                 sock.close()
             raise
-        bound = Address(scheme="tcp", host=host, port=sockets[0].getsockname()[1])
-        logger.debug("listening on %s (%d socket(s))", bound, len(listeners))
-        return Listening(listener=MultiListener(listeners), address=bound)
+        logger.debug("listening on %s (%d socket(s))", bound.address, len(listeners))
+        return Listening(listener=MultiListener(listeners), address=bound.address)
 
     def _host_and_port(self, address: Address) -> tuple[str, int]:
         self._check_scheme(address)
@@ -132,9 +143,34 @@ class TcpTransport(Transport):
         return address.host, address.port
 
 
+def _bound(scheme: str, host: str, sockets: list[socket.socket]) -> Bound:
+    return Bound(Address(scheme=scheme, host=host, port=sockets[0].getsockname()[1]), sockets)
+
+
+@contextlib.contextmanager
+def _listen_errors(address: Address) -> Iterator[None]:
+    """Name the address in an error of binding it, and what to do about one in use."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(
+                errno.EADDRINUSE,
+                f"cannot listen on {address}: the address is already in use; stop the "
+                f"process using it or choose another port (port 0 picks a free one)",
+            ) from exc
+        raise _with_address(exc, "listen on", address) from exc
+
+
 async def _resolve(host: str, port: int) -> list[tuple[socket.AddressFamily, _SockAddr]]:
-    """Resolve ``host`` to the socket addresses to bind, in resolver order, no duplicates."""
+    """Resolve ``host`` to the socket addresses to bind (see :func:`_passive`)."""
     infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    return _passive(infos)
+
+
+def _passive(infos: list[Any]) -> list[tuple[socket.AddressFamily, _SockAddr]]:
+    """The socket addresses to bind among ``getaddrinfo``'s, in resolver order, no
+    duplicates."""
     result: list[tuple[socket.AddressFamily, _SockAddr]] = []
     for family, _type, _proto, _canonname, sockaddr in infos:
         # glibc can repeat results (sourceware bug 14969); AF_UNIX etc. cannot occur here.

@@ -2,7 +2,8 @@
 
 It runs its core in a task of that loop, on the loop's own library, started by the
 constructor: it serves its callbacks once the app awaits anything, with no daffi call made
-first; ``stop_async()`` returns once it has said ``Bye``; a stop before it started means it
+first (a blocking daffi call made first runs it in a thread of its own instead, on the same
+library); ``stop_async()`` returns once it has said ``Bye``; a stop before it started means it
 never starts; ``async with`` right after the constructor runs it in the caller's task group
 as usual. Every test runs on asyncio and trio, over the memory transport.
 """
@@ -152,12 +153,37 @@ async def test_a_blocking_call_from_its_loop_is_refused_with_the_async_way(
         await g.stop_async()
 
 
-async def test_a_blocking_method_before_it_started_says_how_to_wait(
+async def test_a_blocking_call_before_it_started_runs_it_in_a_thread_on_this_library(
+    sock_dir: str, anyio_backend: str
+) -> None:
+    """daffi 2's model, for daffi 2 programs that call blocking methods right after the
+    constructor: the core starts at once in a thread of its own, on the loop's library, and
+    blocking calls from the loop work (they block it while they wait)."""
+
+    def make_controller() -> Global:  # outside any loop: in its own thread
+        return Global("ctrl", init_controller=True, init_node=False, unix_sock_path=sock_dir)
+
+    ctrl = await anyio.to_thread.run_sync(make_controller)
+    try:
+        early = Global("early", unix_sock_path=sock_dir, registry=registry(where=where_cb))
+        try:
+            early.wait_process("early", timeout=5)
+            library, thread = early.call.where().fg(timeout=5, receiver="early")
+            assert library == anyio_backend
+            assert thread != threading.get_ident()
+        finally:
+            await early.stop_async()
+    finally:
+        await anyio.to_thread.run_sync(ctrl.stop)
+
+
+async def test_a_blocking_call_once_it_runs_in_the_loop_says_how_to_wait(
     address: str, controller: Global
 ) -> None:
     g = Global("early", address=address, registry=registry(where=where_cb))
     try:
-        with pytest.raises(GlobalContextError, match="blocks"):
+        await g.wait_process_async("early", timeout=5)  # its loop has started it
+        with pytest.raises(GlobalContextError, match=r"wait_function_async"):
             g.wait_function("where", timeout=1)
     finally:
         await g.stop_async()

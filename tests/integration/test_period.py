@@ -210,6 +210,7 @@ async def test_at_time_fires_each_entry_once_in_order(make_node: NodeFactory) ->
             listing = await req.get_scheduled_tasks_async("exec")
             (info,) = [item for item in listing if item["uuid"] == task.uuid]
             assert info["kind"] == "at_time"
+            assert info["condition"] == "at_time"
             assert info["at_time"] == pytest.approx(sorted(at_time))
 
             await runs.wait_for(3)
@@ -296,6 +297,7 @@ async def test_listing_and_cancel_by_uuid_from_a_third_node(make_node: NodeFacto
             assert info["uuid"] == task.uuid
             assert info["func_name"] == "tick"
             assert info["kind"] == "interval"
+            assert info["condition"] == "period"  # daffi 2's key, kept
             assert info["interval"] == INTERVAL
             assert info["runs"] >= 2
             assert info["requester"] == "req"
@@ -304,7 +306,10 @@ async def test_listing_and_cancel_by_uuid_from_a_third_node(make_node: NodeFacto
             # the coming grid point (a busy loop may be a little late waking up for it)
             assert before - 1.0 <= info["next_run"] <= after + INTERVAL + 1e-3
 
-            assert await observer.cancel_scheduled_task_by_uuid_async("exec", "no-such") is False
+            # An unknown uuid is an error, as in daffi 2; an ended schedule is just False.
+            with pytest.raises(RemoteCallError, match="no schedule 'no-such'") as unknown:
+                await observer.cancel_scheduled_task_by_uuid_async("exec", "no-such")
+            assert isinstance(unknown.value, LookupError)
             assert await observer.cancel_scheduled_task_by_uuid_async("exec", task.uuid) is True
             assert await observer.cancel_scheduled_task_by_uuid_async("exec", task.uuid) is False
             assert await observer.get_scheduled_tasks_async("exec") == []
@@ -318,13 +323,14 @@ async def test_listing_and_cancel_by_uuid_from_a_third_node(make_node: NodeFacto
 async def test_a_node_that_never_scheduled_lists_and_cancels_nothing(
     make_node: NodeFactory,
 ) -> None:
-    """Its scheduler starts with its first schedule: before that, it has nothing to list
-    or cancel (and answers so)."""
+    """Its scheduler starts with its first schedule: before that, it has nothing to list,
+    and a uuid to cancel is unknown there (RemoteCallError, as in daffi 2)."""
     with anyio.fail_after(10):
         async with make_node("exec", {"tick": Runs().tick}), make_node("req") as req:
             await req.wait_function_async("tick", timeout=5)
             assert await req.get_scheduled_tasks_async("exec") == []
-            assert await req.cancel_scheduled_task_by_uuid_async("exec", "no-such") is False
+            with pytest.raises(RemoteCallError, match="no schedule"):
+                await req.cancel_scheduled_task_by_uuid_async("exec", "no-such")
 
 
 async def test_first_schedules_requested_at_once_all_run(make_node: NodeFactory) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import pytest
 
-from daffi import FG, PERIOD, Global, ScheduledTask
+from daffi import FG, PERIOD, Global, RemoteCallError, ScheduledTask
 from daffi._protocol import CallbackInfo
 from daffi.decorators import fetcher
 from daffi.exceptions import InitializationError, RemoteStoppedUnexpectedly, UnableToFindCandidate
@@ -503,7 +503,8 @@ async def test_period_listing_and_cancel_by_uuid_from_a_third_node(
             assert info["interval"] == INTERVAL
             assert info["runs"] >= 2
             assert info["requester"] == "req"
-            assert await observer.cancel_scheduled_task_by_uuid_async("exec", "no-such") is False
+            with pytest.raises(RemoteCallError, match="no schedule 'no-such'"):
+                await observer.cancel_scheduled_task_by_uuid_async("exec", "no-such")
             assert await observer.cancel_scheduled_task_by_uuid_async("exec", task.uuid) is True
             assert await observer.cancel_scheduled_task_by_uuid_async("exec", task.uuid) is False
             assert await observer.get_scheduled_tasks_async("exec") == []

@@ -242,7 +242,7 @@ def test_listing_cancel_by_uuid_interrupt_and_errors(procs: list[Proc], sock_dir
     assert schedules[failing_uuid]["last_error"].startswith("ValueError")
     operator.wait_for(rf"CANCEL {slow_uuid} True", timeout=10)
     operator.wait_for(rf"CANCEL {failing_uuid} True", timeout=10)
-    operator.wait_for(r"CANCEL nope False", timeout=10)
+    operator.wait_for(r"CANCEL nope unknown: LookupError: .*no schedule 'nope'", timeout=10)
     _, after = operator.wait_for(r"AFTER (.*)", timeout=10)
     assert [item["uuid"] for item in json.loads(after.group(1))] == [tick_uuid]
     operator.wait_exit(timeout=10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -124,3 +125,45 @@ async def test_missing_host_or_port_is_rejected(address: Address) -> None:
 async def test_connect_to_port_zero_is_rejected() -> None:
     with anyio.fail_after(5), pytest.raises(ValueError, match="port 0"):
         await TcpTransport().connect(LOOPBACK)
+
+
+async def test_bind_now_knows_the_port_before_the_loop_serves_it() -> None:
+    """What a controller created inside a running loop does: bind in the constructor (no
+    loop needed), serve later."""
+    transport = TcpTransport()
+    bound = transport.bind_now(LOOPBACK)
+    assert bound is not None
+    assert bound.address.scheme == "tcp"
+    assert bound.address.port not in (None, 0)
+    with anyio.fail_after(10):
+        async with await transport.adopt(bound) as listening, anyio.create_task_group() as tg:
+            assert listening.address == bound.address
+            tg.start_soon(listening.listener.serve, echo)
+            async with await transport.connect(bound.address) as stream:
+                await stream.send(b"hi")
+                assert await receive_exactly(stream, 2) == b"hi"
+            tg.cancel_scope.cancel()
+
+
+def test_bind_now_names_an_address_in_use() -> None:
+    transport = TcpTransport()
+    first = transport.bind_now(LOOPBACK)
+    assert first is not None
+    try:
+        with pytest.raises(OSError, match="already in use") as info:
+            transport.bind_now(first.address)
+        assert info.value.errno == errno.EADDRINUSE
+    finally:
+        first.close()
+
+
+def test_a_subclass_that_listens_its_own_way_does_not_bind_ahead() -> None:
+    """Binding ahead would serve the plain sockets and skip its own listen (TLS, say)."""
+
+    class Wrapping(TcpTransport):
+        scheme = "wrapping"
+
+        async def listen(self, address: Address) -> Any:
+            raise NotImplementedError
+
+    assert Wrapping().bind_now(Address(scheme="wrapping", host="127.0.0.1", port=0)) is None

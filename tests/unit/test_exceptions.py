@@ -23,8 +23,10 @@ from daffi.exceptions import (
     RemoteCallError,
     RemoteStoppedUnexpectedly,
     UnableToFindCandidate,
+    daffi_error_info,
     error_info_from_exception,
     exception_from_error_info,
+    mark_outgoing,
 )
 
 DAFFI_CLASSES: list[type[DaffiError]] = [
@@ -339,11 +341,45 @@ def test_error_info_without_traceback() -> None:
 
 @pytest.mark.parametrize("cls", DAFFI_CLASSES)
 def test_daffi_kinds_round_trip(cls: type[DaffiError]) -> None:
-    info = error_info_from_exception(cls("no luck"), "controller")
+    """daffi's own answer about a call (a refusal) is raised as its class."""
+    error = exception_from_error_info(daffi_error_info(cls.__name__, "no luck", "controller"))
+    assert type(error) is cls
+    assert error.message == "no luck"
+    info = error_info_from_exception(cls("no luck"), "controller")  # raised by the callee
     assert info.kind == cls.__name__
     error = over_the_wire(cls("no luck"))
     assert type(error) is cls
     assert error.message == "no luck"
+
+
+@pytest.mark.parametrize("cls", DAFFI_CLASSES)
+def test_a_daffi_error_raised_in_a_callback_is_also_a_remote_call_error(
+    cls: type[DaffiError],
+) -> None:
+    """Raised by a call the callback made (a nested call that failed, a blocking call in an
+    async callback): its class, and a RemoteCallError saying where, with the traceback."""
+
+    def failed_call() -> DaffiError:
+        exc = cls("no luck")
+        mark_outgoing(exc)
+        return exc
+
+    info = error_info_from_exception(failed_call(), "controller")
+    assert info.kind == cls.__name__
+    assert info.traceback
+    error = over_the_wire(failed_call())
+    assert isinstance(error, cls)
+    assert isinstance(error, RemoteCallError)
+    assert error.remote_message == "no luck"
+    assert error.remote_type == cls.__name__
+    assert error.process_name == "worker-1"
+    assert "(raised in process 'worker-1')" in str(error)
+    again = over_the_wire(error, "worker-0")  # one more hop keeps the class
+    assert isinstance(again, cls)
+    assert isinstance(again, RemoteCallError)
+    assert again.process_name == "worker-0"
+    unpickled = pickle.loads(pickle.dumps(error))
+    assert type(unpickled) is type(error)
 
 
 def test_subclass_of_a_daffi_error_travels_as_its_daffi_base() -> None:
@@ -352,7 +388,9 @@ def test_subclass_of_a_daffi_error_travels_as_its_daffi_base() -> None:
 
     info = error_info_from_exception(CustomProtocolError("bad frame"), "n")
     assert info.kind == "ProtocolError"
-    assert type(exception_from_error_info(info)) is ProtocolError
+    error = exception_from_error_info(info)
+    assert isinstance(error, ProtocolError)
+    assert not isinstance(error, CustomProtocolError)
 
 
 def test_nested_remote_error_keeps_the_original_type() -> None:

@@ -585,6 +585,7 @@ async def test_describe_lists_each_schedule(env: Env) -> None:
                 "uuid": "iv",
                 "func_name": "tick",
                 "kind": "interval",
+                "condition": "period",  # daffi 2's key
                 "next_run": pytest.approx(start + 30.0, abs=1e-6),
                 "runs": 2,
                 "skipped": 0,
@@ -597,6 +598,7 @@ async def test_describe_lists_each_schedule(env: Env) -> None:
                 "uuid": "at",
                 "func_name": "tock",
                 "kind": "at_time",
+                "condition": "at_time",
                 "next_run": start + 100.0,
                 "runs": 0,
                 "skipped": 0,

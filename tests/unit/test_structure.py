@@ -130,6 +130,7 @@ PUBLIC = {
         "__version__",
         "callback",
         "fetcher",
+        "get_g",
     },
     "daffi.decorators": {"__body_unknown__", "alias", "callback", "fetcher", "local"},
     "daffi.codec": {
