@@ -22,10 +22,11 @@ from daffi._calls import UploadGroup
 from daffi._context import Arguments
 from daffi._crossloop import run_in_portal
 from daffi._node import Node
+from daffi._outgoing import mark_outgoing, outgoing_errors
 from daffi._results import AsyncResult, Bridge, ScheduledTasks
 from daffi._schedule_requests import ScheduleRequests
 from daffi._streams import CREDIT_BATCH, AsyncDownloadProxy, Download, SyncDownload, take_batch
-from daffi.exceptions import DaffiError, GlobalContextError, mark_outgoing, outgoing_errors
+from daffi.exceptions import DaffiError, GlobalContextError
 from daffi.execution_modifiers import BG, BROADCAST, FG, PERIOD, ExecModifier
 
 __all__ = ["Execution", "Runner"]

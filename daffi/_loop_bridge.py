@@ -21,7 +21,8 @@ import anyio.abc
 from anyio.from_thread import BlockingPortal
 
 from daffi._crossloop import loop_call_soon, run_in_portal
-from daffi.exceptions import GlobalContextError, outgoing_errors
+from daffi._outgoing import outgoing_errors
+from daffi.exceptions import GlobalContextError
 
 __all__ = ["Host", "LoopBridge", "ThreadStarted"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from daffi._context import Arguments, Fetching
 from daffi.exceptions import GlobalContextError, InitializationError, UnableToFindCandidate
@@ -34,7 +34,9 @@ if TYPE_CHECKING:
     from daffi._protocol import CallbackInfo
     from daffi._results import AsyncResult, ScheduledTask
 
-__all__ = ["LazyRemoteCall", "RemoteCall", "RemoteCalls"]
+__all__ = ["LazyRemoteCall", "ModifiedCall", "RemoteCall", "RemoteCalls"]
+
+R = TypeVar("R")
 
 
 class _Caller:
@@ -241,33 +243,63 @@ class RemoteCall:
         return self.info is not None
 
 
-class LazyRemoteCall:
-    """``g.call.name``: callback ``name``, not called yet; ``& modifier`` gives it the
-    modifier its call will run with (``(g.call.add & FG)(1, 2)``)."""
+class ModifiedCall(Generic[R]):
+    """``g.call.name & modifier``: callback ``name`` with the modifier its call runs with;
+    calling it sends the call (``(g.call.add & FG)(1, 2)`` is ``g.call.add(1, 2) & FG``)."""
 
-    __slots__ = ("_caller", "_modifier", "func_name")
+    __slots__ = ("_caller", "func_name", "modifier")
 
-    def __init__(
-        self, caller: _Caller, func_name: str, modifier: ExecModifier | None = None
-    ) -> None:
+    def __init__(self, caller: _Caller, func_name: str, modifier: ExecModifier) -> None:
         self._caller = caller
         self.func_name = func_name
-        self._modifier = modifier
+        self.modifier = modifier
 
     def __repr__(self) -> str:
-        with_modifier = "" if self._modifier is None else f" & {self._modifier!r}"
-        return f"<LazyRemoteCall {self.func_name}{with_modifier}>"
+        return f"<ModifiedCall {self.func_name} & {self.modifier!r}>"
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """Without a modifier: the :class:`RemoteCall` (nothing is sent). With one: send
-        the call and return its result, as ``g.call.name(*args, **kwargs) & modifier``."""
-        call = RemoteCall(self._caller, self.func_name, args, kwargs)
-        if self._modifier is None:
-            return call
-        return call.run(self._modifier)
+    def __call__(self, *args: Any, **kwargs: Any) -> R:
+        result: R = RemoteCall(self._caller, self.func_name, args, kwargs).run(self.modifier)
+        return result
 
-    def __and__(self, modifier: object) -> LazyRemoteCall:
-        return LazyRemoteCall(self._caller, self.func_name, _modifier(modifier, self.func_name))
+    @property
+    def info(self) -> CallbackInfo | None:
+        """What a node offering the callback advertises, or None (see RemoteCall.info)."""
+        return self._caller.info(self.func_name)
+
+    @property
+    def exists(self) -> bool:
+        """Whether a connected node offers the callback."""
+        return self.info is not None
+
+
+class LazyRemoteCall:
+    """``g.call.name``: callback ``name``, not called yet; calling it with arguments gives
+    the :class:`RemoteCall`, ``& modifier`` the :class:`ModifiedCall`."""
+
+    __slots__ = ("_caller", "func_name")
+
+    def __init__(self, caller: _Caller, func_name: str) -> None:
+        self._caller = caller
+        self.func_name = func_name
+
+    def __repr__(self) -> str:
+        return f"<LazyRemoteCall {self.func_name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> RemoteCall:
+        """The :class:`RemoteCall` with these arguments (nothing is sent)."""
+        return RemoteCall(self._caller, self.func_name, args, kwargs)
+
+    @overload
+    def __and__(self, modifier: FG | type[FG]) -> ModifiedCall[Any]: ...
+    @overload
+    def __and__(self, modifier: BG | type[BG]) -> ModifiedCall[AsyncResult | None]: ...
+    @overload
+    def __and__(self, modifier: BROADCAST | type[BROADCAST]) -> ModifiedCall[Any]: ...
+    @overload
+    def __and__(self, modifier: PERIOD) -> ModifiedCall[ScheduledTask]: ...
+    def __and__(self, modifier: object) -> ModifiedCall[Any]:
+        """The callback with the modifier its call will run with (nothing is sent)."""
+        return ModifiedCall(self._caller, self.func_name, _modifier(modifier, self.func_name))
 
     @property
     def info(self) -> CallbackInfo | None:

@@ -14,13 +14,13 @@ import anyio
 import msgspec
 
 from daffi._crossloop import wait_future
+from daffi._outgoing import mark_outgoing
 from daffi.exceptions import (
     DaffiError,
     ErrorInfo,
     GlobalContextError,
     TimeoutError,
     exception_from_error_info,
-    mark_outgoing,
 )
 
 __all__ = [

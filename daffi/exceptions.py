@@ -10,12 +10,10 @@ type is a built-in exception, the rebuilt object is also an instance of that bui
 from __future__ import annotations
 
 import builtins
-import functools
-import inspect
 import sys
 import traceback
-from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, TypeVar, cast
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 import msgspec
 
@@ -240,43 +238,8 @@ _DAFFI_KINDS: dict[str, type[DaffiError]] = {
 }
 
 
-#: set on a daffi error raised by a call this process made (see `outgoing_errors`)
-_OUTGOING = "_daffi_outgoing"
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def mark_outgoing(exc: DaffiError) -> None:
-    """Mark ``exc`` as the error of a call this process made (see `outgoing_errors`)."""
-    setattr(exc, _OUTGOING, True)
-
-
-def outgoing_errors(func: F) -> F:
-    """Mark the daffi errors ``func`` raises as errors of a call this process made (a
-    fetcher's call, a ``g.call``, a method of ``Global``), for when they escape a callback:
-    the callback's caller then gets a `RemoteCallError` that is also of that daffi class,
-    naming this process, instead of what looks like an error of its own call."""
-    if inspect.iscoroutinefunction(func):
-
-        @functools.wraps(func)
-        async def marked_async(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return await func(*args, **kwargs)
-            except DaffiError as exc:
-                mark_outgoing(exc)
-                raise
-
-        return cast("F", marked_async)
-
-    @functools.wraps(func)
-    def marked(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DaffiError as exc:
-            mark_outgoing(exc)
-            raise
-
-    return cast("F", marked)
+#: set on a daffi error raised by a call this process made (see `daffi._outgoing`)
+OUTGOING_MARK = "_daffi_outgoing"
 
 
 def _safe_str(value: object) -> str:
@@ -341,7 +304,7 @@ def error_info_from_exception(exc: BaseException, process_name: str) -> ErrorInf
         if not isinstance(message, str):  # a subclass that skipped DaffiError.__init__
             message = _safe_str(exc)
         kind = _daffi_kind(exc)
-        if not getattr(exc, _OUTGOING, False):
+        if not getattr(exc, OUTGOING_MARK, False):
             # daffi's own answer about the call it runs (a refusal): raised as its class,
             # without a traceback; with one (below) it failed a call this process made.
             tb_text = ""

@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from daffi import BG, BROADCAST, FG, PERIOD, Args, AsyncResult, Global, ScheduledTask
-from daffi._remote_call import LazyRemoteCall, RemoteCall
+from daffi._remote_call import LazyRemoteCall, ModifiedCall, RemoteCall
 from daffi.exceptions import (
     ArgumentsError,
     GlobalContextError,
@@ -79,7 +79,7 @@ async def test_every_form_of_a_call_by_name(make_node: NodeFactory) -> None:
             pending = g.call.add(1, 2)
             assert isinstance(pending, RemoteCall)
             modifier_first = g.call.add & FG
-            assert isinstance(modifier_first, LazyRemoteCall)
+            assert isinstance(modifier_first, ModifiedCall)
             assert worker.calls == []
 
             assert await _blocking(lambda: g.call.add(1, 2) & FG) == 3

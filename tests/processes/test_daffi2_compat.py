@@ -82,7 +82,7 @@ def test_call_in_every_form(launch: Launcher, endpoint: Endpoint) -> None:
         "and_fg_timeout": 3,
         "and_bg": 3,
         "modifier_first": 3,
-        "no_parentheses": "LazyRemoteCall",
+        "no_parentheses": "ModifiedCall",
         "mark": "sent",
         "fg": 7,
         "bg": 7,

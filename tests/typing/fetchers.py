@@ -100,3 +100,22 @@ async def async_code() -> None:
     reveal_type(await (await add_async.call(1, 2, exec_modifier=BG)))  # R: int
     reveal_type(await Calculator().div(1.0, 2.0))  # R: float
     reveal_type(await add_later(1, 2).get_async())  # R: int
+
+
+# ---------------------------------------------------------------- calls by name (g.call)
+
+
+def calls_by_name(g: daffi.Global) -> None:
+    reveal_type(g.call.add)  # R: daffi._remote_call.LazyRemoteCall
+    reveal_type(g.call.add(1, 2))  # R: daffi._remote_call.RemoteCall
+    reveal_type(g.call.add(1, 2) & FG)  # R: Any
+    reveal_type(g.call.add(1, 2) & BG(timeout=5))  # R: daffi._results.AsyncResult[Any] | None
+    reveal_type(g.call.add(1, 2) & PERIOD(interval=3))  # R: daffi._results.ScheduledTask
+    reveal_type((g.call.add & BG)(1, 2))  # R: daffi._results.AsyncResult[Any] | None
+    reveal_type((g.call.add & PERIOD(interval=3))(1, 2))  # R: daffi._results.ScheduledTask
+    reveal_type(g.call.add(1, 2).bg())  # R: daffi._results.AsyncResult[Any] | None
+    reveal_type(g.call.add.exists)  # R: bool
+
+
+async def calls_by_name_async(g: daffi.Global) -> None:
+    reveal_type(await g.call.add(1, 2).period_async(interval=3))  # R: daffi._results.ScheduledTask

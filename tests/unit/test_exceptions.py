@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 import daffi.exceptions as exc_module
+from daffi._outgoing import mark_outgoing
 from daffi.exceptions import (
     AuthenticationError,
     DaffiError,
@@ -26,7 +27,6 @@ from daffi.exceptions import (
     daffi_error_info,
     error_info_from_exception,
     exception_from_error_info,
-    mark_outgoing,
 )
 
 DAFFI_CLASSES: list[type[DaffiError]] = [
