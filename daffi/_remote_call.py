@@ -11,7 +11,7 @@ means exactly what a ``@fetcher`` of that name (a proxy: no body) means with tha
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -44,10 +44,10 @@ class _Caller:
 
     __slots__ = ("execution", "node_of")
 
-    def __init__(self, execution: Fetching, node_of: Any) -> None:
-        self.execution = execution
+    def __init__(self, execution: Fetching, node_of: Callable[[], Node | None]) -> None:
+        self.execution: Fetching = execution
         #: returns the Global's node (None before it starts or without one)
-        self.node_of = node_of
+        self.node_of: Callable[[], Node | None] = node_of
 
     def info(self, name: str) -> CallbackInfo | None:
         node: Node | None = self.node_of()
@@ -70,10 +70,10 @@ class RemoteCall:
     def __init__(
         self, caller: _Caller, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
-        self._caller = caller
-        self.func_name = func_name
-        self.args = args
-        self.kwargs = kwargs
+        self._caller: _Caller = caller
+        self.func_name: str = func_name
+        self.args: tuple[Any, ...] = args
+        self.kwargs: dict[str, Any] = kwargs
 
     def __repr__(self) -> str:
         parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
@@ -250,9 +250,9 @@ class ModifiedCall(Generic[R]):
     __slots__ = ("_caller", "func_name", "modifier")
 
     def __init__(self, caller: _Caller, func_name: str, modifier: ExecModifier) -> None:
-        self._caller = caller
-        self.func_name = func_name
-        self.modifier = modifier
+        self._caller: _Caller = caller
+        self.func_name: str = func_name
+        self.modifier: ExecModifier = modifier
 
     def __repr__(self) -> str:
         return f"<ModifiedCall {self.func_name} & {self.modifier!r}>"
@@ -279,8 +279,8 @@ class LazyRemoteCall:
     __slots__ = ("_caller", "func_name")
 
     def __init__(self, caller: _Caller, func_name: str) -> None:
-        self._caller = caller
-        self.func_name = func_name
+        self._caller: _Caller = caller
+        self.func_name: str = func_name
 
     def __repr__(self) -> str:
         return f"<LazyRemoteCall {self.func_name}>"
@@ -318,8 +318,8 @@ class RemoteCalls:
 
     __slots__ = ("_caller",)
 
-    def __init__(self, execution: Fetching, node_of: Any) -> None:
-        self._caller = _Caller(execution, node_of)
+    def __init__(self, execution: Fetching, node_of: Callable[[], Node | None]) -> None:
+        self._caller: _Caller = _Caller(execution, node_of)
 
     def __getattr__(self, name: str) -> LazyRemoteCall:
         if name.startswith("__") and name.endswith("__"):
