@@ -59,13 +59,34 @@ class _Caller:
             return None
 
 
-class RemoteCall:
+class _Named:
+    """A callback known by its name: whether a connected node offers it, and what it
+    advertises."""
+
+    __slots__ = ("_caller", "func_name")
+
+    _caller: _Caller
+    func_name: str
+
+    @property
+    def info(self) -> CallbackInfo | None:
+        """What a node offering the callback advertises (its parameters, whether it is
+        async or a generator), or None if no connected node offers it."""
+        return self._caller.info(self.func_name)
+
+    @property
+    def exists(self) -> bool:
+        """Whether a connected node offers the callback."""
+        return self.info is not None
+
+
+class RemoteCall(_Named):
     """One call of callback ``name`` with its arguments, not sent yet.
 
     ``& modifier`` (or one of the methods) sends it; until then nothing happens.
     """
 
-    __slots__ = ("_caller", "args", "func_name", "kwargs")
+    __slots__ = ("args", "kwargs")
 
     def __init__(
         self, caller: _Caller, func_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -229,25 +250,12 @@ class RemoteCall:
             self.func_name, _arguments(source), FG(timeout=timeout, receiver=receiver)
         )
 
-    # ------------------------------------------------------------------ the callback
 
-    @property
-    def info(self) -> CallbackInfo | None:
-        """What a node offering the callback advertises (its parameters, whether it is
-        async or a generator), or None if no connected node offers it."""
-        return self._caller.info(self.func_name)
-
-    @property
-    def exists(self) -> bool:
-        """Whether a connected node offers the callback."""
-        return self.info is not None
-
-
-class ModifiedCall(Generic[R]):
+class ModifiedCall(_Named, Generic[R]):
     """``g.call.name & modifier``: callback ``name`` with the modifier its call runs with;
     calling it sends the call (``(g.call.add & FG)(1, 2)`` is ``g.call.add(1, 2) & FG``)."""
 
-    __slots__ = ("_caller", "func_name", "modifier")
+    __slots__ = ("modifier",)
 
     def __init__(self, caller: _Caller, func_name: str, modifier: ExecModifier) -> None:
         self._caller: _Caller = caller
@@ -261,22 +269,12 @@ class ModifiedCall(Generic[R]):
         result: R = RemoteCall(self._caller, self.func_name, args, kwargs).run(self.modifier)
         return result
 
-    @property
-    def info(self) -> CallbackInfo | None:
-        """What a node offering the callback advertises, or None (see RemoteCall.info)."""
-        return self._caller.info(self.func_name)
 
-    @property
-    def exists(self) -> bool:
-        """Whether a connected node offers the callback."""
-        return self.info is not None
-
-
-class LazyRemoteCall:
+class LazyRemoteCall(_Named):
     """``g.call.name``: callback ``name``, not called yet; calling it with arguments gives
     the :class:`RemoteCall`, ``& modifier`` the :class:`ModifiedCall`."""
 
-    __slots__ = ("_caller", "func_name")
+    __slots__ = ()
 
     def __init__(self, caller: _Caller, func_name: str) -> None:
         self._caller: _Caller = caller
@@ -300,16 +298,6 @@ class LazyRemoteCall:
     def __and__(self, modifier: object) -> ModifiedCall[Any]:
         """The callback with the modifier its call will run with (nothing is sent)."""
         return ModifiedCall(self._caller, self.func_name, _modifier(modifier, self.func_name))
-
-    @property
-    def info(self) -> CallbackInfo | None:
-        """What a node offering the callback advertises, or None (see RemoteCall.info)."""
-        return self._caller.info(self.func_name)
-
-    @property
-    def exists(self) -> bool:
-        """Whether a connected node offers the callback."""
-        return self.info is not None
 
 
 class RemoteCalls:

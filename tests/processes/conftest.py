@@ -272,3 +272,91 @@ def parse_results(program: Program) -> dict[str, str]:
             _, key, *rest = line.split(" ", 2)
             results[key] = rest[0] if rest else ""
     return results
+
+
+# ---------------------------------------------------------------- docs examples
+
+#: how long a docs example client may run
+RUN_TIMEOUT = 30.0
+
+
+class Processes:
+    """Starts programs with their output in files; stops all of them by PID at the end."""
+
+    def __init__(self, directory: Path, examples: Path | None = None) -> None:
+        self.directory = directory
+        #: where example programs started by name (:meth:`example`) live
+        self.examples = examples
+        self.programs: list[Program] = []
+        self.cleanups: list[Callable[[], None]] = []
+
+    def start(self, name: str, *argv: str) -> Program:
+        """Run ``python *argv`` (an example path, or ``-m daffi ...``) as ``name``."""
+        index = len(self.programs)
+        stdout_path = self.directory / f"{index:02d}-{name}.out"
+        stderr_path = self.directory / f"{index:02d}-{name}.err"
+        environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
+            popen = subprocess.Popen(
+                [sys.executable, *argv],
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=environ,
+                cwd=self.directory,
+            )
+        program = Program(name, popen, stdout_path, stderr_path)
+        self.programs.append(program)
+        return program
+
+    def example(self, filename: str, *args: str, name: str | None = None) -> Program:
+        """Run example ``filename`` of the test module's ``EXAMPLES`` directory."""
+        assert self.examples is not None, "the test module has no EXAMPLES directory"
+        return self.start(name or Path(filename).stem, str(self.examples / filename), *args)
+
+    def interrupt(self, program: Program) -> None:
+        """Ctrl+C by PID; the program must stop cleanly (exit 0, no traceback)."""
+        os.kill(program.pid, signal.SIGINT)
+        code = program.wait_exit(RUN_TIMEOUT)
+        assert code == 0, program.describe()
+        assert "Traceback" not in program.stderr(), program.describe()
+
+    def close(self) -> None:
+        """Stop every program (terminate, then kill), then run the cleanups."""
+        try:
+            for program in reversed(self.programs):
+                program.stop()
+        finally:
+            for cleanup in reversed(self.cleanups):
+                cleanup()
+
+
+@pytest.fixture
+def processes(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Processes]:
+    """Programs of a docs-examples test (its module's ``EXAMPLES``), stopped at its end."""
+    running = Processes(tmp_path, getattr(request.module, "EXAMPLES", None))
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def address(request: pytest.FixtureRequest, processes: Processes) -> str:
+    """Where this test's controller listens: loopback TCP, or a Unix socket in /tmp.
+
+    The socket directory is removed after the test's programs have stopped.
+    """
+    if request.param == "tcp":
+        return f"tcp://127.0.0.1:{free_tcp_port()}"
+    directory = tempfile.mkdtemp(prefix="dfx-", dir="/tmp")
+    processes.cleanups.append(lambda: shutil.rmtree(directory, ignore_errors=True))
+    return f"unix://{directory}/daffi.sock"
+
+
+def run_to_end(program: Program) -> list[str]:
+    """Wait for a client to finish; it must exit 0 without a traceback. Its stdout lines."""
+    code = program.wait_exit(RUN_TIMEOUT)
+    assert code == 0, program.describe()
+    assert "Traceback" not in program.stderr(), program.describe()
+    return program.lines()

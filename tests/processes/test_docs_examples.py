@@ -9,25 +9,17 @@ cleanly.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import Program, free_tcp_port
+from .conftest import Processes, Program, run_to_end
 
 pytestmark = pytest.mark.processes
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples" / "basics"
 START_TIMEOUT = 20.0
-RUN_TIMEOUT = 30.0
 
 #: Every example and the test that runs it; test_every_example_is_run keeps this complete.
 COVERED = {
@@ -44,83 +36,6 @@ COVERED = {
     "stream_async_client.py": "test_streams",
     "several_globals.py": "test_several_globals",
 }
-
-
-class Processes:
-    """Starts programs with their output in files; stops all of them by PID at the end."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.programs: list[Program] = []
-        self.cleanups: list[Callable[[], None]] = []
-
-    def start(self, name: str, *argv: str) -> Program:
-        """Run ``python *argv`` (an example path, or ``-m daffi ...``) as ``name``."""
-        index = len(self.programs)
-        stdout_path = self.directory / f"{index:02d}-{name}.out"
-        stderr_path = self.directory / f"{index:02d}-{name}.err"
-        environ = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:
-            popen = subprocess.Popen(
-                [sys.executable, *argv],
-                stdout=out,
-                stderr=err,
-                stdin=subprocess.DEVNULL,
-                env=environ,
-                cwd=self.directory,
-            )
-        program = Program(name, popen, stdout_path, stderr_path)
-        self.programs.append(program)
-        return program
-
-    def example(self, filename: str, *args: str, name: str | None = None) -> Program:
-        return self.start(name or Path(filename).stem, str(EXAMPLES / filename), *args)
-
-    def interrupt(self, program: Program) -> None:
-        """Ctrl+C by PID; the program must stop cleanly (exit 0, no traceback)."""
-        os.kill(program.pid, signal.SIGINT)
-        code = program.wait_exit(RUN_TIMEOUT)
-        assert code == 0, program.describe()
-        assert "Traceback" not in program.stderr(), program.describe()
-
-    def close(self) -> None:
-        """Stop every program (terminate, then kill), then run the cleanups."""
-        try:
-            for program in reversed(self.programs):
-                program.stop()
-        finally:
-            for cleanup in reversed(self.cleanups):
-                cleanup()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    running = Processes(tmp_path)
-    try:
-        yield running
-    finally:
-        running.close()
-
-
-@pytest.fixture(params=["tcp", "unix"])
-def address(request: pytest.FixtureRequest, processes: Processes) -> str:
-    """Where this test's controller listens: loopback TCP, or a Unix socket in /tmp.
-
-    The socket directory is removed after the test's programs have stopped.
-    """
-    if request.param == "tcp":
-        return f"tcp://127.0.0.1:{free_tcp_port()}"
-    directory = tempfile.mkdtemp(prefix="dfd-", dir="/tmp")
-    processes.cleanups.append(lambda: shutil.rmtree(directory, ignore_errors=True))
-    return f"unix://{directory}/daffi.sock"
-
-
-def run_to_end(program: Program) -> list[str]:
-    """Wait for a client to finish; it must exit 0 without a traceback. Its stdout lines."""
-    code = program.wait_exit(RUN_TIMEOUT)
-    assert code == 0, program.describe()
-    assert "Traceback" not in program.stderr(), program.describe()
-    return program.lines()
 
 
 def start_server(processes: Processes, filename: str, address: str) -> Program:

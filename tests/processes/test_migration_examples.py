@@ -10,15 +10,12 @@ under /tmp, compares their whole output, and stops every process by its PID.
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import Program, free_tcp_port
-from .test_docs_examples import START_TIMEOUT, Processes, run_to_end
+from .conftest import Processes, run_to_end
+from .test_docs_examples import START_TIMEOUT
 
 pytestmark = [pytest.mark.processes, pytest.mark.timeout(120)]
 
@@ -42,30 +39,6 @@ COVERED = {
     "schedules_worker.py": "test_listing_and_cancelling_schedules",
     "schedules_client.py": "test_listing_and_cancelling_schedules",
 }
-
-
-class MigrationExamples(Processes):
-    def example(self, filename: str, *args: str, name: str | None = None) -> Program:
-        return self.start(name or Path(filename).stem, str(EXAMPLES / filename), *args)
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    running = MigrationExamples(tmp_path)
-    try:
-        yield running
-    finally:
-        running.close()
-
-
-@pytest.fixture(params=["tcp", "unix"])
-def address(request: pytest.FixtureRequest, processes: Processes) -> str:
-    """Where this test's controller listens: loopback TCP, or a Unix socket in /tmp."""
-    if request.param == "tcp":
-        return f"tcp://127.0.0.1:{free_tcp_port()}"
-    directory = tempfile.mkdtemp(prefix="dfm-", dir="/tmp")
-    processes.cleanups.append(lambda: shutil.rmtree(directory, ignore_errors=True))
-    return f"unix://{directory}/daffi.sock"
 
 
 def test_every_example_is_run() -> None:
