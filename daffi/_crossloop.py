@@ -260,6 +260,10 @@ class Portal(BlockingPortal):
         await super().__aenter__()
         return self
 
+    def on_loop_thread(self) -> bool:
+        """Whether the calling thread runs the portal's loop (where waiting would deadlock)."""
+        return threading.get_ident() == self._loop_thread
+
     def start_task_soon(self, func: Any, *args: Any, name: object = None) -> Any:  # type: ignore[override]
         base = super().start_task_soon
         # (not from the portal's own loop: anyio raises there, where waiting would deadlock)

@@ -16,11 +16,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Protocol
 
 import anyio
-from anyio.from_thread import BlockingPortal
 
 from daffi._calls import UploadGroup
 from daffi._context import Arguments
-from daffi._crossloop import run_in_portal
+from daffi._crossloop import Portal, run_in_portal
 from daffi._node import Node
 from daffi._outgoing import mark_outgoing, outgoing_errors
 from daffi._results import AsyncResult, Bridge, ScheduledTasks
@@ -42,7 +41,7 @@ class Runner(Bridge, Protocol):
     def node(self) -> Node | None: ...
 
     @property
-    def portal(self) -> BlockingPortal | None: ...
+    def portal(self) -> Portal | None: ...
 
     @property
     def started(self) -> bool: ...
@@ -82,9 +81,7 @@ class Execution:
             if isinstance(modifier, BG) or (
                 isinstance(modifier, BROADCAST) and not modifier.return_result
             ):
-                runtime.ensure_started_sync()
-                if runtime.stopped:
-                    raise runtime.stopped_error()
+                self._ready_for_background(name)
                 return self._start_background(name, args, kwargs, modifier, structure)
             runtime.ensure_started_sync()
             if runtime.on_loop_thread():
@@ -187,6 +184,19 @@ class Execution:
         except DaffiError as exc:
             mark_outgoing(exc)
             raise
+
+    def _ready_for_background(self, name: str) -> None:
+        """Before a call that returns at once (BG, fire-and-forget): the core runs, or is
+        started in its thread; raises why it cannot take the call."""
+        runtime = self.runtime
+        runtime.ensure_started_sync()
+        if runtime.stopped:
+            raise runtime.stopped_error()
+        if not runtime.started and runtime.on_loop_thread():
+            raise GlobalContextError(
+                f"the call of {name!r} was made while this Global is starting in this event "
+                "loop; await its start first (e.g. `await g.wait_function_async(...)`)"
+            )
 
     async def _run_modifier(
         self,
@@ -333,7 +343,7 @@ class Execution:
         """Send a sync generator fetcher's items (driven in the calling thread)."""
         runtime = self.runtime
         if isinstance(modifier, BG):
-            runtime.ensure_started_sync()
+            self._ready_for_background(name)
             fut = runtime.spawn(self._stream_in_background, name, items, modifier)
             return AsyncResult(fut, runtime, name)
         runtime.ensure_started_sync()

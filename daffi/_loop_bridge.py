@@ -18,9 +18,8 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
-from anyio.from_thread import BlockingPortal
 
-from daffi._crossloop import loop_call_soon, run_in_portal
+from daffi._crossloop import Portal, loop_call_soon, run_in_portal
 from daffi._outgoing import outgoing_errors
 from daffi.exceptions import GlobalContextError
 
@@ -64,7 +63,7 @@ class LoopBridge(abc.ABC):
     loop's thread, its portal, its task group, whether it runs)."""
 
     loop_thread: int | None
-    portal: BlockingPortal | None
+    portal: Portal | None
     task_group: anyio.abc.TaskGroup | None
     stopped: bool
     #: the Global's process_name, for messages

@@ -77,7 +77,7 @@ class Runtime(LoopBridge):
         #: the library of the loop the core runs on in its own thread
         self.backend = owner.backend
         self.components = Components(owner, self._node_event, schedule_reports)
-        self.portal: BlockingPortal | None = None
+        self.portal: Portal | None = None
         self.loop_thread: int | None = None
         self.thread: threading.Thread | None = None
         self.stop_event: anyio.Event | None = None

@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
-from anyio.from_thread import BlockingPortal
 
-from daffi._crossloop import run_in_portal
+from daffi._crossloop import Portal, run_in_portal
 from daffi._protocol import STREAM_WINDOW
-from daffi.exceptions import DaffiError, ProtocolError
+from daffi.exceptions import DaffiError, GlobalContextError, ProtocolError
 
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream
@@ -199,7 +198,7 @@ class Download:
 class SyncDownload:
     """A blocking iterator over a :class:`Download`, for ``def`` fetchers (any thread)."""
 
-    def __init__(self, download: Download, portal: BlockingPortal) -> None:
+    def __init__(self, download: Download, portal: Portal) -> None:
         self._download = download
         self._portal = portal
         self._buffer: list[Any] = []
@@ -212,6 +211,14 @@ class SyncDownload:
         if not self._buffer:
             if self._done:
                 raise StopIteration
+            if self._portal.on_loop_thread():
+                name = self._download.name
+                raise GlobalContextError(
+                    f"iterating the stream of {name!r} blocks, and it was called from the "
+                    "thread that runs daffi's event loop, where it would deadlock; use an "
+                    f"`async def` fetcher and `async for` (for g.call: `async for item in await "
+                    f"g.call.{name}(...).fg_async()`), or iterate in a worker thread"
+                )
             batch = self._portal.call(self._download.receive_batch, CREDIT_BATCH)
             if batch is None:
                 self._done = True
@@ -244,7 +251,7 @@ class SyncDownload:
 class AsyncDownloadProxy:
     """An async iterator over a :class:`Download` running on another thread's loop."""
 
-    def __init__(self, download: Download, portal: BlockingPortal) -> None:
+    def __init__(self, download: Download, portal: Portal) -> None:
         self._download = download
         self._portal = portal
         self._buffer: list[Any] = []

@@ -19,7 +19,7 @@ import anyio
 import pytest
 import sniffio
 
-from daffi import Global
+from daffi import BG, Global
 from daffi.decorators import alias, fetcher
 from daffi.exceptions import GlobalContextError
 from daffi.registry import CallbackRegistry
@@ -196,3 +196,20 @@ async def test_a_failed_start_is_raised_by_the_next_call(anyio_backend: str) -> 
         await g.wait_function_async("where", timeout=1)
     assert caught.value.__cause__ is not None
     assert "stopped" in repr(g)
+
+
+async def test_a_background_call_while_it_starts_in_the_loop_says_to_await_the_start(
+    anyio_backend: str,
+) -> None:
+    """Made from the loop while the core is still starting there (no controller yet): not
+    taken for a Global without a node, or a stopped one."""
+    g = Global("early", address="memory://nobody-listens-for-early", connect_timeout=0.5)
+    try:
+        await anyio.sleep(0.05)  # the loop has started the core, which waits for a controller
+        assert not g._runtime.started
+        with pytest.raises(GlobalContextError, match="while this Global is starting"):
+            g.call.where() & BG
+    finally:
+        await g.stop_async()
+    with pytest.raises(GlobalContextError):
+        await g.join_async()  # the start failed: no controller within connect_timeout

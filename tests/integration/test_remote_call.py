@@ -218,6 +218,11 @@ async def test_blocking_forms_on_the_loop_name_the_async_twin(make_node: NodeFac
                 g.call.add(1, 2) & FG
             with pytest.raises(GlobalContextError, match=r"stream_async\(\)"):
                 g.call.sink([1]).stream()
+            # a stream's iterator, made in a thread, then iterated here
+            items = await _blocking(lambda: g.call.count(3) & FG)
+            with pytest.raises(GlobalContextError, match=r"async for item in await g\.call\.count"):
+                next(items)
+            await _blocking(items.close)
             # BG does not block: it works from the loop's thread
             result = g.call.add(1, 2) & BG
             assert result is not None
