@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol, TypeVar
@@ -267,20 +266,9 @@ class Portal(BlockingPortal):
     def start_task_soon(self, func: Any, *args: Any, name: object = None) -> Any:  # type: ignore[override]
         base = super().start_task_soon
         # (not from the portal's own loop: anyio raises there, where waiting would deadlock)
-        if threading.get_ident() != self._loop_thread and _runs_trio():
+        if threading.get_ident() != self._loop_thread and running_library() == "trio":
             return _handoff_pool().submit(base, func, *args, name=name).result()
         return base(func, *args, name=name)
-
-
-def _runs_trio() -> bool:
-    trio = sys.modules.get("trio")
-    if trio is None:
-        return False
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
 
 
 _handoff: concurrent.futures.ThreadPoolExecutor | None = None

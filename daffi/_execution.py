@@ -66,6 +66,7 @@ class Execution:
         #: PERIOD requests and the system calls about schedules (daffi._schedule_requests)
         self.schedules = ScheduleRequests(runtime, scheduled)
 
+    @outgoing_errors
     def execute(
         self,
         name: str,
@@ -76,53 +77,49 @@ class Execution:
     ) -> Any:
         """A ``def`` fetcher's call: blocks for its result (``BG`` and fire-and-forget
         ``BROADCAST`` return at once)."""
-        try:
-            runtime = self.runtime
-            if isinstance(modifier, BG) or (
-                isinstance(modifier, BROADCAST) and not modifier.return_result
-            ):
-                self._ready_for_background(name)
-                return self._start_background(name, args, kwargs, modifier, structure)
-            runtime.ensure_started_sync()
-            if runtime.on_loop_thread():
-                raise GlobalContextError(
-                    f"fetcher {name!r} is a `def` fetcher and blocks, but it was called from the "
-                    "thread that runs daffi's event loop (an `async def` callback, or an async app "
-                    "whose Global runs in its loop), where waiting would deadlock it; declare the "
-                    f"fetcher `async def` and await it (for `g.call.{name}(...) & FG`: `await "
-                    f"g.call.{name}(...).fg_async()`), or call it from a worker thread "
-                    "(anyio.to_thread.run_sync)"
-                )
-            node = runtime.node
-            if node is not None and runtime.started and not runtime.stopped:
-                # Fast paths: the calling thread sends and waits itself, no portal crossing.
-                if isinstance(modifier, FG):
-                    handled, value = node.call_from_thread(
-                        name,
-                        args,
-                        kwargs,
-                        receiver=modifier.receiver,
-                        timeout=modifier.timeout,
-                        structure=structure,
-                    )
-                    if handled:
-                        return value
-                elif isinstance(modifier, BROADCAST) and not modifier.eta:
-                    handled, value = node.broadcast_from_thread(
-                        name, args, kwargs, timeout=modifier.timeout, structure=structure
-                    )
-                    if handled:
-                        return value
-            result = runtime.blocking(
-                "fetcher", "fetcher", self._run_modifier, name, args, kwargs, modifier, structure
+        runtime = self.runtime
+        if isinstance(modifier, BG) or (
+            isinstance(modifier, BROADCAST) and not modifier.return_result
+        ):
+            self._ready_for_background(name)
+            return self._start_background(name, args, kwargs, modifier, structure)
+        runtime.ensure_started_sync()
+        if runtime.on_loop_thread():
+            raise GlobalContextError(
+                f"fetcher {name!r} is a `def` fetcher and blocks, but it was called from the "
+                "thread that runs daffi's event loop (an `async def` callback, or an async app "
+                "whose Global runs in its loop), where waiting would deadlock it; declare the "
+                f"fetcher `async def` and await it (for `g.call.{name}(...) & FG`: `await "
+                f"g.call.{name}(...).fg_async()`), or call it from a worker thread "
+                "(anyio.to_thread.run_sync)"
             )
-            if isinstance(result, Download):
-                assert runtime.portal is not None
-                return SyncDownload(result, runtime.portal)
-            return result
-        except DaffiError as exc:
-            mark_outgoing(exc)
-            raise
+        node = runtime.node
+        if node is not None and runtime.started and not runtime.stopped:
+            # Fast paths: the calling thread sends and waits itself, no portal crossing.
+            if isinstance(modifier, FG):
+                handled, value = node.call_from_thread(
+                    name,
+                    args,
+                    kwargs,
+                    receiver=modifier.receiver,
+                    timeout=modifier.timeout,
+                    structure=structure,
+                )
+                if handled:
+                    return value
+            elif isinstance(modifier, BROADCAST) and not modifier.eta:
+                handled, value = node.broadcast_from_thread(
+                    name, args, kwargs, timeout=modifier.timeout, structure=structure
+                )
+                if handled:
+                    return value
+        result = runtime.blocking(
+            "fetcher", "fetcher", self._run_modifier, name, args, kwargs, modifier, structure
+        )
+        if isinstance(result, Download):
+            assert runtime.portal is not None
+            return SyncDownload(result, runtime.portal)
+        return result
 
     async def execute_async(
         self,
@@ -133,6 +130,8 @@ class Execution:
         structure: Callable[[Any], Any] | None,
     ) -> Any:
         """An ``async def`` fetcher's call, awaited on any loop (asyncio or trio)."""
+        # Marked inline rather than with @outgoing_errors: a wrapping coroutine would cost
+        # every awaited call a frame, on the path of 64-in-flight async apps.
         try:
             runtime = self.runtime
             node = runtime.node

@@ -27,7 +27,7 @@ from daffi.execution_modifiers import (
     ExecModifier,
     normalize_modifier,
 )
-from daffi.registry._args import arguments_from_body
+from daffi.registry._args import arguments_from_body, arguments_from_items
 
 if TYPE_CHECKING:
     from daffi._node import Node
@@ -247,7 +247,7 @@ class RemoteCall(_Named):
                 f"g.call.{self.func_name}(items).stream_async(); got {type(items).__name__}"
             )
         await self._caller.execution.stream_in_async(
-            self.func_name, _arguments(source), FG(timeout=timeout, receiver=receiver)
+            self.func_name, arguments_from_items(source), FG(timeout=timeout, receiver=receiver)
         )
 
 
@@ -348,8 +348,3 @@ def _items(call: RemoteCall) -> object:
 async def _aiter(items: Iterable[Any]) -> Any:
     for item in items:
         yield item
-
-
-async def _arguments(items: AsyncIterable[Any]) -> Any:
-    async for item in items:
-        yield arguments_from_body(item)

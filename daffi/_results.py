@@ -14,7 +14,7 @@ import anyio
 import msgspec
 
 from daffi._crossloop import wait_future
-from daffi._outgoing import mark_outgoing
+from daffi._outgoing import outgoing_errors
 from daffi.exceptions import (
     DaffiError,
     ErrorInfo,
@@ -108,6 +108,7 @@ class AsyncResult(Generic[R]):
             return None
         return self._future.exception()
 
+    @outgoing_errors
     def get(self, timeout: float | None = None) -> R:
         """Block until the result is there and return it (or raise the call's error).
 
@@ -115,22 +116,19 @@ class AsyncResult(Generic[R]):
             TimeoutError: not finished within ``timeout`` seconds (the call keeps running).
             GlobalContextError: called from the thread of daffi's own event loop.
         """
+        self._owner.check_blocking("AsyncResult.get", "get_async")
         try:
-            self._owner.check_blocking("AsyncResult.get", "get_async")
-            try:
-                return self._future.result(timeout)
-            except concurrent.futures.CancelledError:
-                raise GlobalContextError(f"the call to {self.func_name!r} was cancelled") from None
-            except builtins.TimeoutError:
-                if self._future.done():
-                    raise  # the call's own timeout
-                raise TimeoutError(
-                    f"the result of {self.func_name!r} was not ready after {timeout} s"
-                ) from None
-        except DaffiError as exc:
-            mark_outgoing(exc)
-            raise
+            return self._future.result(timeout)
+        except concurrent.futures.CancelledError:
+            raise GlobalContextError(f"the call to {self.func_name!r} was cancelled") from None
+        except builtins.TimeoutError:
+            if self._future.done():
+                raise  # the call's own timeout
+            raise TimeoutError(
+                f"the result of {self.func_name!r} was not ready after {timeout} s"
+            ) from None
 
+    @outgoing_errors
     async def get_async(self, timeout: float | None = None) -> R:
         """Wait for the result without blocking the loop (asyncio or trio).
 
@@ -139,19 +137,13 @@ class AsyncResult(Generic[R]):
         Raises:
             TimeoutError: not finished within ``timeout`` seconds (the call keeps running).
         """
-        try:
-            with anyio.move_on_after(timeout) as scope:
-                try:
-                    return await wait_future(self._future, cancel_on_abort=False)
-                except concurrent.futures.CancelledError:
-                    raise GlobalContextError(
-                        f"the call to {self.func_name!r} was cancelled"
-                    ) from None
-            assert scope.cancelled_caught
-            raise TimeoutError(f"the result of {self.func_name!r} was not ready after {timeout} s")
-        except DaffiError as exc:
-            mark_outgoing(exc)
-            raise
+        with anyio.move_on_after(timeout) as scope:
+            try:
+                return await wait_future(self._future, cancel_on_abort=False)
+            except concurrent.futures.CancelledError:
+                raise GlobalContextError(f"the call to {self.func_name!r} was cancelled") from None
+        assert scope.cancelled_caught
+        raise TimeoutError(f"the result of {self.func_name!r} was not ready after {timeout} s")
 
     def cancel(self) -> bool:
         """Cancel the call if it is still running (the remote execution is cancelled too)."""

@@ -288,13 +288,12 @@ def error_info_from_exception(exc: BaseException, process_name: str) -> ErrorInf
         raises the same daffi class. A `RemoteCallError` (a nested call that failed) keeps
         the original remote type, so ``except ValueError`` works across several hops.
     """
-    tb_text = _format_traceback(exc)
     if isinstance(exc, RemoteCallError):
         return ErrorInfo(
             type_name=exc.remote_type or type(exc).__qualname__,
             module=exc.remote_module or type(exc).__module__,
             message=exc.remote_message,
-            traceback=tb_text,
+            traceback=_format_traceback(exc),
             process_name=process_name,
             kind=_REMOTE_DAFFI_KINDS.get(type(exc), REMOTE_KIND),
         )
@@ -304,13 +303,14 @@ def error_info_from_exception(exc: BaseException, process_name: str) -> ErrorInf
         if not isinstance(message, str):  # a subclass that skipped DaffiError.__init__
             message = _safe_str(exc)
         kind = _daffi_kind(exc)
-        if not getattr(exc, OUTGOING_MARK, False):
-            # daffi's own answer about the call it runs (a refusal): raised as its class,
-            # without a traceback; with one (below) it failed a call this process made.
-            tb_text = ""
+        # daffi's own answer about the call it runs (a refusal) is raised as its class,
+        # without a traceback; with one, it failed a call this process made.
+        outgoing = getattr(exc, OUTGOING_MARK, False)
+        tb_text = _format_traceback(exc) if outgoing else ""
     else:
         message = _safe_str(exc)
         kind = REMOTE_KIND
+        tb_text = _format_traceback(exc)
     return ErrorInfo(
         type_name=_safe_str(exc_type.__qualname__),
         module=_safe_str(exc_type.__module__),

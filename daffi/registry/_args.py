@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any, ClassVar
 
-__all__ = ["Args", "__body_unknown__", "arguments_from_body"]
+__all__ = ["Args", "__body_unknown__", "arguments_from_body", "arguments_from_items"]
 
 
 class Args:
@@ -55,3 +56,12 @@ def arguments_from_body(result: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
     if isinstance(result, tuple):
         return result, {}
     return (result,), {}
+
+
+async def arguments_from_items(
+    items: AsyncIterable[Any],
+) -> AsyncIterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Map each item of a stream (an async generator fetcher's, ``g.call.f(items)``'s) to
+    ``(args, kwargs)``, as :func:`arguments_from_body` maps one."""
+    async for item in items:
+        yield arguments_from_body(item)

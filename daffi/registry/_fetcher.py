@@ -23,7 +23,7 @@ from daffi._codec import default_codec, make_arg_structurer, make_return_structu
 from daffi._context import current_global, current_global_or_none
 from daffi.exceptions import InitializationError
 from daffi.execution_modifiers import FG, ExecModifier, is_exec_modifier, normalize_modifier
-from daffi.registry._args import arguments_from_body
+from daffi.registry._args import arguments_from_body, arguments_from_items
 from daffi.registry._inspect import function_kind, has_body
 from daffi.registry._markers import alias_of, is_local, refused
 from daffi.registry._roles import Role, declare, is_instance, is_subclass
@@ -44,12 +44,6 @@ __all__ = ["Fetcher", "FetcherFunction", "fetcher"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-async def _arguments(items: Any) -> Any:
-    """Map an async generator fetcher's items to ``(args, kwargs)``."""
-    async for item in items:
-        yield arguments_from_body(item)
 
 
 class _FetcherCore:
@@ -103,7 +97,9 @@ class _FetcherCore:
             aitems = (
                 self.fn(bound, *args, **kwargs) if bound is not None else self.fn(*args, **kwargs)
             )
-            return current_global()._execution.stream_in_async(self.name, _arguments(aitems), mod)
+            return current_global()._execution.stream_in_async(
+                self.name, arguments_from_items(aitems), mod
+            )
         if self.is_async:
             coro = cast(
                 "types.CoroutineType[Any, Any, Any]", self._invoke_async(bound, mod, args, kwargs)
